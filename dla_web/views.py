@@ -1,0 +1,110 @@
+"""API views of the project package: task runs (list, read, cancel, worker self-test), users and the caller."""
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .models import TaskRun
+from .roles import HasAnyRole, IsAdmin, is_admin
+from .serializers import CancelSerializer, SelfTestSerializer, TaskRunSerializer, UserSerializer
+from .tasks import request_cancel, selftest
+
+
+class TaskRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Long jobs and their progress. Admins see every run; other users see the runs they started."""
+
+    serializer_class = TaskRunSerializer
+    permission_classes = [HasAnyRole]
+
+    def get_queryset(self):
+        runs = TaskRun.objects.select_related("created_by", "target_type")
+        if not is_admin(self.request.user):
+            runs = runs.filter(created_by=self.request.user)
+        params = self.request.query_params
+        if params.get("state"):
+            runs = runs.filter(state=params["state"])
+        if params.get("kind"):
+            runs = runs.filter(kind=params["kind"])
+        if params.get("active") in ("1", "true"):
+            runs = runs.filter(state__in=[TaskRun.State.QUEUED, TaskRun.State.RUNNING])
+        return runs
+
+    @extend_schema(request=CancelSerializer, responses=TaskRunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a run: queued runs stop at once, running ones at their next progress check
+        (``force: true`` terminates the worker child)."""
+        run = self.get_object()
+        options = CancelSerializer(data=request.data)
+        options.is_valid(raise_exception=True)
+        if run.is_terminal:
+            return Response(
+                {"detail": f"Task run {run.pk} already ended ({run.state}); nothing to cancel."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        run = request_cancel(run, force=options.validated_data["force"])
+        return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=SelfTestSerializer, responses={202: TaskRunSerializer})
+    @action(detail=False, methods=["post"], permission_classes=[IsAdmin])
+    def selftest(self, request):
+        """Start a worker self-test run (admins): proves that a worker picks up and finishes tasks."""
+        params = SelfTestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        run = selftest.enqueue(user=request.user, params=params.validated_data, message="self-test queued")
+        return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class UserViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
+    """User management for admins: list users, activate/deactivate, assign roles."""
+
+    serializer_class = UserSerializer
+    permission_classes = [IsAdmin]
+    queryset = get_user_model().objects.order_by("username").prefetch_related("groups")
+
+
+class MeView(APIView):
+    """The signed-in user and their roles."""
+
+    @extend_schema(responses=UserSerializer)
+    def get(self, request):
+        return Response(UserSerializer(request.user).data)
+
+
+class TokenView(APIView):
+    """API tokens: POST with username and password returns your token (created once); DELETE revokes it."""
+
+    permission_classes = []
+    throttle_scope = "login"
+
+    @extend_schema(request=None, responses={200: dict})
+    def post(self, request):
+        from django.contrib.auth import authenticate
+        from rest_framework.authtoken.models import Token
+
+        user = authenticate(
+            request, username=request.data.get("username"), password=request.data.get("password")
+        )
+        if user is None:
+            return Response(
+                {"detail": "Unknown username or wrong password."}, status=status.HTTP_401_UNAUTHORIZED
+            )
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request):
+        from rest_framework.authtoken.models import Token
+
+        if not request.user.is_authenticated:
+            return Response(
+                {"detail": "Authentication credentials were not provided."},
+                status=status.HTTP_401_UNAUTHORIZED,
+            )
+        Token.objects.filter(user=request.user).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

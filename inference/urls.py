@@ -1,0 +1,5 @@
+"""API routes of this app, registered on the project's single router."""
+
+
+def register(router) -> None:
+    pass

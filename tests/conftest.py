@@ -1,0 +1,164 @@
+"""Shared fixtures: users per role, API clients, a real Celery worker process on the Redis broker against the
+test PostgreSQL database, and helpers to wait for task runs."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+ROLE_USERS = {"annotator": "Annotator", "reader": "Reader", "admin": "Admin"}
+
+
+@pytest.fixture
+def make_user(db):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    def make(username: str, role: str | None = None, password: str = "correct-horse-battery"):
+        user = get_user_model().objects.create_user(username=username, password=password)
+        if role:
+            group, _ = Group.objects.get_or_create(name=role)
+            user.groups.add(group)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def users(make_user):
+    """One user per role plus one without a role: {'annotator': u, 'reader': u, 'admin': u, 'norole': u}."""
+    made = {key: make_user(key, role) for key, role in ROLE_USERS.items()}
+    made["norole"] = make_user("norole")
+    return made
+
+
+@pytest.fixture
+def client_for(users):
+    """``client_for('admin')`` -> DRF APIClient authenticated as that role's user (None -> anonymous)."""
+    from rest_framework.test import APIClient
+
+    def make(role: str | None):
+        client = APIClient()
+        if role is not None:
+            client.force_authenticate(users[role])
+        return client
+
+    return make
+
+
+def database_url_for_current_test_db() -> str:
+    db = settings.DATABASES["default"]
+    host = db.get("HOST") or ""
+    if host.startswith("/") or not host:
+        return f"postgres:///{db['NAME']}?host={host or '/var/run/postgresql'}"
+    auth = db.get("USER") or ""
+    if db.get("PASSWORD"):
+        auth += f":{db['PASSWORD']}"
+    return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A real ``celery worker`` subprocess consuming both queues from the test broker."""
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="dla_web.test_settings",
+            DATABASE_URL=database_url_for_current_test_db(),
+            CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+            CELERY_VISIBILITY_TIMEOUT_S="6",
+            CELERY_UNACKED_RESTORE_INTERVAL_S="1",
+            DLA_STORAGE_ROOT=str(settings.STORAGE_ROOT),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start(self) -> None:
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dla_web",
+                "worker",
+                "-Q",
+                "default,gpu",
+                "--concurrency",
+                "1",
+                "--pool",
+                "prefork",
+                "-n",
+                f"test-{os.getpid()}-{time.time_ns()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=REPO,
+            env=self.env(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children at once (a crash, not a shutdown)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """A real Celery worker on Redis for the whole session; tests using it need ``transactional_db``."""
+    import redis
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()  # no stale messages from an earlier run
+    ARTIFACTS.mkdir(exist_ok=True)
+    worker = WorkerProcess(ARTIFACTS / "celery-worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def wait_for_run(
+    run_id: int, states=("succeeded", "failed", "cancelled"), timeout_s: float = 60, worker=None
+):
+    """Poll the TaskRun until it reaches one of ``states``; fail with the worker's log tail otherwise."""
+    from dla_web.models import TaskRun
+
+    deadline = time.monotonic() + timeout_s
+    run = None
+    while time.monotonic() < deadline:
+        run = TaskRun.objects.get(pk=run_id)
+        if run.state in states:
+            return run
+        time.sleep(0.1)
+    tail = worker.tail() if worker else ""
+    raise AssertionError(f"task run {run_id} stayed {run.state if run else '?'} for {timeout_s} s\n{tail}")
