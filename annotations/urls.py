@@ -1,5 +1,8 @@
-"""API routes of this app, registered on the project's single router."""
+"""API routes of the annotations app, registered on the project's single router."""
+
+from .views import StudyViewSet, VolumeViewSet
 
 
 def register(router) -> None:
-    pass
+    router.register("studies", StudyViewSet, basename="study")
+    router.register("volumes", VolumeViewSet, basename="volume")

@@ -130,14 +130,18 @@ STORAGES = {
 }
 # Volumes are memory-mapped from a local path; with S3 this directory is a read-through cache.
 VOLUME_CACHE_DIR = Path(env_str("DLA_VOLUME_CACHE_DIR", str(STORAGE_ROOT)))
+# Uploads wait here for the ingest worker (shared by web and workers; never served over HTTP).
+UPLOAD_DIR = Path(env_str("DLA_UPLOAD_DIR", str(STORAGE_ROOT / "uploads")))
+DLA_KEEP_PSEUDONYM_MAP = env_bool("DLA_KEEP_PSEUDONYM_MAP", False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DLA_MAX_UPLOAD_BYTES = env_int("DLA_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: its WWW-Authenticate header makes missing/invalid credentials a 401, not a 403.
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

@@ -1,0 +1,43 @@
+"""Django admin for studies and volumes (volumes are read-only: their voxels are immutable)."""
+
+from django.contrib import admin
+
+from .models import Study, Volume
+
+
+class VolumeInline(admin.TabularInline):
+    model = Volume
+    fields = ["role", "shape", "spacing_mm", "hu_min", "hu_max", "sha256", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ["pseudonym", "patient_pseudonym", "cohort", "injection_site", "source", "created_at"]
+    list_filter = ["cohort", "injection_site", "source"]
+    search_fields = ["pseudonym", "patient_pseudonym", "notes"]
+    readonly_fields = [
+        "pseudonym",
+        "patient_pseudonym",
+        "study_uid",
+        "source",
+        "metadata",
+        "created_at",
+        "created_by",
+    ]
+    inlines = [VolumeInline]
+
+
+@admin.register(Volume)
+class VolumeAdmin(admin.ModelAdmin):
+    list_display = ["id", "study", "role", "shape", "sha256", "created_at"]
+    list_filter = ["role"]
+    readonly_fields = [f.name for f in Volume._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,87 @@
+"""Serializers for studies, volumes and imports."""
+
+from rest_framework import serializers
+
+from .models import Study, Volume
+
+
+class VolumeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Volume
+        fields = [
+            "id",
+            "study",
+            "role",
+            "dtype",
+            "shape",
+            "spacing_mm",
+            "affine_lps",
+            "hu_min",
+            "hu_max",
+            "sha256",
+            "series_uid",
+            "series_description",
+            "source",
+            "model_version_id",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class StudySerializer(serializers.ModelSerializer):
+    volumes = serializers.SerializerMethodField()
+    has_dla = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "pseudonym",
+            "patient_pseudonym",
+            "cohort",
+            "injection_site",
+            "source",
+            "notes",
+            "metadata",
+            "created_at",
+            "volumes",
+            "has_dla",
+        ]
+        read_only_fields = ["id", "pseudonym", "patient_pseudonym", "source", "metadata", "created_at"]
+
+    def get_volumes(self, study) -> list[dict]:
+        return [{"id": v.pk, "role": v.role, "shape": v.shape} for v in study.volumes.all()]
+
+    def get_has_dla(self, study) -> bool:
+        return any(v.role == Volume.Role.DLA for v in study.volumes.all())
+
+    def validate(self, attrs):
+        cohort = attrs.get("cohort")
+        if cohort is not None and self.instance is not None:
+            from django.core.exceptions import ValidationError as DjangoValidationError
+
+            try:
+                self.instance.check_cohort_assignment(cohort)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({"cohort": exc.messages[0]})
+        return attrs
+
+
+class ImportSerializer(serializers.Serializer):
+    files = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=False),
+        allow_empty=False,
+        help_text="DICOM files, a zip of a DICOM series, or NIfTI (.nii/.nii.gz)",
+    )
+    study = serializers.PrimaryKeyRelatedField(
+        queryset=Study.objects.all(), required=False, allow_null=True, help_text="add to this study"
+    )
+    pseudonym = serializers.RegexField(r"^[A-Za-z0-9_-]{1,64}$", required=False, allow_blank=True)
+    role = serializers.ChoiceField(
+        choices=[r for r in Volume.Role.values if r not in ("truth", "class_map", "vessel_prob")],
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+    )
+    cohort = serializers.ChoiceField(choices=Study.Cohort.values, default=Study.Cohort.UNASSIGNED)
+    injection_site = serializers.ChoiceField(choices=Study.Injection.values, default=Study.Injection.UNKNOWN)

@@ -1,0 +1,131 @@
+"""API views for studies, volumes and imports (thin: validation in serializers, work in ingest/tasks)."""
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import Prefetch, Q
+from django.http import FileResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from dla_web.roles import IsAdmin, IsAnnotator
+from dla_web.serializers import TaskRunSerializer
+
+from . import export
+from .models import Study, Volume
+from .serializers import ImportSerializer, StudySerializer, VolumeSerializer
+from .tasks import ingest_upload
+
+
+class StudyViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
+    """Studies (annotators and admins). Filters: ``search`` (pseudonym), ``cohort``, ``has_dla``.
+    Changing cohort, injection site or notes is for admins."""
+
+    serializer_class = StudySerializer
+    permission_classes = [IsAnnotator]
+
+    def get_permissions(self):
+        if self.action in ("update", "partial_update"):
+            return [IsAdmin()]
+        return super().get_permissions()
+
+    def get_queryset(self):
+        studies = Study.objects.prefetch_related(
+            Prefetch("volumes", queryset=Volume.objects.only("id", "role", "shape", "study_id"))
+        )
+        params = self.request.query_params
+        if params.get("search"):
+            studies = studies.filter(
+                Q(pseudonym__icontains=params["search"]) | Q(notes__icontains=params["search"])
+            )
+        if params.get("cohort"):
+            studies = studies.filter(cohort=params["cohort"])
+        if params.get("has_dla") in ("1", "true"):
+            studies = studies.filter(volumes__role=Volume.Role.DLA).distinct()
+        return studies
+
+    @extend_schema(request={"multipart/form-data": ImportSerializer}, responses={202: TaskRunSerializer})
+    @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser, FormParser])
+    def import_files(self, request):
+        """Upload DICOM/NIfTI files (or a zip) and import them as a study in the background."""
+        total = sum(f.size for f in request.FILES.getlist("files"))
+        if total > settings.DLA_MAX_UPLOAD_BYTES:
+            return Response(
+                {
+                    "detail": f"upload of {total} bytes exceeds the limit of {settings.DLA_MAX_UPLOAD_BYTES} bytes"
+                },
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        form = ImportSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        upload_id = uuid.uuid4().hex
+        files_dir = Path(settings.UPLOAD_DIR) / upload_id / "files"
+        files_dir.mkdir(parents=True)
+        try:
+            for index, upload in enumerate(data["files"]):
+                suffix = "".join(Path(upload.name).suffixes)[-16:] if upload.name else ""
+                safe_suffix = "".join(c for c in suffix if c.isalnum() or c == ".")
+                with open(files_dir / f"{index:06d}{safe_suffix}", "wb") as out:
+                    for chunk in upload.chunks():
+                        out.write(chunk)
+        except BaseException:
+            shutil.rmtree(files_dir.parent, ignore_errors=True)
+            raise
+        run = ingest_upload.enqueue(
+            user=request.user,
+            params={
+                "upload_id": upload_id,
+                "study_id": data["study"].pk if data.get("study") else None,
+                "pseudonym": data.get("pseudonym") or None,
+                "role": data.get("role") or None,
+                "cohort": data["cohort"],
+                "injection_site": data["injection_site"],
+            },
+            message=f"import of {len(data['files'])} file(s) queued",
+        )
+        return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class VolumeViewSet(viewsets.ReadOnlyModelViewSet):
+    """Volumes' metadata (geometry, HU range, checksum) and downloads as NIfTI or a DICOM series (zip)."""
+
+    serializer_class = VolumeSerializer
+    permission_classes = [IsAnnotator]
+
+    def get_queryset(self):
+        volumes = Volume.objects.select_related("study")
+        if self.request.query_params.get("study"):
+            volumes = volumes.filter(study_id=self.request.query_params["study"])
+        if self.request.query_params.get("role"):
+            volumes = volumes.filter(role=self.request.query_params["role"])
+        return volumes
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["nifti", "dicom"], description="download format")],
+        responses={(200, "application/octet-stream"): bytes},
+    )
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        """Download the volume as NIfTI (.nii.gz) or as a zip of a DICOM series."""
+        volume = self.get_object()
+        fmt = request.query_params.get("format", "nifti")
+        if fmt not in ("nifti", "dicom"):
+            return Response({"detail": f"unknown format {fmt!r}; use nifti or dicom"}, status=400)
+        work = Path(tempfile.mkdtemp(prefix="export-", dir=settings.VAR_DIR))
+        try:
+            path = export.export_volume(volume, fmt, work)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        handle = open(path, "rb")  # the open handle keeps the bytes readable after the folder is removed
+        shutil.rmtree(work, ignore_errors=True)
+        return FileResponse(handle, as_attachment=True, filename=path.name)
