@@ -110,14 +110,18 @@ class VolumeViewSet(viewsets.ReadOnlyModelViewSet):
         return volumes
 
     @extend_schema(
-        parameters=[OpenApiParameter("format", str, enum=["nifti", "dicom"], description="download format")],
+        parameters=[
+            OpenApiParameter(
+                "as", str, enum=["nifti", "dicom"], description="download format (default nifti)"
+            )
+        ],
         responses={(200, "application/octet-stream"): bytes},
     )
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
         """Download the volume as NIfTI (.nii.gz) or as a zip of a DICOM series."""
         volume = self.get_object()
-        fmt = request.query_params.get("format", "nifti")
+        fmt = request.query_params.get("as", "nifti")
         if fmt not in ("nifti", "dicom"):
             return Response({"detail": f"unknown format {fmt!r}; use nifti or dicom"}, status=400)
         work = Path(tempfile.mkdtemp(prefix="export-", dir=settings.VAR_DIR))
