@@ -1,0 +1,139 @@
+"""Smoke test of `make run`'s embedded defaults: with no DATABASE_URL and no broker URL the app migrates into a
+SQLite file, serves /api/schema/ and the login page, and its filesystem-broker worker finishes a task."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str, headers: dict | None = None, data: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {}, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture
+def embedded_env(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(DEBUG="1", DLA_VAR_DIR=str(tmp_path / "var"), DJANGO_SETTINGS_MODULE="dla_web.settings")
+    env.pop("SECRET_KEY", None)
+    return env
+
+
+def test_embedded_defaults_boot_and_run_a_task(embedded_env):
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=REPO, env=embedded_env, check=True)
+    out = subprocess.run(
+        [*manage, "createdemo", "--password", "smoke-test-pass", "--no-data"],
+        cwd=REPO,
+        env=embedded_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "admin" in out and "smoke-test-pass" in out
+    assert (Path(embedded_env["DLA_VAR_DIR"]) / "dla.sqlite3").exists()
+    port = free_port()
+    web = subprocess.Popen(
+        [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=REPO,
+        env=embedded_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "dla_web",
+            "worker",
+            "-Q",
+            "default,gpu",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=REPO,
+        env=embedded_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                status, body = get(f"{base}/api/schema/")
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200 and b"DLA Workbench API" in body
+        status, body = get(f"{base}/login/")
+        assert status == 200 and b"Log in" in body
+        status, body = get(
+            f"{base}/api/auth/token/",
+            {"Content-Type": "application/json"},
+            json.dumps({"username": "admin", "password": "smoke-test-pass"}).encode(),
+        )
+        assert status == 200
+        auth = {"Authorization": f"Token {json.loads(body)['token']}", "Content-Type": "application/json"}
+        status, body = get(
+            f"{base}/api/task-runs/selftest/", auth, json.dumps({"steps": 3, "step_s": 0.05}).encode()
+        )
+        assert status == 202
+        run_id = json.loads(body)["id"]
+        state = None
+        for _ in range(150):
+            state = json.loads(get(f"{base}/api/task-runs/{run_id}/", auth)[1])["state"]
+            if state in ("succeeded", "failed"):
+                break
+            time.sleep(0.2)
+        assert state == "succeeded"
+    finally:
+        web.terminate()
+        worker.terminate()
+        web.wait(10)
+        worker.wait(20)
+
+
+def test_invalid_setting_fails_at_start_naming_the_variable(embedded_env):
+    for name, value in [
+        ("DEBUG", "perhaps"),
+        ("DATABASE_URL", "notadb://x"),
+        ("DLA_STORAGE_BACKEND", "tape"),
+    ]:
+        env = dict(embedded_env, **{name: value})
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert result.returncode != 0
+        assert name in result.stderr, result.stderr[-500:]
+    env = dict(embedded_env, DEBUG="0")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr
