@@ -88,29 +88,59 @@ class RecipeParams:
 
     def __post_init__(self):
         s = object.__setattr__
-        s(self, "vessel_threshold_hu", _check_number("vessel_threshold_hu", self.vessel_threshold_hu,
-                                                     *VESSEL_THRESHOLD_RANGE_HU))
-        s(self, "min_vessel_component_voxels", _check_number(
-            "min_vessel_component_voxels", self.min_vessel_component_voxels, 0, MAX_COMPONENT_VOXELS, integer=True))
+        s(
+            self,
+            "vessel_threshold_hu",
+            _check_number("vessel_threshold_hu", self.vessel_threshold_hu, *VESSEL_THRESHOLD_RANGE_HU),
+        )
+        s(
+            self,
+            "min_vessel_component_voxels",
+            _check_number(
+                "min_vessel_component_voxels",
+                self.min_vessel_component_voxels,
+                0,
+                MAX_COMPONENT_VOXELS,
+                integer=True,
+            ),
+        )
         if not isinstance(self.seed_points_zyx, (list, tuple)):
-            raise RecipeError(f"seed_points_zyx must be a list of [z, y, x] points, got {self.seed_points_zyx!r}")
+            raise RecipeError(
+                f"seed_points_zyx must be a list of [z, y, x] points, got {self.seed_points_zyx!r}"
+            )
         s(self, "seed_points_zyx", tuple(_int_tuple("seed_points_zyx", p, 3) for p in self.seed_points_zyx))
-        s(self, "vessel_dilation_mm", _check_number("vessel_dilation_mm", self.vessel_dilation_mm, *MORPH_RANGE_MM))
-        s(self, "bone_threshold_hu", _check_number("bone_threshold_hu", self.bone_threshold_hu,
-                                                   *BONE_THRESHOLD_RANGE_HU))
-        s(self, "keep_bone_components", _check_number("keep_bone_components", self.keep_bone_components,
-                                                      *KEEP_BONE_RANGE, integer=True))
+        s(
+            self,
+            "vessel_dilation_mm",
+            _check_number("vessel_dilation_mm", self.vessel_dilation_mm, *MORPH_RANGE_MM),
+        )
+        s(
+            self,
+            "bone_threshold_hu",
+            _check_number("bone_threshold_hu", self.bone_threshold_hu, *BONE_THRESHOLD_RANGE_HU),
+        )
+        s(
+            self,
+            "keep_bone_components",
+            _check_number("keep_bone_components", self.keep_bone_components, *KEEP_BONE_RANGE, integer=True),
+        )
         s(self, "soft_min_hu", _check_number("soft_min_hu", self.soft_min_hu, *SOFT_HU_RANGE))
         s(self, "soft_max_hu", _check_number("soft_max_hu", self.soft_max_hu, *SOFT_HU_RANGE))
         if self.soft_min_hu >= self.soft_max_hu:
-            raise RecipeError(f"soft_min_hu ({self.soft_min_hu}) must be below soft_max_hu ({self.soft_max_hu})")
+            raise RecipeError(
+                f"soft_min_hu ({self.soft_min_hu}) must be below soft_max_hu ({self.soft_max_hu})"
+            )
         s(self, "soft_erosion_mm", _check_number("soft_erosion_mm", self.soft_erosion_mm, *MORPH_RANGE_MM))
         if not isinstance(self.roi_boxes_zyx, (list, tuple)):
-            raise RecipeError(f"roi_boxes_zyx must be a list of [z0, z1, y0, y1, x0, x1] boxes, got {self.roi_boxes_zyx!r}")
+            raise RecipeError(
+                f"roi_boxes_zyx must be a list of [z0, z1, y0, y1, x0, x1] boxes, got {self.roi_boxes_zyx!r}"
+            )
         boxes = tuple(_int_tuple("roi_boxes_zyx", b, 6) for b in self.roi_boxes_zyx)
         for b in boxes:
             if not (b[0] < b[1] and b[2] < b[3] and b[4] < b[5]):
-                raise RecipeError(f"roi_boxes_zyx box {list(b)} is empty: need z0<z1, y0<y1, x0<x1 (half-open)")
+                raise RecipeError(
+                    f"roi_boxes_zyx box {list(b)} is empty: need z0<z1, y0<y1, x0<x1 (half-open)"
+                )
         s(self, "roi_boxes_zyx", boxes)
         if not isinstance(self.balance, (bool, np.bool_)):
             raise RecipeError(f"balance must be true or false, got {self.balance!r}")
@@ -140,7 +170,9 @@ class RecipeParams:
         for p in self.seed_points_zyx:
             for axis, v, n in zip("zyx", p, shape_zyx, strict=True):
                 if v >= n:
-                    raise RecipeError(f"seed point {list(p)}: {axis}={v} outside the volume (valid 0..{n - 1})")
+                    raise RecipeError(
+                        f"seed point {list(p)}: {axis}={v} outside the volume (valid 0..{n - 1})"
+                    )
         for b in self.roi_boxes_zyx:
             for axis, hi, n in zip("zyx", b[1::2], shape_zyx, strict=True):
                 if hi > n:
@@ -355,7 +387,9 @@ def balance_indices(class_indices: dict[int, np.ndarray], rng: np.random.Generat
 def _check_inputs(fill_hu, subtracted_hu, spacing_mm, roi_mask):
     for name, a in (("fill_hu", fill_hu), ("subtracted_hu", subtracted_hu)):
         if not isinstance(a, np.ndarray) or a.ndim != 3:
-            raise RecipeError(f"{name} must be a 3D [z, y, x] numpy array, got {getattr(a, 'shape', type(a))}")
+            raise RecipeError(
+                f"{name} must be a 3D [z, y, x] numpy array, got {getattr(a, 'shape', type(a))}"
+            )
         if a.dtype.kind not in "iuf":
             raise RecipeError(f"{name} must be a numeric HU array (int16), got dtype {a.dtype}")
     if fill_hu.shape != subtracted_hu.shape:

@@ -150,7 +150,9 @@ def test_balance_equal_counts_subset_and_seeded(head, result):
     np.testing.assert_array_equal(a[lab], result.labels[lab])  # subset of the unbalanced map
     b = run_recipe(fill, sub, SPACING, params).labels
     np.testing.assert_array_equal(a, b)
-    c = run_recipe(fill, sub, SPACING, RecipeParams(min_vessel_component_voxels=100, balance=True, seed=4)).labels
+    c = run_recipe(
+        fill, sub, SPACING, RecipeParams(min_vessel_component_voxels=100, balance=True, seed=4)
+    ).labels
     assert not np.array_equal(a, c)
 
 
@@ -159,7 +161,9 @@ def test_progress_called(head):
     calls = []
     run_recipe(fill, sub, SPACING, PARAMS, progress=lambda f, m: calls.append((f, m)))
     fr = [f for f, _ in calls]
-    assert len(calls) >= 3 and fr == sorted(fr) and fr[-1] == 1.0 and all(isinstance(m, str) for _, m in calls)
+    assert (
+        len(calls) >= 3 and fr == sorted(fr) and fr[-1] == 1.0 and all(isinstance(m, str) for _, m in calls)
+    )
 
 
 @pytest.mark.parametrize(
