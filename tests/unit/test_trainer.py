@@ -135,10 +135,15 @@ def test_balanced_sampling_and_dense_loss_equal_patch_loss():
 @pytest.mark.parametrize("mode", ["dense", "patch"])
 def test_tiny_model_overfits_synthetic_problem(mode):
     model = fresh_model(0)
-    iters = 150 if mode == "dense" else 250
+    iters = 150
     # patch mode: 32 patches / iteration (paper: 512) keeps this test fast; dense: 4 slabs of 16x16 outputs
     cfg = small_config(
-        mode=mode, max_iterations=iters, val_every=50, val_samples_per_class=200, batch_size=32
+        mode=mode,
+        max_iterations=iters,
+        val_every=50,
+        val_samples_per_class=200,
+        batch_size=32,
+        lr_values=(0.01 if mode == "dense" else 0.03,),
     )
     result = train(model, TrainingData(TRAIN_PAIRS), TrainingData(VAL_PAIRS, name="validation"), cfg)
     assert result.iterations == iters and len(result.history) == iters // 50
