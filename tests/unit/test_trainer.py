@@ -143,7 +143,7 @@ def test_tiny_model_overfits_synthetic_problem(mode):
         val_every=50,
         val_samples_per_class=200,
         batch_size=32,
-        lr_values=(0.01 if mode == "dense" else 0.03,),
+        lr_values=(0.03,),
     )
     result = train(model, TrainingData(TRAIN_PAIRS), TrainingData(VAL_PAIRS, name="validation"), cfg)
     assert result.iterations == iters and len(result.history) == iters // 50
@@ -152,7 +152,9 @@ def test_tiny_model_overfits_synthetic_problem(mode):
         cm = predict_volume(model, fill).class_map
         for c in (VESSEL, BONE, SOFT_TISSUE):
             assert (cm[lab == c] == c).mean() > 0.9, (mode, c)
-    assert result.final_metrics["val_acc_bone"] > 0.9
+    # and it generalises to a held-out phantom (validation metrics computed by train())
+    for name in ("vessel", "bone", "soft_tissue"):
+        assert result.final_metrics[f"val_acc_{name}"] > 0.85, (mode, name)
     print(mode, {k: round(v, 3) for k, v in result.final_metrics.items()})
 
 
