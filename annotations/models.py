@@ -132,3 +132,75 @@ class Volume(models.Model):
     def array(self) -> np.ndarray:
         """Read-only memory map of the voxels, [z, y, x]."""
         return volume_store.load_array(self.file)
+
+
+class LabelVersion(models.Model):
+    """An immutable label map of a study: number per study, parent, author, message, the recipe and edit ops
+    that made it, per-class voxel counts, sha256 of the voxels and the compressed file. Never updated in place
+    (only its review fields change); revert creates a new version."""
+
+    class Review(models.TextChoices):
+        NONE = "none", "not submitted"
+        SUBMITTED = "submitted"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="label_versions")
+    number = models.PositiveIntegerField()
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.TextField()
+    recipe = models.JSONField(default=dict, blank=True)
+    ops = models.JSONField(default=list, blank=True)
+    counts = models.JSONField(help_text="{class id: voxels} for 0..3")
+    roi_box_zyx = models.JSONField(null=True, blank=True)
+    shape = models.JSONField()
+    sha256 = models.CharField(max_length=64, help_text="of the uint8 voxels")
+    file = models.CharField(max_length=300, help_text="storage name of the compressed label map")
+    stored_bytes = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    review_status = models.CharField(
+        max_length=16, choices=Review.choices, default=Review.NONE, db_index=True
+    )
+    review_comment = models.TextField(blank=True, default="")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["study", "-number"]
+        constraints = [models.UniqueConstraint(fields=["study", "number"], name="one_number_per_study")]
+
+    def __str__(self):
+        return f"{self.study.pseudonym} v{self.number}"
+
+
+class Draft(models.Model):
+    """One annotator's working copy of a study's labels: a base version plus an ordered list of edit ops.
+    The materialized array is a cache in the volume store; the ops are the truth and can be replayed."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="drafts")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="label_drafts")
+    base_version = models.ForeignKey(
+        LabelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    ops = models.JSONField(default=list, blank=True, help_text="[{op, result, undo}] in order")
+    redo = models.JSONField(default=list, blank=True, help_text="undone ops that redo re-applies")
+    revision = models.PositiveIntegerField(default=0, help_text="bumped by every change")
+    file = models.CharField(
+        max_length=300, blank=True, default="", help_text="materialized uint8 labels (.npy)"
+    )
+    counts = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["study", "user"], name="one_draft_per_study_and_user")]
+
+    def __str__(self):
+        return f"draft of {self.study.pseudonym} by {self.user}"

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from .models import Study, Volume
+from .models import Draft, LabelVersion, Study, Volume
 
 
 class VolumeSerializer(serializers.ModelSerializer):
@@ -85,3 +85,88 @@ class ImportSerializer(serializers.Serializer):
     )
     cohort = serializers.ChoiceField(choices=Study.Cohort.values, default=Study.Cohort.UNASSIGNED)
     injection_site = serializers.ChoiceField(choices=Study.Injection.values, default=Study.Injection.UNKNOWN)
+
+
+class LabelVersionSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", default=None, read_only=True)
+    reviewed_by = serializers.CharField(source="reviewed_by.username", default=None, read_only=True)
+    parent_number = serializers.IntegerField(source="parent.number", default=None, read_only=True)
+
+    class Meta:
+        model = LabelVersion
+        fields = [
+            "id",
+            "study",
+            "number",
+            "parent",
+            "parent_number",
+            "author",
+            "message",
+            "recipe",
+            "ops",
+            "counts",
+            "roi_box_zyx",
+            "shape",
+            "sha256",
+            "stored_bytes",
+            "created_at",
+            "review_status",
+            "review_comment",
+            "reviewed_by",
+            "reviewed_at",
+        ]
+        read_only_fields = fields
+
+
+class DraftSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", read_only=True)
+    base_number = serializers.IntegerField(source="base_version.number", default=None, read_only=True)
+    ops = serializers.SerializerMethodField()
+    can_undo = serializers.SerializerMethodField()
+    can_redo = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Draft
+        fields = [
+            "id",
+            "study",
+            "user",
+            "base_version",
+            "base_number",
+            "ops",
+            "can_undo",
+            "can_redo",
+            "revision",
+            "counts",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [f for f in fields if f != "study"]
+
+    def get_ops(self, draft) -> list[dict]:
+        return [{"op": entry["op"], "result": entry["result"]} for entry in draft.ops]
+
+    def get_can_undo(self, draft) -> bool:
+        return bool(draft.ops)
+
+    def get_can_redo(self, draft) -> bool:
+        return bool(draft.redo)
+
+
+class EditOpSerializer(serializers.Serializer):
+    op = serializers.DictField(
+        help_text='an edit operation, e.g. {"op": "remove_island", "at_zyx": [z, y, x]}'
+    )
+
+
+class CommitSerializer(serializers.Serializer):
+    message = serializers.CharField(max_length=2000, help_text="what changed and why")
+
+
+class ReviewSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["approved", "rejected", "submitted"])
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class RevertSerializer(serializers.Serializer):
+    message = serializers.CharField(required=False, allow_blank=True, default="")

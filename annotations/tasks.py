@@ -54,3 +54,13 @@ def ingest_upload(
     finally:
         remove_upload(upload_dir)
     return {"study_id": study.pk, "pseudonym": study.pseudonym, "volume_ids": [v.pk for v in volumes]}
+
+
+@dla_task(kind="recipe")
+def apply_recipe(ctx: TaskContext, *, draft_id: int, op: dict) -> dict:
+    """Run the auto-label recipe over the whole volume as an op of the draft (undoable like any op)."""
+    from .labels import apply_draft_op
+
+    ctx.progress(0.05, "running the label recipe", force=True)
+    draft, result = apply_draft_op(draft_id, op)
+    return {"draft_id": draft.pk, "revision": draft.revision, **result.to_dict()}

@@ -1,8 +1,11 @@
 """API routes of the annotations app, registered on the project's single router."""
 
+from .label_views import DraftViewSet, LabelVersionViewSet
 from .views import StudyViewSet, VolumeViewSet
 
 
 def register(router) -> None:
     router.register("studies", StudyViewSet, basename="study")
     router.register("volumes", VolumeViewSet, basename="volume")
+    router.register("drafts", DraftViewSet, basename="draft")
+    router.register("label-versions", LabelVersionViewSet, basename="labelversion")

@@ -162,3 +162,41 @@ def wait_for_run(
         time.sleep(0.1)
     tail = worker.tail() if worker else ""
     raise AssertionError(f"task run {run_id} stayed {run.state if run else '?'} for {timeout_s} s\n{tail}")
+
+
+@pytest.fixture
+def phantom_study(db):
+    """``phantom_study(seed=0, shape=(40, 48, 48), motion=None)`` -> a Study with fill, mask, subtracted and truth
+    volumes made by the project's phantom generator (stored through the real volume store)."""
+    from annotations.models import Study, Volume
+    from annotations.phantom import make_subject
+
+    def make(
+        seed: int = 0, shape=(40, 48, 48), motion=None, cohort="unassigned", pseudonym=None, spacing_mm=None
+    ):
+        subject = make_subject(shape, seed=seed, motion=motion, spacing_mm=spacing_mm)
+        study = Study.objects.create(
+            pseudonym=pseudonym or f"PH-{seed:03d}",
+            patient_pseudonym=f"PT-PH{seed:03d}",
+            cohort=cohort,
+            injection_site=subject.injection,
+            source="phantom",
+        )
+        for role, array in (
+            ("fill", subject.fill_hu),
+            ("mask", subject.mask_hu),
+            ("subtracted", subject.subtracted_hu),
+            ("truth", subject.truth),
+        ):
+            Volume.create_from_array(
+                study=study,
+                role=role,
+                array=array,
+                spacing_mm=subject.spacing_mm,
+                affine_lps=subject.affine_lps,
+                source="phantom",
+            )
+        study.subject = subject
+        return study
+
+    return make

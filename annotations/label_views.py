@@ -1,0 +1,219 @@
+"""API views for drafts (edit ops, undo/redo, commit, rebase) and label versions (history, diff, revert,
+review, training samples). Thin: the rules live in ``annotations.labels``."""
+
+import io
+
+import numpy as np
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
+
+from dla_web.api import Conflict
+from dla_web.roles import IsAdmin, IsAnnotator
+from dla_web.serializers import TaskRunSerializer
+
+from . import labels
+from .models import Draft, LabelVersion, Study
+from .samples import save_samples_npz, training_samples
+from .serializers import (
+    CommitSerializer,
+    DraftSerializer,
+    EditOpSerializer,
+    LabelVersionSerializer,
+    RevertSerializer,
+    ReviewSerializer,
+)
+
+
+def conflict_response(exc: labels.LabelConflict) -> Conflict:
+    head = exc.head
+    return Conflict(
+        str(exc),
+        extra={
+            "head": LabelVersionSerializer(head).data if head else None,
+            "draft": DraftSerializer(exc.draft).data,
+            "actions": {"rebase": f"/api/drafts/{exc.draft.pk}/rebase/"},
+        },
+    )
+
+
+class DraftViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Label drafts: one per study and user. POST ``{"study": id}`` opens (or returns) yours; edit it with
+    ``ops``, ``undo``, ``redo``; ``commit`` turns it into the next label version. Only the owner may change a
+    draft; colleagues may look at it."""
+
+    serializer_class = DraftSerializer
+    permission_classes = [IsAnnotator]
+
+    def get_queryset(self):
+        drafts = Draft.objects.select_related("user", "base_version", "study")
+        study = self.request.query_params.get("study")
+        if study:
+            drafts = drafts.filter(study_id=study)
+        if self.request.query_params.get("mine", "1") in ("1", "true") and self.action == "list":
+            drafts = drafts.filter(user=self.request.user)
+        return drafts
+
+    def owned(self) -> Draft:
+        draft = self.get_object()
+        if draft.user_id != self.request.user.pk:
+            raise PermissionDenied(
+                f"this draft belongs to {draft.user.username}; only its owner can change or commit it"
+            )
+        return draft
+
+    def create(self, request, *args, **kwargs):
+        study_id = request.data.get("study")
+        study = Study.objects.filter(pk=study_id).first() if str(study_id or "").isdigit() else None
+        if study is None:
+            return Response(
+                {"detail": f"study: no study with id {study_id!r}"}, status=status.HTTP_400_BAD_REQUEST
+            )
+        draft = labels.get_or_create_draft(study, request.user)
+        return Response(DraftSerializer(draft).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=EditOpSerializer, responses={200: dict, 202: TaskRunSerializer})
+    @action(detail=True, methods=["post"])
+    def ops(self, request, pk=None):
+        """Apply one edit op. The whole-volume ``recipe`` op runs as a task (202 with its task run)."""
+        draft = self.owned()
+        body = EditOpSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        op = body.validated_data["op"]
+        if op.get("op") == "recipe":
+            from .tasks import apply_recipe
+
+            run = apply_recipe.enqueue(
+                user=request.user,
+                target=draft,
+                params={"draft_id": draft.pk, "op": op},
+                message="recipe queued",
+            )
+            return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        draft, result = labels.apply_draft_op(draft.pk, op)
+        return Response({"result": result.to_dict(), "draft": DraftSerializer(draft).data})
+
+    @extend_schema(request=None, responses=DraftSerializer)
+    @action(detail=True, methods=["post"])
+    def undo(self, request, pk=None):
+        return Response(DraftSerializer(labels.undo(self.owned().pk)).data)
+
+    @extend_schema(request=None, responses=DraftSerializer)
+    @action(detail=True, methods=["post"])
+    def redo(self, request, pk=None):
+        return Response(DraftSerializer(labels.redo(self.owned().pk)).data)
+
+    @extend_schema(request=None, responses=DraftSerializer)
+    @action(detail=True, methods=["post"])
+    def discard(self, request, pk=None):
+        """Drop all edits and start again from the head version."""
+        return Response(DraftSerializer(labels.discard(self.owned().pk)).data)
+
+    @extend_schema(request=None, responses=DraftSerializer)
+    @action(detail=True, methods=["post"])
+    def rebase(self, request, pk=None):
+        """Replay your edits on the current head version (after a 409 on commit)."""
+        return Response(DraftSerializer(labels.rebase(self.owned().pk)).data)
+
+    @extend_schema(request=CommitSerializer, responses={201: LabelVersionSerializer, 409: dict})
+    @action(detail=True, methods=["post"])
+    def commit(self, request, pk=None):
+        """Commit the draft as the study's next label version; 409 if someone committed first."""
+        draft = self.owned()
+        body = CommitSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            version = labels.commit(draft.pk, request.user, body.validated_data["message"])
+        except labels.LabelConflict as exc:
+            raise conflict_response(exc)
+        return Response(LabelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class LabelVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Immutable label versions with their history (filter ``study``), diff, revert, review and samples."""
+
+    serializer_class = LabelVersionSerializer
+    permission_classes = [IsAnnotator]
+
+    def get_queryset(self):
+        versions = LabelVersion.objects.select_related("author", "reviewed_by", "parent", "study")
+        if self.request.query_params.get("study"):
+            versions = versions.filter(study_id=self.request.query_params["study"])
+        if self.request.query_params.get("review_status"):
+            versions = versions.filter(review_status=self.request.query_params["review_status"])
+        return versions
+
+    @extend_schema(
+        parameters=[OpenApiParameter("against", int, description="id of the version to compare with")],
+        responses=dict,
+    )
+    @action(detail=True, methods=["get"])
+    def diff(self, request, pk=None):
+        """Per-class changes from ``against`` (default: the parent) to this version."""
+        version = self.get_object()
+        against_id = request.query_params.get("against")
+        if against_id:
+            other = LabelVersion.objects.filter(pk=against_id).first() if against_id.isdigit() else None
+            if other is None:
+                return Response({"detail": f"against: no label version {against_id!r}"}, status=400)
+        else:
+            other = version.parent
+            if other is None:
+                return Response(
+                    {"detail": f"v{version.number} has no parent; pass ?against=<id>"}, status=400
+                )
+        return Response(labels.diff_versions(other, version))
+
+    @extend_schema(request=RevertSerializer, responses={201: LabelVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def revert(self, request, pk=None):
+        """Create a new head version with this version's labels."""
+        body = RevertSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = labels.revert(self.get_object(), request.user, body.validated_data["message"])
+        return Response(LabelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=LabelVersionSerializer)
+    @action(detail=True, methods=["post"])
+    def submit(self, request, pk=None):
+        """Send this version to the admins for review."""
+        return Response(LabelVersionSerializer(labels.submit_for_review(self.get_object())).data)
+
+    @extend_schema(request=ReviewSerializer, responses=LabelVersionSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsAdmin])
+    def review(self, request, pk=None):
+        """Approve or reject (with a comment) a version; only approved versions feed training."""
+        body = ReviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = labels.review(
+            self.get_object(), request.user, body.validated_data["status"], body.validated_data["comment"]
+        )
+        return Response(LabelVersionSerializer(version).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("seed", int)], responses={(200, "application/octet-stream"): bytes}
+    )
+    @action(detail=True, methods=["get"])
+    def samples(self, request, pk=None):
+        """Training samples as in the paper (all vessel voxels + as many bone and soft-tissue voxels), as .npz
+        with an int32 array ``samples`` [n, 4] = (z, y, x, class)."""
+        version = self.get_object()
+        seed = request.query_params.get("seed", "0")
+        if not seed.isdigit():
+            return Response({"detail": f"seed must be a non-negative integer, got {seed!r}"}, status=400)
+        coords = training_samples(labels.version_labels(version), seed=int(seed))
+        buffer = io.BytesIO()
+        save_samples_npz(
+            buffer, coords, {"study": version.study.pseudonym, "version": version.number, "seed": int(seed)}
+        )
+        response = HttpResponse(buffer.getvalue(), content_type="application/octet-stream")
+        response["Content-Disposition"] = (
+            f'attachment; filename="samples_{version.study_id}_v{version.number}.npz"'
+        )
+        response["X-Sample-Count"] = str(int(np.asarray(coords).shape[0]))
+        return response

@@ -1,0 +1,383 @@
+"""Drafts and label versions: apply/undo/redo edit ops on a draft, commit it as an immutable version (409 on a
+stale parent), rebase, revert, review, diff and training samples.
+
+The numeric work is in ``edit_ops``, ``recipe``, ``label_codec`` and ``samples``; this module loads, locks,
+calls and saves. Every change of a draft holds its row lock, so two tabs (or two requests) on one draft apply
+their ops one after the other. The draft's materialized array is a cache: its revision is written beside it,
+and a mismatch with the database (a crash between the two) rebuilds it by replaying the ops.
+"""
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import volume_store
+from .edit_ops import OpResult, VolumeContext, apply_op
+from .label_codec import class_counts, decode_labels, diff_labels, encode_labels, labels_sha256
+from .models import Draft, LabelVersion, Study, Volume
+
+
+class LabelRuleError(ValueError):
+    """A request that the labeling rules refuse (the message says why); nothing was changed."""
+
+
+class LabelConflict(Exception):
+    """The draft's base is not the study's head version any more."""
+
+    def __init__(self, draft: Draft, head: LabelVersion | None):
+        self.draft, self.head = draft, head
+        base = f"v{draft.base_version.number}" if draft.base_version else "no version"
+        super().__init__(
+            f"the study's labels moved on: your draft is based on {base} but the head is v{head.number if head else 0} "
+            f"by {head.author if head else '-'}; rebase your draft onto the head (your edits are kept) and commit again"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def head_version(study: Study) -> LabelVersion | None:
+    return study.label_versions.order_by("-number").first()
+
+
+def label_grid(study: Study) -> Volume:
+    fill = study.volume(Volume.Role.FILL)
+    if fill is None:
+        raise LabelRuleError(f"study {study.pseudonym} has no fill volume; import one before labeling")
+    return fill
+
+
+def volume_context(study: Study) -> VolumeContext:
+    fill = label_grid(study)
+
+    def load():
+        subtracted = study.volume(Volume.Role.SUBTRACTED)
+        if subtracted is None:
+            raise LabelRuleError(
+                f"study {study.pseudonym} has no subtracted (DSA) volume; the recipe needs one"
+            )
+        return np.asarray(fill.array()), np.asarray(subtracted.array())
+
+    return VolumeContext(tuple(fill.spacing_mm), loader=load)
+
+
+def version_labels(version: LabelVersion) -> np.ndarray:
+    """The uint8 [z, y, x] labels of a version (decoded from its compressed file)."""
+    with default_storage.open(version.file, "rb") as handle:
+        return decode_labels(handle.read(), tuple(version.shape))
+
+
+def _save_blob(data: bytes, prefix: str) -> str:
+    return default_storage.save(f"{prefix}/{uuid.uuid4().hex}.bin", ContentFile(data))
+
+
+def _draft_paths(draft: Draft) -> tuple[Path, Path]:
+    path = volume_store.local_path(f"drafts/{draft.pk}/labels.npy")
+    return path, path.with_name("revision.txt")
+
+
+def _write_draft_array(draft: Draft, labels: np.ndarray) -> None:
+    path, revision_file = _draft_paths(draft)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        np.save(handle, labels, allow_pickle=False)
+    os.replace(tmp, path)
+    revision_file.write_text(str(draft.revision))
+    draft.file = f"drafts/{draft.pk}/labels.npy"
+
+
+def _base_labels(draft: Draft) -> np.ndarray:
+    if draft.base_version is not None:
+        return version_labels(draft.base_version)
+    return np.zeros(tuple(label_grid(draft.study).shape), dtype=np.uint8)
+
+
+def draft_array(draft: Draft, *, writable: bool = False) -> np.ndarray:
+    """The draft's labels as a memory map; rebuilt by replaying its ops when the cache is missing or stale."""
+    path, revision_file = _draft_paths(draft)
+    fresh = (
+        path.exists() and revision_file.exists() and revision_file.read_text().strip() == str(draft.revision)
+    )
+    if not fresh:
+        labels = _base_labels(draft)
+        ctx = volume_context(draft.study)
+        for entry in draft.ops:
+            apply_op(labels, entry["op"], ctx)
+        _write_draft_array(draft, labels)
+    return np.load(path, mmap_mode="r+" if writable else "r", allow_pickle=False)
+
+
+def _mark_revision(draft: Draft) -> None:
+    _draft_paths(draft)[1].write_text(str(draft.revision))
+
+
+def _locked(draft_id: int) -> Draft:
+    return (
+        Draft.objects.select_for_update(of=("self",)).select_related("study", "base_version").get(pk=draft_id)
+    )
+
+
+# ------------------------------------------------------------------------------------------------ drafts
+
+
+def get_or_create_draft(study: Study, user) -> Draft:
+    label_grid(study)
+    draft, created = Draft.objects.get_or_create(
+        study=study, user=user, defaults={"base_version": head_version(study)}
+    )
+    if created:
+        draft.counts = class_counts(np.asarray(draft_array(draft)))
+        draft.save(update_fields=["counts", "file"])
+    return draft
+
+
+def _apply_and_record(
+    draft: Draft, labels: np.ndarray, op: dict, ctx: VolumeContext
+) -> tuple[dict, OpResult]:
+    before = np.array(labels)  # one copy, so the undo patch holds exactly the voxels the op changed
+    _mark_dirty = _draft_paths(draft)[1]
+    _mark_dirty.write_text("dirty")
+    try:
+        result = apply_op(labels, op, ctx)
+    except BaseException:
+        labels[...] = before
+        labels.flush()
+        _mark_revision(draft)
+        raise
+    labels.flush()
+    undo = None
+    if result.bbox_zyx is not None:
+        z0, z1, y0, y1, x0, x1 = result.bbox_zyx
+        patch = np.ascontiguousarray(before[z0:z1, y0:y1, x0:x1])
+        undo = {
+            "file": _save_blob(encode_labels(patch), f"drafts/{draft.pk}/undo"),
+            "bbox_zyx": list(result.bbox_zyx),
+        }
+    return {"op": op, "result": result.to_dict(), "undo": undo}, result
+
+
+def _finish_change(draft: Draft, labels: np.ndarray) -> None:
+    draft.revision += 1
+    draft.counts = class_counts(np.asarray(labels))
+    draft.save()
+    _mark_revision(draft)
+
+
+def apply_draft_op(draft_id: int, op: dict) -> tuple[Draft, OpResult]:
+    """Apply one edit op (validated by ``edit_ops``) to the draft; clears its redo stack."""
+    with transaction.atomic():
+        draft = _locked(draft_id)
+        labels = draft_array(draft, writable=True)
+        entry, result = _apply_and_record(draft, labels, op, volume_context(draft.study))
+        draft.ops = [*draft.ops, entry]
+        for undone in draft.redo:
+            if undone.get("undo"):
+                volume_store.delete_file(undone["undo"]["file"])
+        draft.redo = []
+        _finish_change(draft, labels)
+    return draft, result
+
+
+def undo(draft_id: int) -> Draft:
+    with transaction.atomic():
+        draft = _locked(draft_id)
+        if not draft.ops:
+            raise LabelRuleError("nothing to undo: the draft has no edits")
+        labels = draft_array(draft, writable=True)
+        entry = draft.ops[-1]
+        if entry.get("undo"):
+            z0, z1, y0, y1, x0, x1 = entry["undo"]["bbox_zyx"]
+            with default_storage.open(entry["undo"]["file"], "rb") as handle:
+                labels[z0:z1, y0:y1, x0:x1] = decode_labels(handle.read(), (z1 - z0, y1 - y0, x1 - x0))
+            labels.flush()
+            volume_store.delete_file(entry["undo"]["file"])
+        draft.ops = draft.ops[:-1]
+        draft.redo = [*draft.redo, {"op": entry["op"]}]
+        _finish_change(draft, labels)
+    return draft
+
+
+def redo(draft_id: int) -> Draft:
+    with transaction.atomic():
+        draft = _locked(draft_id)
+        if not draft.redo:
+            raise LabelRuleError("nothing to redo")
+        labels = draft_array(draft, writable=True)
+        entry, _ = _apply_and_record(draft, labels, draft.redo[-1]["op"], volume_context(draft.study))
+        draft.ops = [*draft.ops, entry]
+        draft.redo = draft.redo[:-1]
+        _finish_change(draft, labels)
+    return draft
+
+
+def discard(draft_id: int) -> Draft:
+    """Drop all edits; the draft starts again from the study's head version."""
+    with transaction.atomic():
+        draft = _locked(draft_id)
+        for entry in [*draft.ops, *draft.redo]:
+            if entry.get("undo"):
+                volume_store.delete_file(entry["undo"]["file"])
+        draft.ops, draft.redo = [], []
+        draft.base_version = head_version(draft.study)
+        draft.revision += 1
+        labels = _base_labels(draft)
+        _write_draft_array(draft, labels)
+        draft.counts = class_counts(labels)
+        draft.save()
+    return draft
+
+
+def rebase(draft_id: int) -> Draft:
+    """Replay the draft's ops on the study's head version (the way out of a 409)."""
+    with transaction.atomic():
+        draft = _locked(draft_id)
+        head = head_version(draft.study)
+        if head is None or draft.base_version_id == head.pk:
+            raise LabelRuleError("the draft is already based on the head version; nothing to rebase")
+        ops = [entry["op"] for entry in draft.ops]
+        for entry in [*draft.ops, *draft.redo]:
+            if entry.get("undo"):
+                volume_store.delete_file(entry["undo"]["file"])
+        draft.base_version = head
+        draft.ops, draft.redo = [], []
+        labels = version_labels(head)
+        _write_draft_array(draft, labels)
+        labels = draft_array(draft, writable=True)
+        ctx = volume_context(draft.study)
+        entries = []
+        for op in ops:
+            entry, _ = _apply_and_record(draft, labels, op, ctx)
+            entries.append(entry)
+        draft.ops = entries
+        _finish_change(draft, labels)
+    return draft
+
+
+# ------------------------------------------------------------------------------------------------ versions
+
+
+def _last_op_value(ops: list[dict], op_type: str, key: str):
+    for entry in reversed(ops):
+        if entry["op"].get("op") == op_type:
+            return entry["op"].get(key)
+    return None
+
+
+def _create_version(
+    study: Study, *, labels: np.ndarray, parent, author, message, recipe, ops, roi
+) -> LabelVersion:
+    blob = encode_labels(np.ascontiguousarray(labels))
+    name = _save_blob(blob, f"labels/{study.pk}")
+    head = head_version(study)
+    try:
+        with transaction.atomic():
+            return LabelVersion.objects.create(
+                study=study,
+                number=(head.number if head else 0) + 1,
+                parent=parent,
+                author=author,
+                message=message,
+                recipe=recipe or {},
+                ops=ops,
+                counts={str(k): v for k, v in class_counts(labels).items()},
+                roi_box_zyx=roi,
+                shape=list(labels.shape),
+                sha256=labels_sha256(labels),
+                file=name,
+                stored_bytes=len(blob),
+            )
+    except BaseException:
+        volume_store.delete_file(name)
+        raise
+
+
+def commit(draft_id: int, user, message: str) -> LabelVersion:
+    """Commit the draft as the next version; ``LabelConflict`` when its base is not the head."""
+    if not message or not message.strip():
+        raise LabelRuleError("a commit needs a message saying what changed")
+    with transaction.atomic():
+        draft = _locked(draft_id)
+        Study.objects.select_for_update().get(pk=draft.study_id)  # one commit per study at a time
+        if draft.user_id != user.pk:
+            raise LabelRuleError(f"this draft belongs to {draft.user}; only its owner can commit it")
+        head = head_version(draft.study)
+        if (head.pk if head else None) != draft.base_version_id:
+            raise LabelConflict(draft, head)
+        if not draft.ops:
+            raise LabelRuleError("the draft has no edits; there is nothing to commit")
+        labels = np.asarray(draft_array(draft))
+        base = draft.base_version
+        try:
+            version = _create_version(
+                draft.study,
+                labels=labels,
+                parent=base,
+                author=user,
+                message=message.strip(),
+                recipe=_last_op_value(draft.ops, "recipe", "params") or (base.recipe if base else {}),
+                ops=[{"op": e["op"], "result": e["result"]} for e in draft.ops],
+                roi=_last_op_value(draft.ops, "set_roi", "box_zyx") or (base.roi_box_zyx if base else None),
+            )
+        except IntegrityError:
+            raise LabelConflict(draft, head_version(draft.study))
+        for entry in draft.ops:
+            if entry.get("undo"):
+                volume_store.delete_file(entry["undo"]["file"])
+        draft.base_version = version
+        draft.ops, draft.redo = [], []
+        draft.revision += 1
+        draft.save()
+        _mark_revision(draft)
+    return version
+
+
+def revert(version: LabelVersion, user, message: str = "") -> LabelVersion:
+    """A new head version whose labels equal ``version``'s (history is never rewritten)."""
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=version.study_id)
+        head = head_version(study)
+        if head.pk == version.pk:
+            raise LabelRuleError(f"v{version.number} is already the head version")
+        return _create_version(
+            study,
+            labels=version_labels(version),
+            parent=head,
+            author=user,
+            message=message.strip() or f"Revert to v{version.number}",
+            recipe=version.recipe,
+            ops=[{"op": {"op": "revert", "to_version": version.number}, "result": None}],
+            roi=version.roi_box_zyx,
+        )
+
+
+def submit_for_review(version: LabelVersion) -> LabelVersion:
+    if version.review_status == LabelVersion.Review.APPROVED:
+        raise LabelRuleError(f"v{version.number} is already approved")
+    version.review_status = LabelVersion.Review.SUBMITTED
+    version.save(update_fields=["review_status"])
+    return version
+
+
+def review(version: LabelVersion, user, status: str, comment: str) -> LabelVersion:
+    if status == LabelVersion.Review.REJECTED and not comment.strip():
+        raise LabelRuleError("a rejection needs a comment telling the annotator what to fix")
+    version.review_status = status
+    version.review_comment = comment.strip()
+    version.reviewed_by = user
+    version.reviewed_at = timezone.now()
+    version.save(update_fields=["review_status", "review_comment", "reviewed_by", "reviewed_at"])
+    return version
+
+
+def diff_versions(a: LabelVersion, b: LabelVersion) -> dict:
+    if a.study_id != b.study_id:
+        raise LabelRuleError("versions of different studies cannot be compared")
+    return {"from": a.number, "to": b.number, **diff_labels(version_labels(a), version_labels(b)).to_dict()}

@@ -1,0 +1,222 @@
+"""Drafts and label versions through the API against PostgreSQL (and a real worker for the recipe): edit ops,
+undo/redo, commit, 409 on a stale parent and rebase, two concurrent commits, diff, revert, review, samples, and
+every refused request leaving the draft and the versions untouched."""
+
+import io
+import threading
+
+import numpy as np
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from annotations.classes import BONE, SOFT_TISSUE, VESSEL
+from annotations.labels import version_labels
+from annotations.models import Draft, LabelVersion
+from tests.conftest import wait_for_run
+
+BRUSH = {"op": "brush", "center_zyx": [20, 24, 24], "radius_mm": 8, "label": VESSEL, "shape": "sphere"}
+
+
+def open_draft(client, study) -> dict:
+    response = client.post("/api/drafts/", {"study": study.pk}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def apply(client, draft_id, op) -> dict:
+    return client.post(f"/api/drafts/{draft_id}/ops/", {"op": op}, format="json")
+
+
+@pytest.mark.django_db
+def test_edit_undo_redo_commit_and_history(client_for, phantom_study):
+    study = phantom_study(seed=1)
+    client = client_for("annotator")
+    draft = open_draft(client, study)
+    assert draft["base_version"] is None and draft["counts"]["0"] == 40 * 48 * 48
+    painted = apply(client, draft["id"], BRUSH)
+    assert painted.status_code == 200, painted.content
+    changed = painted.json()["result"]["changed_voxels"]
+    assert changed > 0 and painted.json()["draft"]["counts"]["1"] == changed
+    undone = client.post(f"/api/drafts/{draft['id']}/undo/").json()
+    assert undone["counts"]["1"] == 0 and undone["can_redo"] and not undone["can_undo"]
+    redone = client.post(f"/api/drafts/{draft['id']}/redo/").json()
+    assert redone["counts"]["1"] == changed
+    response = client.post(
+        f"/api/drafts/{draft['id']}/commit/", {"message": "paint a test vessel"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    version = response.json()
+    assert version["number"] == 1 and version["parent"] is None and version["author"] == "annotator"
+    assert version["counts"]["1"] == changed and version["ops"][0]["op"]["op"] == "brush"
+    labels = version_labels(LabelVersion.objects.get(pk=version["id"]))
+    assert int((labels == VESSEL).sum()) == changed
+    assert version["stored_bytes"] < 0.03 * labels.size, "stored version over 3% of the raw uint8 size"
+    history = client.get(f"/api/label-versions/?study={study.pk}").json()["results"]
+    assert [v["number"] for v in history] == [1]
+    assert client.get(f"/api/drafts/{draft['id']}/").json()["base_version"] == version["id"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "op, message",
+    [
+        ({"op": "teleport"}, "unknown op type"),
+        ({**BRUSH, "center_zyx": [99, 0, 0]}, "outside"),
+        ({**BRUSH, "radius_mm": 0}, "radius"),
+        ({**BRUSH, "radius_mm": 500}, "radius"),
+        ({**BRUSH, "label": 9}, "class"),
+        ({"op": "remove_island", "at_zyx": [0, 0, 0]}, "no labeled island"),
+        ({"op": "set_roi", "box_zyx": [5, 5, 0, 10, 0, 10]}, "empty"),
+    ],
+)
+def test_bad_ops_are_refused_and_change_nothing(client_for, phantom_study, op, message):
+    study = phantom_study(seed=2)
+    client = client_for("annotator")
+    draft = open_draft(client, study)
+    assert apply(client, draft["id"], BRUSH).status_code == 200
+    before = Draft.objects.get(pk=draft["id"])
+    response = apply(client, draft["id"], op)
+    assert response.status_code == 400
+    assert message in response.json()["detail"].lower(), response.json()
+    after = Draft.objects.get(pk=draft["id"])
+    assert (after.revision, after.counts, len(after.ops)) == (before.revision, before.counts, 1)
+
+
+@pytest.mark.django_db
+def test_refused_commits_and_reviews(client_for, phantom_study, users):
+    study = phantom_study(seed=3)
+    annotator, admin = client_for("annotator"), client_for("admin")
+    draft = open_draft(annotator, study)
+    empty = annotator.post(f"/api/drafts/{draft['id']}/commit/", {"message": "nothing"}, format="json")
+    assert empty.status_code == 400 and "no edits" in empty.json()["detail"]
+    apply(annotator, draft["id"], BRUSH)
+    no_message = annotator.post(f"/api/drafts/{draft['id']}/commit/", {"message": ""}, format="json")
+    assert no_message.status_code == 400 and no_message.json()["detail"].startswith("message:")
+    stolen = admin.post(f"/api/drafts/{draft['id']}/commit/", {"message": "mine now"}, format="json")
+    assert stolen.status_code == 403 and "belongs to annotator" in stolen.json()["detail"]
+    assert LabelVersion.objects.count() == 0
+    version = annotator.post(f"/api/drafts/{draft['id']}/commit/", {"message": "v1"}, format="json").json()
+    edit = admin.patch(f"/api/label-versions/{version['id']}/", {"message": "rewritten"}, format="json")
+    assert edit.status_code == 405
+    assert (
+        annotator.post(f"/api/label-versions/{version['id']}/review/", {"status": "approved"}).status_code
+        == 403
+    )
+    reject = admin.post(f"/api/label-versions/{version['id']}/review/", {"status": "rejected"}, format="json")
+    assert reject.status_code == 400 and "needs a comment" in reject.json()["detail"]
+    assert (
+        annotator.post(f"/api/label-versions/{version['id']}/submit/").json()["review_status"] == "submitted"
+    )
+    ok = admin.post(
+        f"/api/label-versions/{version['id']}/review/", {"status": "approved"}, format="json"
+    ).json()
+    assert ok["review_status"] == "approved" and ok["reviewed_by"] == "admin"
+    assert LabelVersion.objects.get(pk=version["id"]).message == "v1"
+
+
+@pytest.mark.django_db
+def test_stale_parent_gets_409_and_rebase_keeps_both_edits(client_for, phantom_study, make_user):
+    study = phantom_study(seed=4)
+    first = client_for("annotator")
+    second = APIClient()
+    second.force_authenticate(make_user("annotator2", "Annotator"))
+    draft_a, draft_b = open_draft(first, study), open_draft(second, study)
+    apply(first, draft_a["id"], BRUSH)
+    apply(second, draft_b["id"], {**BRUSH, "center_zyx": [10, 10, 10], "radius_mm": 5, "label": BONE})
+    v1 = first.post(f"/api/drafts/{draft_a['id']}/commit/", {"message": "A"}, format="json")
+    assert v1.status_code == 201
+    stale = second.post(f"/api/drafts/{draft_b['id']}/commit/", {"message": "B"}, format="json")
+    assert stale.status_code == 409
+    body = stale.json()
+    assert body["head"]["number"] == 1 and "rebase" in body["detail"] and body["actions"]["rebase"]
+    assert len(Draft.objects.get(pk=draft_b["id"]).ops) == 1, "the loser's edits must survive the 409"
+    rebased = second.post(f"/api/drafts/{draft_b['id']}/rebase/").json()
+    assert rebased["base_number"] == 1
+    v2 = second.post(f"/api/drafts/{draft_b['id']}/commit/", {"message": "B rebased"}, format="json").json()
+    assert v2["number"] == 2 and v2["parent_number"] == 1
+    labels = version_labels(LabelVersion.objects.get(pk=v2["id"]))
+    assert (labels == VESSEL).any() and (labels == BONE).any()
+    diff = first.get(f"/api/label-versions/{v2['id']}/diff/").json()
+    assert diff["from"] == 1 and diff["to"] == 2 and diff["gained"][str(BONE)] > 0
+    reverted = first.post(f"/api/label-versions/{v1.json()['id']}/revert/", {}, format="json").json()
+    assert (
+        reverted["number"] == 3
+        and reverted["sha256"] == v1.json()["sha256"]
+        and reverted["parent_number"] == 2
+    )
+    assert LabelVersion.objects.filter(study=study).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_commits_on_one_parent_exactly_one_wins(phantom_study, make_user):
+    assert connection.vendor == "postgresql"
+    study = phantom_study(seed=5)
+    clients, drafts = [], []
+    for index in range(2):
+        client = APIClient()
+        client.force_authenticate(make_user(f"racer{index}", "Annotator"))
+        draft = open_draft(client, study)
+        apply(client, draft["id"], {**BRUSH, "center_zyx": [10 + 15 * index, 20, 20], "radius_mm": 4})
+        clients.append(client)
+        drafts.append(draft)
+    barrier = threading.Barrier(2)
+    statuses = [None, None]
+
+    def race(index):
+        barrier.wait()
+        try:
+            statuses[index] = (
+                clients[index]
+                .post(
+                    f"/api/drafts/{drafts[index]['id']}/commit/", {"message": f"racer {index}"}, format="json"
+                )
+                .status_code
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [201, 409]
+    assert list(LabelVersion.objects.filter(study=study).values_list("number", flat=True)) == [1]
+    loser = drafts[statuses.index(409)]
+    assert len(Draft.objects.get(pk=loser["id"]).ops) == 1
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_recipe_runs_as_a_task_and_samples_follow_the_paper(celery_worker, client_for, phantom_study):
+    study = phantom_study(seed=6, motion=False, shape=(48, 64, 64), spacing_mm=(1.5, 1.5, 1.5))
+    client = client_for("annotator")
+    draft = open_draft(client, study)
+    response = apply(
+        client,
+        draft["id"],
+        {"op": "recipe", "params": {"vessel_threshold_hu": 400, "min_vessel_component_voxels": 10}},
+    )
+    assert response.status_code == 202
+    run = wait_for_run(response.json()["id"], worker=celery_worker)
+    assert run.state == "succeeded", run.error
+    counts = client.get(f"/api/drafts/{draft['id']}/").json()["counts"]
+    assert all(counts[str(c)] > 0 for c in (VESSEL, BONE, SOFT_TISSUE))
+    version = client.post(f"/api/drafts/{draft['id']}/commit/", {"message": "recipe"}, format="json").json()
+    assert version["recipe"]["vessel_threshold_hu"] == 400
+    download = client.get(f"/api/label-versions/{version['id']}/samples/?seed=3")
+    assert download.status_code == 200
+    samples = np.load(io.BytesIO(download.content))["samples"]
+    classes = dict(zip(*np.unique(samples[:, 3], return_counts=True), strict=True))
+    n_vessel = counts[str(VESSEL)]
+    assert classes[VESSEL] == n_vessel
+    assert classes[BONE] == min(n_vessel, counts[str(BONE)]) and classes[SOFT_TISSUE] == min(
+        n_vessel, counts[str(SOFT_TISSUE)]
+    )
+    again = np.load(io.BytesIO(client.get(f"/api/label-versions/{version['id']}/samples/?seed=3").content))[
+        "samples"
+    ]
+    np.testing.assert_array_equal(samples, again)
+    bad = client.get(f"/api/label-versions/{version['id']}/samples/?seed=abc")
+    assert bad.status_code == 400 and "seed" in bad.json()["detail"]
