@@ -91,6 +91,16 @@ def dice_study(shape, results):
             "vessel_components_removed": res.n_vessel_components_removed,
             "recipe_s": res.timings_s["total"],
         }
+        entry["vessel_dice_by_threshold_hu"] = {
+            str(thr): dice(
+                run_recipe(
+                    s.fill_hu, s.subtracted_hu, s.spacing_mm, RecipeParams(vessel_threshold_hu=thr)
+                ).labels
+                == VESSEL,
+                truth_v,
+            )
+            for thr in (300, 400, 500, 600, 700)
+        }
         # (a) annotator clicks on the main artery: seeds in the largest truth vessel component
         tl, _ = ndi.label(truth_v, ST26)
         biggest = np.argmax(np.bincount(tl.ravel())[1:]) + 1
