@@ -1,7 +1,7 @@
-"""Page routes: login/logout, dashboard, and the workspaces each app adds."""
+"""Page routes: login/logout, dashboard and task runs here; each app adds its pages in ``<app>/page_urls.py``."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -10,4 +10,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tasks/", views.task_runs, name="task-runs"),
+    path("", include("annotations.page_urls")),
+    path("", include("inference.page_urls")),
+    path("", include("reader_study.page_urls")),
 ]

@@ -12,6 +12,16 @@ from django.conf import settings
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this session's private var/ folder (storage, uploads) unless asked to keep it."""
+    import shutil
+
+    if not os.environ.get("DLA_KEEP_TEST_VAR"):
+        shutil.rmtree(settings.VAR_DIR, ignore_errors=True)
+
+
 ROLE_USERS = {"annotator": "Annotator", "reader": "Reader", "admin": "Admin"}
 
 
@@ -139,7 +149,12 @@ def celery_worker(django_db_setup, django_db_blocker):
     """A real Celery worker on Redis for the whole session; tests using it need ``transactional_db``."""
     import redis
 
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()  # no stale messages from an earlier run
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+    for key in broker.scan_iter(
+        match=f"{prefix}*"
+    ):  # no stale messages from an earlier run of this session id
+        broker.delete(key)
     ARTIFACTS.mkdir(exist_ok=True)
     worker = WorkerProcess(ARTIFACTS / "celery-worker.log")
     worker.start()

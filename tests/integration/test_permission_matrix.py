@@ -6,30 +6,13 @@ import re
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
-PUBLIC = "public"
-ANY_USER = {"norole", "annotator", "reader", "admin"}
-ANY_ROLE = {"annotator", "reader", "admin"}
-ANNOTATORS = {"annotator", "admin"}
-ADMINS = {"admin"}
+from tests.access import core, inference, reader_study
+from tests.access.roles import PUBLIC
+
 ROLES = ["anonymous", "norole", "annotator", "reader", "admin"]
 
-# (path regex, method) -> roles allowed. Order matters: the first match wins.
-ACCESS = [
-    (r"^/api/schema/$", "GET", PUBLIC),
-    (r"^/api/auth/token/$", "POST", PUBLIC),
-    (r"^/api/auth/token/$", "DELETE", ANY_USER),
-    (r"^/api/me/$", "GET", ANY_USER),
-    (r"^/api/task-runs/selftest/$", "POST", ADMINS),
-    (r"^/api/task-runs/", "*", ANY_ROLE),
-    (r"^/api/users/", "*", ADMINS),
-    (r"^/api/studies/\{id\}/$", "PUT", ADMINS),
-    (r"^/api/studies/\{id\}/$", "PATCH", ADMINS),
-    (r"^/api/studies/", "*", ANNOTATORS),
-    (r"^/api/volumes/", "*", ANNOTATORS),
-    (r"^/api/label-versions/\{id\}/review/$", "POST", ADMINS),
-    (r"^/api/label-versions/", "*", ANNOTATORS),
-    (r"^/api/drafts/", "*", ANNOTATORS),
-]
+# (path regex, method or "*", roles allowed), one file per app; the first match wins.
+ACCESS = [*core.RULES, *inference.RULES, *reader_study.RULES]
 
 
 def allowed_roles(path: str, method: str):

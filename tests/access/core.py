@@ -1,0 +1,20 @@
+"""Permission-matrix rules of the project package and the annotations app (see test_permission_matrix)."""
+
+from tests.access.roles import ADMINS, ANNOTATORS, ANY_ROLE, ANY_USER, PUBLIC
+
+RULES = [
+    (r"^/api/schema/$", "GET", PUBLIC),
+    (r"^/api/auth/token/$", "POST", PUBLIC),
+    (r"^/api/auth/token/$", "DELETE", ANY_USER),
+    (r"^/api/me/$", "GET", ANY_USER),
+    (r"^/api/task-runs/selftest/$", "POST", ADMINS),
+    (r"^/api/task-runs/", "*", ANY_ROLE),
+    (r"^/api/users/", "*", ADMINS),
+    (r"^/api/studies/\{id\}/$", "PUT", ADMINS),
+    (r"^/api/studies/\{id\}/$", "PATCH", ADMINS),
+    (r"^/api/studies/", "*", ANNOTATORS),
+    (r"^/api/volumes/", "*", ANNOTATORS),
+    (r"^/api/label-versions/\{id\}/review/$", "POST", ADMINS),
+    (r"^/api/label-versions/", "*", ANNOTATORS),
+    (r"^/api/drafts/", "*", ANNOTATORS),
+]
