@@ -78,6 +78,9 @@ REGION_NAMES = (
 HEAD_CENTER = np.array([0.0, 2.0, 0.0])  # template frame (x, y, z) mm == LPS at scale 1
 VIEW_CENTER_LPS = np.array([0.0, 0.0, -8.0])  # LPS point at the centre of the voxel grid
 MIN_VESSEL_RADIUS_MM = 0.25
+UNRESOLVED_RADIUS_VOXELS = (
+    0.3  # vessels thinner than this (radius, in voxels) are omitted from image and truth
+)
 
 
 class PhantomParameterError(ValueError):
@@ -354,7 +357,9 @@ def _build_anatomy(grid: _Grid, a: dict[str, Any]):
             static[box][m] = a["otic_capsule_hu"]
             truth[box][m] = BONE
             otic_region[box] |= rr < ((orad + 3.0) / orad) ** 2
-        streak_sources.append({"center": oc, "kind": "otic", "amp_hu": a["otic_streak_hu"]})
+        streak_sources.append(
+            {"center": oc, "kind": "otic", "amp_hu": a["otic_streak_hu"], "radius_mm": orad}
+        )
     regions["otic_capsule"] = otic_region
 
     # Nasal cavity and paranasal sinuses: air pockets with thin bony walls (walls first, then all air).
@@ -514,6 +519,15 @@ class _VesselCanvas:
             self.opacified[box] |= inside
 
     def add_polyline(self, points, radii, territory, excess_hu):
+        """Rasterize a centerline (template mm, (N, 3) x/y/z) with radii (N,) mm.
+
+        Radii >= half a voxel: voxels whose centre is within the radius (anti-aliased occupancy for the image).
+        Thinner: only the voxels the centreline passes through, with the partial-volume fraction pi r^2 / voxel^2.
+        Parts thinner than ``UNRESOLVED_RADIUS_VOXELS`` voxel are below the resolution: left out of image and truth.
+        """
+        cut = UNRESOLVED_RADIUS_VOXELS * self.grid.min_voxel_mm
+        if float(np.max(radii)) < cut:
+            return
         thin = 0.5 * self.grid.min_voxel_mm  # below this radius only the centreline voxels are lumen
         if float(np.max(radii)) >= thin:
             pts, rad = _resample(points, radii, self.step)
@@ -530,7 +544,7 @@ class _VesselCanvas:
         fine, frad = _resample(points, radii, 0.4 * self.grid.min_voxel_mm)
         idx = np.rint((fine - self.grid.origin) / self.grid.spacing).astype(np.int64)
         n = np.array(self.grid.shape[::-1])
-        ok = np.all((idx >= 0) & (idx < n), axis=1)
+        ok = np.all((idx >= 0) & (idx < n), axis=1) & (frad >= cut)
         if not ok.any():
             return
         ix, iy, iz = idx[ok].T
@@ -563,20 +577,28 @@ def _unit(v):
     return v / max(n, 1e-12)
 
 
-def _cross(a, b):
-    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+def _funit(v):
+    n = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    n = n if n > 1e-12 else 1e-12
+    return (v[0] / n, v[1] / n, v[2] / n)
 
 
-def _rotate_about(v, axis, angle_rad):
-    """Rodrigues rotation of vector v (3,) about ``axis`` by ``angle_rad``."""
-    k = _unit(axis)
-    c, s = math.cos(angle_rad), math.sin(angle_rad)
-    return v * c + _cross(k, v) * s + k * float(k @ v) * (1 - c)
+class _RandomBuffer:
+    """Uniform/normal draws served from pre-generated blocks of ``rng`` (cheap per call, deterministic)."""
 
+    def __init__(self, rng, block=8192):
+        self.rng, self.block = rng, block
+        self.u, self.g = [], []
 
-def _random_perpendicular(rng, d):
-    tmp = rng.normal(size=3)
-    return _unit(tmp - float(tmp @ d) * d)
+    def uniform(self, lo, hi):
+        if not self.u:
+            self.u = self.rng.random(self.block).tolist()[::-1]
+        return lo + (hi - lo) * self.u.pop()
+
+    def normal(self):
+        if not self.g:
+            self.g = self.rng.standard_normal(self.block).tolist()[::-1]
+        return self.g.pop()
 
 
 def _vessel_tree(rng, a) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
@@ -599,9 +621,13 @@ def _vessel_tree(rng, a) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
 
     def add(name, territory, ctrl, r_ctrl, factor=1.0, depth=0, smooth=True):
         ctrl = np.asarray(ctrl, dtype=np.float64)
-        pts = _catmull_rom(ctrl, 8) if smooth else ctrl
-        u = np.linspace(0.0, len(ctrl) - 1, len(pts))
-        rad = np.interp(u, np.linspace(0.0, len(ctrl) - 1, len(r_ctrl)), r_ctrl)
+        if smooth:
+            pts = _catmull_rom(ctrl, 8)
+            u = np.linspace(0.0, len(ctrl) - 1, len(pts))
+            rad = np.interp(u, np.linspace(0.0, len(ctrl) - 1, len(r_ctrl)), r_ctrl)
+        else:  # linear taper from r_ctrl[0] to r_ctrl[-1]
+            pts = ctrl
+            rad = np.linspace(r_ctrl[0], r_ctrl[-1], len(pts))
         vessels.append(
             {
                 "name": name,
@@ -614,43 +640,70 @@ def _vessel_tree(rng, a) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
         )
         return pts
 
+    # Random distal branches: pure-Python float math with buffered random numbers (fast, deterministic).
+    buf = _RandomBuffer(rng)
+    hcx, hcy, hcz = (float(v) for v in HEAD_CENTER)
+    sx, sy, sz = (float(v) for v in skull_semi)
+    lim2 = (1.0 - 9.0 / a_mean) ** 2
+    z0, slope, droop = a["skull_base_z0_mm"], a["skull_base_slope"], a["skull_base_droop_mm"]
+
     def in_brain(p):
-        r2 = float(np.sum(((p - HEAD_CENTER) / skull_semi) ** 2))
-        return r2 < (1.0 - 9.0 / a_mean) ** 2 and p[2] > zp(p[0], p[1]) + 3.0
+        x, y, z = p
+        if ((x - hcx) / sx) ** 2 + ((y - hcy) / sy) ** 2 + ((z - hcz) / sz) ** 2 >= lim2:
+            return False
+        return z > z0 + slope * y - droop * (x / sx) ** 2 * math.exp(-((y / 35.0) ** 2)) + 3.0
+
+    def perp(d):
+        gx, gy, gz = buf.normal(), buf.normal(), buf.normal()
+        dot = gx * d[0] + gy * d[1] + gz * d[2]
+        return _funit((gx - dot * d[0], gy - dot * d[1], gz - dot * d[2]))
+
+    def rot(v, k, ang):  # Rodrigues, k a unit vector perpendicular to v
+        c, s_ = math.cos(ang), math.sin(ang)
+        cx_, cy_, cz_ = k[1] * v[2] - k[2] * v[1], k[2] * v[0] - k[0] * v[2], k[0] * v[1] - k[1] * v[0]
+        return _funit((v[0] * c + cx_ * s_, v[1] * c + cy_ * s_, v[2] * c + cz_ * s_))
 
     def grow(root, direction, radius, territory, factor, depth, name):
         """Random cortical branch: a wiggly polyline, two end children and sometimes a side branch."""
         if radius < MIN_VESSEL_RADIUS_MM or depth > 8:
             return
-        d = _unit(direction)
-        length = rng.uniform(10.0, 18.0) * float(np.clip(radius / 0.8, 0.5, 1.4))
-        pts = [np.asarray(root, dtype=np.float64)]
+        d = _funit(tuple(float(v) for v in direction))
+        length = buf.uniform(10.0, 18.0) * min(max(radius / 0.8, 0.5), 1.4)
+        step = length / 5
+        pts = [tuple(float(v) for v in root)]
         for _ in range(5):
-            axis = _random_perpendicular(rng, d)
-            d = _unit(_rotate_about(d, axis, math.radians(rng.uniform(0, 15))))
-            nxt = pts[-1] + d * length / 5
+            d = rot(d, perp(d), math.radians(buf.uniform(0.0, 15.0)))
+            p = pts[-1]
+            nxt = (p[0] + d[0] * step, p[1] + d[1] * step, p[2] + d[2] * step)
             if not in_brain(nxt):  # near the cortex: turn tangential to the skull and slightly inward
-                n = _unit((pts[-1] - HEAD_CENTER) / skull_semi**2)
-                d = _unit(d - (d @ n) * n - 0.35 * n)
-                nxt = pts[-1] + d * length / 5
+                n = _funit(((p[0] - hcx) / sx**2, (p[1] - hcy) / sy**2, (p[2] - hcz) / sz**2))
+                dn = d[0] * n[0] + d[1] * n[1] + d[2] * n[2] + 0.35
+                d = _funit((d[0] - dn * n[0], d[1] - dn * n[1], d[2] - dn * n[2]))
+                nxt = (p[0] + d[0] * step, p[1] + d[1] * step, p[2] + d[2] * step)
                 if not in_brain(nxt):
                     break
             pts.append(nxt)
         if len(pts) < 2:
             return
         r_end = radius * 0.9
-        add(name, territory, np.array(pts), [radius, r_end], factor, depth, smooth=False)
+        add(name, territory, pts, [radius, r_end], factor, depth, smooth=False)
         for sign in (1.0, -1.0):
-            child_r = r_end * rng.uniform(0.74, 0.88)
-            axis = _random_perpendicular(rng, d)
-            child_d = _rotate_about(d, axis, sign * math.radians(rng.uniform(20, 45)))
+            child_r = r_end * buf.uniform(0.74, 0.88)
+            child_d = rot(d, perp(d), sign * math.radians(buf.uniform(20.0, 45.0)))
             grow(pts[-1], child_d, child_r, territory, factor * 0.97, depth + 1, name)
-        if len(pts) > 3 and rng.uniform() < 0.6:
-            mid = pts[len(pts) // 2]
-            side_d = _rotate_about(d, _random_perpendicular(rng, d), math.radians(rng.uniform(40, 80)))
-            grow(mid, side_d, radius * rng.uniform(0.5, 0.7), territory, factor * 0.97, depth + 1, name)
+        if len(pts) > 3 and buf.uniform(0.0, 1.0) < 0.6:
+            side_d = rot(d, perp(d), math.radians(buf.uniform(40.0, 80.0)))
+            grow(
+                pts[len(pts) // 2],
+                side_d,
+                radius * buf.uniform(0.5, 0.7),
+                territory,
+                factor * 0.97,
+                depth + 1,
+                name,
+            )
 
-    def sprout(pts, territory, factor, name, every_mm=12.0, r_range=(0.55, 0.8), outward=True):
+    def sprout(pts, territory, factor, name, every_mm=12.0, r_range=(0.55, 0.8)):
         """Cortical/perforating branches every ``every_mm`` along a trunk, heading away from the head centre."""
         seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
         s = np.concatenate([[0.0], np.cumsum(seg)])
@@ -658,7 +711,7 @@ def _vessel_tree(rng, a) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
             i = int(np.searchsorted(s, st))
             p = pts[min(i, len(pts) - 1)]
             tangent = _unit(pts[min(i + 1, len(pts) - 1)] - pts[max(i - 1, 0)])
-            away = _unit(p - (HEAD_CENTER + [0, 0, 10.0])) if outward else rng.normal(size=3)
+            away = _unit(p - (HEAD_CENTER + [0, 0, 10.0]))
             d = _unit(away - (away @ tangent) * tangent + 0.3 * rng.normal(size=3))
             grow(p, d, rng.uniform(*r_range), territory, factor, 2, name)
 
@@ -838,6 +891,7 @@ def _streak_params(rng, sources, metal_amp):
                 "width_mm": float(rng.uniform(0.6, 1.2)),
                 "decay_mm": float(rng.uniform(25.0, 45.0)),
                 "half_height_mm": float(rng.uniform(2.0, 4.0)),
+                "core_mm": float(s["radius_mm"] + 1.0),
             }
         )
     return out
@@ -857,7 +911,8 @@ def _add_streaks(vol, grid, streaks, jitter_rng, move=None):
         w_z = np.exp(-(((grid.z[zsel] - c[2]) / h) ** 2)).astype(np.float32)
         ys, xs = grid.y - np.float32(c[1]), grid.x - np.float32(c[0])
         rho = np.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
-        env = np.exp(-rho / s["decay_mm"]).astype(np.float32)
+        # streaks start at the edge of the dense object and fade with distance
+        env = (np.exp(-rho / s["decay_mm"]) * (1.0 - np.exp(-((rho / s["core_mm"]) ** 2)))).astype(np.float32)
         pattern = np.zeros((grid.shape[1], grid.shape[2]), dtype=np.float32)
         amp = s["amp_hu"] * float(jitter_rng.uniform(0.85, 1.15))
         for ang, sign in zip(s["angles_rad"], s["signs"], strict=True):
@@ -1146,6 +1201,7 @@ def make_subject(
                     "center": np.asarray(center if coil_kind == "coil" else base),
                     "kind": "metal",
                     "amp_hu": a["metal_streak_hu"],
+                    "radius_mm": ra if coil_kind == "coil" else 1.0,
                 }
             )
 
