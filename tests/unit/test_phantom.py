@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ NO_MOTION = False
 STRONG_MOTION = {"rotation_deg": (1.0, -1.0, 1.0), "translation_mm": (1.5, -1.5, 1.5)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def subject(shape=(64, 64, 64), seed=7, motion=NO_MOTION, injection="ica_left", aneurysm=False, coil=False):
     """Cached make_subject; dict arguments are passed as tuples of (key, value) pairs to stay hashable."""
     motion_arg = dict(motion) if isinstance(motion, tuple) else motion
