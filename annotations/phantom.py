@@ -48,7 +48,8 @@ HU_RANGES: dict[str, tuple[float, float]] = {
     "sinus_wall_hu": (500.0, 900.0),
     "vertebra_cortical_hu": (800.0, 1100.0),
     "vertebra_cancellous_hu": (250.0, 400.0),
-    "contrast_hu": (700.0, 1600.0),  # undiluted lumen of large opacified vessels (before partial volume)
+    "contrast_hu": (1100.0, 2000.0),  # undiluted lumen of large vessels (before partial volume); keeps
+    # blurred mid-size vessels above the paper's 500-700 HU thresholds while overlapping cortical bone HU
     "metal_hu": (2900.0, 3071.0),
     "noise_sigma_hu": (10.0, 30.0),
     "otic_streak_hu": (40.0, 100.0),
