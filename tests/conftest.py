@@ -18,7 +18,7 @@ def pytest_sessionfinish(session, exitstatus):
     """Remove this session's private var/ folder (storage, uploads) unless asked to keep it."""
     import shutil
 
-    if not os.environ.get("DLA_KEEP_TEST_VAR"):
+    if settings.configured and not os.environ.get("DLA_KEEP_TEST_VAR"):
         shutil.rmtree(settings.VAR_DIR, ignore_errors=True)
 
 

@@ -1,0 +1,87 @@
+"""``manage.py make_phantoms``: write synthetic angiography subjects as DICOM + NIfTI (and optionally import
+them). ``--cohort`` follows the paper's 105 subjects split 35/8/62 (``--count`` takes the first N of the plan)."""
+
+import csv
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from dla_web.progress import TerminalProgress
+
+from ...phantom import PhantomParameterError, cohort_plan, make_subject, subject_from_plan
+from ...phantom_import import import_subject, write_subject
+
+SPLIT_TO_COHORT = {"train": "train", "validation": "validation", "test": "test"}
+
+
+class Command(BaseCommand):
+    help = "Generate angiography phantoms (fill, mask, subtracted DSA, truth) as DICOM series and NIfTI."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--count", type=int, default=None, help="number of subjects (default 1, or 105 with --cohort)"
+        )
+        parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64], metavar=("Z", "Y", "X"))
+        parser.add_argument(
+            "--spacing",
+            type=float,
+            nargs=3,
+            default=None,
+            metavar=("DZ", "DY", "DX"),
+            help="voxel spacing in mm (default: 0.46 mm for >= 256^3, else the head fits the grid)",
+        )
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--out", type=Path, help="output folder for DICOM + NIfTI")
+        parser.add_argument(
+            "--cohort", action="store_true", help="the paper's 105-subject cohort plan (35/8/62)"
+        )
+        parser.add_argument("--ingest", action="store_true", help="also import each subject as a study")
+
+    def handle(self, *args, count, shape, spacing, seed, out, cohort, ingest, **options):
+        if out is None and not ingest:
+            raise CommandError("give --out DIR and/or --ingest")
+        if cohort:
+            plan = cohort_plan(105, seed=seed)[: count or 105]
+        else:
+            plan = [
+                {"subject_id": f"PH-{seed + i:03d}", "split": None, "seed": seed + i}
+                for i in range(count or 1)
+            ]
+        rows = []
+        progress = TerminalProgress(self.stderr)
+        for index, entry in enumerate(plan):
+            try:
+                if "make_subject_kwargs" in entry:
+                    subject = subject_from_plan(entry, tuple(shape), tuple(spacing) if spacing else None)
+                else:
+                    subject = make_subject(
+                        tuple(shape), tuple(spacing) if spacing else None, seed=entry["seed"]
+                    )
+            except PhantomParameterError as exc:
+                raise CommandError(str(exc))
+            subject_id = entry["subject_id"]
+            split = entry.get("split")
+            if out is not None:
+                write_subject(subject, out, subject_id=subject_id, extra_meta={"split": split})
+            if ingest:
+                import_subject(
+                    subject, subject_id=subject_id, cohort=SPLIT_TO_COHORT.get(split, "unassigned")
+                )
+            rows.append(
+                {
+                    "subject_id": subject_id,
+                    "split": split or "",
+                    "injection": subject.injection,
+                    "motion": bool(subject.motion.get("enabled")),
+                }
+            )
+            progress((index + 1) / len(plan), f"{subject_id} written")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / "subjects.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        self.stdout.write(
+            self.style.SUCCESS(f"{len(rows)} phantom subject(s)" + (f" in {out}" if out else ""))
+        )
