@@ -1,5 +1,14 @@
-"""Permission-matrix rules of the inference app: (path regex, method or "*", allowed roles); first match wins."""
+"""Permission-matrix rules of the inference app: (path regex, method or "*", allowed roles); first match wins.
+
+Admins train models and change the registry (upload, activate, rename, download weights); annotators may see
+the registry and run inference on studies; readers get nothing here (a reader must not learn about methods)."""
 
 from tests.access.roles import ADMINS, ANNOTATORS, ANY_ROLE, ANY_USER, PUBLIC, READERS  # noqa: F401
 
-RULES: list = []
+RULES: list = [
+    (r"^/api/models/$", "GET", ANNOTATORS),
+    (r"^/api/models/\{id\}/$", "GET", ANNOTATORS),
+    (r"^/api/models/", "*", ADMINS),  # PATCH, activate, download, upload
+    (r"^/api/training-runs/", "*", ADMINS),
+    (r"^/api/inference/$", "POST", ANNOTATORS),
+]

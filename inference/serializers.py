@@ -1,0 +1,252 @@
+"""Serializers of the model registry, training runs and inference requests (ranges validated here, so a bad
+hyper-parameter is a 400 naming the field, never a failed run)."""
+
+from rest_framework import serializers
+
+from annotations.models import Study
+from dla_web.serializers import TaskRunSerializer
+
+from .models import ModelVersion, TrainingRun
+from .network import PRESETS
+from .trainer import InvalidTrainConfigError, TrainConfig
+
+PAPER = TrainConfig()  # the paper's hyper-parameters are TrainConfig's defaults
+COHORTS = [c for c in Study.Cohort.values if c != Study.Cohort.UNASSIGNED]
+
+# Form defaults: the paper's optimiser settings; the run length is scaled for a CPU (the paper stopped at a
+# plateau after 2e5 iterations on two GPUs).
+FORM_DEFAULTS = {
+    "preset": "cpu",
+    "mode": PAPER.mode,
+    "batch_size": PAPER.batch_size,
+    "dense_output_px": PAPER.dense_output_px,
+    "dense_slabs_per_batch": PAPER.dense_slabs_per_batch,
+    "momentum": PAPER.momentum,
+    "weight_decay": PAPER.weight_decay,
+    "lr_values": list(PAPER.lr_values),
+    "lr_boundaries_epochs": list(PAPER.lr_boundaries_epochs),
+    "max_iterations": 2000,
+    "val_every": 100,
+    "val_samples_per_class": PAPER.val_samples_per_class,
+    "early_stopping_patience": PAPER.early_stopping_patience,
+    "early_stopping_min_delta": PAPER.early_stopping_min_delta,
+    "seed": PAPER.seed,
+    "checkpoint_every": 200,
+}
+
+TRAIN_FIELDS = [
+    "mode",
+    "batch_size",
+    "dense_output_px",
+    "dense_slabs_per_batch",
+    "momentum",
+    "weight_decay",
+    "lr_values",
+    "lr_boundaries_epochs",
+    "epoch_voxels",
+    "max_iterations",
+    "val_every",
+    "val_samples_per_class",
+    "early_stopping_patience",
+    "early_stopping_min_delta",
+    "seed",
+    "amp",
+]
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    summary = serializers.SerializerMethodField()
+    final_metrics = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "name",
+            "notes",
+            "is_active",
+            "source",
+            "sha256",
+            "size_bytes",
+            "fingerprint",
+            "network_config",
+            "train_config",
+            "training_run",
+            "summary",
+            "final_metrics",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = [f for f in fields if f not in ("name", "notes")]
+
+    def get_summary(self, version) -> dict:
+        return version.metrics.get("summary", {})
+
+    def get_final_metrics(self, version) -> dict:
+        return version.metrics.get("final", {})
+
+
+class ModelVersionDetailSerializer(ModelVersionSerializer):
+    class Meta(ModelVersionSerializer.Meta):
+        fields = [*ModelVersionSerializer.Meta.fields, "metrics"]
+        read_only_fields = [*ModelVersionSerializer.Meta.read_only_fields, "metrics"]
+
+
+class WeightsUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(
+        help_text="DLANet weights (.pt) as written by inference.network.save_weights"
+    )
+    name = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    preset = serializers.ChoiceField(
+        choices=sorted(PRESETS),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="if given, the weights must have exactly this preset's architecture",
+    )
+    activate = serializers.BooleanField(default=False)
+
+
+class TrainRequestSerializer(serializers.Serializer):
+    """Start a training run. Defaults: the paper's optimiser (SGD momentum 0.9, batch 512, lr 1e-3 -> 1e-4
+    after 1 epoch -> 1e-5 after 1.5 epochs), the cpu network preset and a CPU-sized run length."""
+
+    name = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    preset = serializers.ChoiceField(choices=sorted(PRESETS), default=FORM_DEFAULTS["preset"])
+    train_cohort = serializers.ChoiceField(choices=COHORTS, default="train")
+    validation_cohort = serializers.ChoiceField(
+        choices=COHORTS, default="validation", allow_null=True, help_text="null: monitor on training data"
+    )
+    mode = serializers.ChoiceField(choices=["dense", "patch"], default=FORM_DEFAULTS["mode"])
+    batch_size = serializers.IntegerField(min_value=1, max_value=65536, default=FORM_DEFAULTS["batch_size"])
+    dense_output_px = serializers.IntegerField(
+        min_value=1, max_value=512, default=FORM_DEFAULTS["dense_output_px"]
+    )
+    dense_slabs_per_batch = serializers.IntegerField(
+        min_value=1, max_value=1024, default=FORM_DEFAULTS["dense_slabs_per_batch"]
+    )
+    momentum = serializers.FloatField(min_value=0.0, max_value=0.999, default=FORM_DEFAULTS["momentum"])
+    weight_decay = serializers.FloatField(min_value=0.0, max_value=0.1, default=FORM_DEFAULTS["weight_decay"])
+    lr_values = serializers.ListField(
+        child=serializers.FloatField(min_value=1e-8, max_value=1.0),
+        min_length=1,
+        max_length=8,
+        default=FORM_DEFAULTS["lr_values"],
+    )
+    lr_boundaries_epochs = serializers.ListField(
+        child=serializers.FloatField(min_value=0.0, max_value=1e6),
+        max_length=7,
+        default=FORM_DEFAULTS["lr_boundaries_epochs"],
+    )
+    epoch_voxels = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    max_iterations = serializers.IntegerField(
+        min_value=1, max_value=10_000_000, default=FORM_DEFAULTS["max_iterations"]
+    )
+    val_every = serializers.IntegerField(min_value=1, max_value=1_000_000, default=FORM_DEFAULTS["val_every"])
+    val_samples_per_class = serializers.IntegerField(
+        min_value=10, max_value=1_000_000, default=FORM_DEFAULTS["val_samples_per_class"]
+    )
+    early_stopping_patience = serializers.IntegerField(
+        min_value=1, max_value=10_000, default=FORM_DEFAULTS["early_stopping_patience"]
+    )
+    early_stopping_min_delta = serializers.FloatField(
+        min_value=0.0, max_value=1.0, default=FORM_DEFAULTS["early_stopping_min_delta"]
+    )
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=FORM_DEFAULTS["seed"])
+    amp = serializers.BooleanField(default=True)
+    checkpoint_every = serializers.IntegerField(
+        min_value=1, max_value=10_000_000, default=FORM_DEFAULTS["checkpoint_every"]
+    )
+    activate = serializers.BooleanField(default=False, help_text="activate the model when training succeeds")
+
+    def validate(self, data):
+        if data["validation_cohort"] == data["train_cohort"]:
+            raise serializers.ValidationError({"validation_cohort": "must differ from the training cohort"})
+        if data["val_every"] > data["max_iterations"]:
+            raise serializers.ValidationError(
+                {"val_every": "must not exceed max_iterations (no validation would ever run)"}
+            )
+        try:
+            TrainConfig.from_dict({"preset": data["preset"], **{k: data[k] for k in TRAIN_FIELDS}})
+        except InvalidTrainConfigError as exc:
+            raise serializers.ValidationError({"lr_boundaries_epochs": str(exc)}) from exc
+        return data
+
+    def task_params(self, user) -> dict:
+        data = self.validated_data
+        return {
+            "name": data["name"],
+            "notes": data["notes"],
+            "preset": data["preset"],
+            "train_config": {k: data[k] for k in TRAIN_FIELDS},
+            "train_cohort": data["train_cohort"],
+            "validation_cohort": data["validation_cohort"],
+            "checkpoint_every": data["checkpoint_every"],
+            "activate": data["activate"],
+            "user_id": user.pk,
+        }
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    """A training run: its TaskRun (state, progress, message, log tail) plus the live curves."""
+
+    id = serializers.IntegerField(source="task_run_id", read_only=True)
+    run = TaskRunSerializer(source="task_run", read_only=True)
+    model_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "name",
+            "run",
+            "max_iterations",
+            "iteration",
+            "voxels_per_s",
+            "eta_s",
+            "train_studies",
+            "validation_studies",
+            "train_curve",
+            "val_curve",
+            "model_version",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_model_version(self, record) -> int | None:
+        version = ModelVersion.objects.filter(training_run_id=record.task_run_id).only("pk").first()
+        return version.pk if version else None
+
+
+class TrainingRunListSerializer(TrainingRunSerializer):
+    class Meta(TrainingRunSerializer.Meta):
+        fields = [f for f in TrainingRunSerializer.Meta.fields if f not in ("train_curve", "val_curve")]
+        read_only_fields = fields
+
+
+class InferenceRequestSerializer(serializers.Serializer):
+    """Run a model (default: the active one) on one study, a list of studies or a whole cohort."""
+
+    model_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True, default=None
+    )
+    study = serializers.PrimaryKeyRelatedField(queryset=Study.objects.all(), required=False, allow_null=True)
+    studies = serializers.PrimaryKeyRelatedField(queryset=Study.objects.all(), many=True, required=False)
+    cohort = serializers.ChoiceField(choices=Study.Cohort.values, required=False, allow_null=True)
+    candidate_min_hu = serializers.IntegerField(
+        min_value=-1024,
+        max_value=4000,
+        required=False,
+        allow_null=True,
+        default=100,
+        help_text="run the network only where fill >= this HU (dilated by 1 voxel); null = every voxel",
+    )
+
+    def validate(self, data):
+        given = [k for k in ("study", "studies", "cohort") if data.get(k)]
+        if len(given) != 1:
+            raise serializers.ValidationError({"study": "give exactly one of study, studies or cohort"})
+        return data
