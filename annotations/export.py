@@ -45,7 +45,7 @@ def export_volume(volume: Volume, fmt: str, work_dir: Path) -> Path:
         series_description=f"{volume.get_role_display()}"[:64],
         series_number=100 + (volume.pk % 800),
         patient_id=study.patient_pseudonym,
-        patient_name=study.patient_pseudonym,
+        patient_name=f"{study.patient_pseudonym}^",
         derived_from=derived_from,
     )
     archive = work_dir / f"{stem}_dicom.zip"
@@ -53,3 +53,31 @@ def export_volume(volume: Volume, fmt: str, work_dir: Path) -> Path:
         for path in sorted(series_dir.iterdir()):
             zf.write(path, f"{stem}/{path.name}")
     return archive
+
+
+def export_label_version(version, fmt: str, work_dir: Path) -> Path:
+    """Write a label version as NIfTI (uint8 class ids) or as a zip of the fill CT series plus a DICOM SEG that
+    references it (``fmt`` 'nifti' or 'seg')."""
+    import pydicom
+
+    from .labels import version_labels
+    from .seg_export import label_seg
+
+    study = version.study
+    fill = study.volume(Volume.Role.FILL)
+    labels = version_labels(version)
+    stem = f"{study.pseudonym}_labels_v{version.number}"
+    affine = np.asarray(fill.affine_lps, dtype=float)
+    if fmt == "nifti":
+        return write_nifti(labels, tuple(fill.spacing_mm), affine, work_dir / f"{stem}.nii.gz")
+    series_zip = export_volume(fill, "dicom", work_dir)
+    series_dir = work_dir / f"{study.pseudonym}_{fill.role}_{fill.pk}"
+    slices = [pydicom.dcmread(path) for path in sorted(series_dir.glob("*.dcm"))]
+    seg = label_seg(labels, slices, series_description=f"Labels v{version.number}: {version.message}"[:64])
+    seg_path = work_dir / f"{stem}_seg.dcm"
+    seg.save_as(seg_path)
+    with zipfile.ZipFile(series_zip, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.write(seg_path, f"{stem}/seg.dcm")
+    final = work_dir / f"{stem}_seg.zip"
+    series_zip.rename(final)
+    return final

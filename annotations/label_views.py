@@ -2,9 +2,13 @@
 review, training samples). Thin: the rules live in ``annotations.labels``."""
 
 import io
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
-from django.http import HttpResponse
+from django.conf import settings
+from django.http import FileResponse, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -15,7 +19,7 @@ from dla_web.api import Conflict
 from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
-from . import labels
+from . import export, labels
 from .models import Draft, LabelVersion, Study
 from .samples import save_samples_npz, training_samples
 from .serializers import (
@@ -194,6 +198,27 @@ class LabelVersionViewSet(viewsets.ReadOnlyModelViewSet):
             self.get_object(), request.user, body.validated_data["status"], body.validated_data["comment"]
         )
         return Response(LabelVersionSerializer(version).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("as", str, enum=["nifti", "seg"], description="download format (default seg)")
+        ],
+        responses={(200, "application/octet-stream"): bytes},
+    )
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        """The label map as DICOM SEG (zip with the fill series it references) or NIfTI (uint8 class ids)."""
+        version = self.get_object()
+        fmt = request.query_params.get("as", "seg")
+        if fmt not in ("nifti", "seg"):
+            return Response({"detail": f"unknown format {fmt!r}; use seg or nifti"}, status=400)
+        work = Path(tempfile.mkdtemp(prefix="export-", dir=settings.VAR_DIR))
+        try:
+            path = export.export_label_version(version, fmt, work)
+            handle = open(path, "rb")  # the open handle keeps the bytes readable after the folder is removed
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return FileResponse(handle, as_attachment=True, filename=path.name)
 
     @extend_schema(
         parameters=[OpenApiParameter("seed", int)], responses={(200, "application/octet-stream"): bytes}

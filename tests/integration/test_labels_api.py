@@ -220,3 +220,42 @@ def test_recipe_runs_as_a_task_and_samples_follow_the_paper(celery_worker, clien
     np.testing.assert_array_equal(samples, again)
     bad = client.get(f"/api/label-versions/{version['id']}/samples/?seed=abc")
     assert bad.status_code == 400 and "seed" in bad.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_label_version_exports_as_dicom_seg_and_nifti(client_for, phantom_study, tmp_path):
+    import shutil
+    import subprocess
+    import zipfile
+
+    import nibabel as nib
+    import pydicom
+
+    study = phantom_study(seed=7, shape=(24, 48, 48), spacing_mm=(1.5, 1.5, 1.5))
+    client = client_for("annotator")
+    draft = open_draft(client, study)
+    apply(client, draft["id"], {**BRUSH, "center_zyx": [12, 24, 24], "radius_mm": 6})
+    apply(client, draft["id"], {**BRUSH, "center_zyx": [12, 10, 10], "radius_mm": 4, "label": BONE})
+    version = client.post(
+        f"/api/drafts/{draft['id']}/commit/", {"message": "for export"}, format="json"
+    ).json()
+    labels = version_labels(LabelVersion.objects.get(pk=version["id"]))
+    nifti = client.get(f"/api/label-versions/{version['id']}/download/?as=nifti")
+    (tmp_path / "l.nii.gz").write_bytes(b"".join(nifti.streaming_content))
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(tmp_path / "l.nii.gz").dataobj).transpose(2, 1, 0), labels
+    )
+    seg_zip = client.get(f"/api/label-versions/{version['id']}/download/?as=seg")
+    assert seg_zip.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(b"".join(seg_zip.streaming_content))) as zf:
+        zf.extractall(tmp_path / "seg")
+    seg_path = next((tmp_path / "seg").rglob("seg.dcm"))
+    seg = pydicom.dcmread(seg_path)
+    assert seg.Modality == "SEG" and [s.SegmentLabel for s in seg.SegmentSequence] == ["vessel", "bone"]
+    ct_uids = {pydicom.dcmread(p).SeriesInstanceUID for p in (tmp_path / "seg").rglob("slice_*.dcm")}
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID in ct_uids
+    if shutil.which("dciodvfy"):
+        out = subprocess.run(["dciodvfy", str(seg_path)], capture_output=True, text=True)
+        assert "Error" not in out.stdout + out.stderr, out.stderr[-2000:]
+    bad = client.get(f"/api/label-versions/{version['id']}/download/?as=png")
+    assert bad.status_code == 400 and "unknown format" in bad.json()["detail"]
