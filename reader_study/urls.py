@@ -1,5 +1,7 @@
 """API routes of this app, registered on the project's single router."""
 
+from .views import register_views
+
 
 def register(router) -> None:
-    pass
+    register_views(router)
