@@ -64,3 +64,77 @@ def apply_recipe(ctx: TaskContext, *, draft_id: int, op: dict) -> dict:
     ctx.progress(0.05, "running the label recipe", force=True)
     draft, result = apply_draft_op(draft_id, op)
     return {"draft_id": draft.pk, "revision": draft.revision, **result.to_dict()}
+
+
+CINE_ROLES = ("fill", "subtracted", "dla")
+
+
+@dla_task(kind="cine")
+def compute_cine(
+    ctx: TaskContext,
+    *,
+    volume_id: int | None = None,
+    label_version_id: int | None = None,
+    center: float | None = None,
+    width: float | None = None,
+    size: int = 256,
+    angles: int = 36,
+    class_id: int = 1,
+) -> dict:
+    """Render the MIPs of ``angles`` evenly spaced angles (tilt 0) of a volume (windowed) or of one class of a
+    label version into the MIP cache. Idempotent: angles already cached are skipped."""
+    from . import mip_cache
+    from .labels import label_grid, version_labels
+    from .models import LabelVersion, Volume
+    from .rendering import WINDOW_PRESETS_HU, Window, encode_png
+
+    all_angles = mip_cache.cine_angles(angles)
+    computed = 0
+    if volume_id is not None:
+        volume = Volume.objects.get(pk=volume_id)
+        preset = "dsa" if volume.role == Volume.Role.SUBTRACTED else "vessel"
+        window = Window(*WINDOW_PRESETS_HU[preset]) if center is None else Window.parse(center, width)
+        for index, angle in enumerate(all_angles):
+            _, _, hit = mip_cache.volume_mip_png(
+                volume.sha256,
+                volume.array,
+                volume.spacing_mm,
+                angle_deg=angle,
+                tilt_deg=0.0,
+                window=window,
+                size=size,
+            )
+            computed += not hit
+            ctx.progress((index + 1) / len(all_angles), f"MIP {index + 1}/{len(all_angles)} ({angle:g} deg)")
+        return {"volume_id": volume.pk, "angles": all_angles, "computed": computed, "size": size}
+    version = LabelVersion.objects.select_related("study").get(pk=label_version_id)
+    spacing = label_grid(version.study).spacing_mm
+    labels = None
+    for index, angle in enumerate(all_angles):
+        key = mip_cache.label_key(version.sha256, angle_deg=angle, tilt_deg=0.0, class_id=class_id, size=size)
+        if not mip_cache.has(key):
+            if labels is None:
+                labels = version_labels(version)
+            rgba = mip_cache.label_mip_rgba(
+                labels, spacing, class_id=class_id, angle_deg=angle, tilt_deg=0.0, size=size
+            )
+            mip_cache.put(key, encode_png(rgba))
+            computed += 1
+        ctx.progress((index + 1) / len(all_angles), f"label MIP {index + 1}/{len(all_angles)}")
+    return {"label_version_id": version.pk, "angles": all_angles, "computed": computed, "size": size}
+
+
+def enqueue_cines(volumes, *, user=None) -> list:
+    """Queue a cine for each image volume worth rotating (fill, subtracted, DLA); sent on commit."""
+    return [
+        compute_cine.enqueue(user=user, target=v, params={"volume_id": v.pk}, message="cine queued")
+        for v in volumes
+        if v.role in CINE_ROLES
+    ]
+
+
+def enqueue_label_cine(version, *, user=None):
+    """Queue the vessel-class cine of a new label version; sent on commit."""
+    return compute_cine.enqueue(
+        user=user, target=version, params={"label_version_id": version.pk}, message="label cine queued"
+    )

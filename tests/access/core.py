@@ -13,6 +13,10 @@ RULES = [
     (r"^/api/studies/\{id\}/$", "PUT", ADMINS),
     (r"^/api/studies/\{id\}/$", "PATCH", ADMINS),
     (r"^/api/studies/", "*", ANNOTATORS),
+    # viewer rendering: slices, MIPs and cine of volumes, label slices/MIPs of drafts and versions
+    (r"^/api/volumes/\{id\}/(slice|mip|cine)/$", "*", ANNOTATORS),
+    (r"^/api/drafts/\{id\}/(slice|mip)/$", "GET", ANNOTATORS),
+    (r"^/api/label-versions/\{id\}/(slice|mip)/$", "GET", ANNOTATORS),
     (r"^/api/volumes/", "*", ANNOTATORS),
     (r"^/api/label-versions/\{id\}/review/$", "POST", ADMINS),
     (r"^/api/label-versions/", "*", ANNOTATORS),
