@@ -1,0 +1,300 @@
+"""Training runs and the model registry through the API, against PostgreSQL and a real Celery worker: a tiny
+train -> registered ModelVersion run with live curves, cancel within seconds keeping a checkpoint, NaN loss as a
+clear failure, resume from a checkpoint after an interrupted attempt, every bad cohort refused before anything is
+queued, weights upload refusing garbage and foreign architectures (nothing stored), download, activation."""
+
+import hashlib
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from django.conf import settings
+
+from annotations.classes import BONE
+from annotations.labels import _create_version, review
+from annotations.models import Study
+from dla_web.models import TaskRun
+from dla_web.tasks import TaskCancelled
+from inference import services
+from inference.models import ModelVersion, TrainingRun
+from inference.network import build_model, config_fingerprint, preset_config, save_weights
+from inference.tasks import train_model
+from tests.conftest import wait_for_run
+
+SHAPE = (24, 48, 48)
+SPACING = (3.0, 3.0, 3.0)  # a coarse grid puts more of the phantom's vessels into 24x48x48 voxels
+TINY = {
+    "preset": "tiny",
+    "max_iterations": 20,
+    "val_every": 10,
+    "val_samples_per_class": 100,
+    "dense_slabs_per_batch": 4,
+    "checkpoint_every": 5,
+    "epoch_voxels": 200_000,
+}
+
+
+def approve(study, admin, labels=None):
+    """An approved label version of ``study`` (default: the phantom truth), made through the labeling rules."""
+    if labels is None:
+        labels = np.asarray(study.volume("truth").array())
+    version = _create_version(
+        study, labels=labels, parent=None, author=admin, message="truth", recipe={}, ops=[], roi=None
+    )
+    return review(version, admin, "approved", "")
+
+
+@pytest.fixture
+def cohorts(phantom_study, users):
+    """Two approved training studies, one approved validation study and one unlabelled test study."""
+    made = {
+        "train": [phantom_study(seed=s, shape=SHAPE, spacing_mm=SPACING, cohort="train") for s in (11, 12)],
+        "validation": [phantom_study(seed=13, shape=SHAPE, spacing_mm=SPACING, cohort="validation")],
+        "test": [phantom_study(seed=14, shape=SHAPE, spacing_mm=SPACING, cohort="test")],
+    }
+    for study in made["train"] + made["validation"]:
+        approve(study, users["admin"])
+    return made
+
+
+class LocalContext:
+    """A task context for calling the services in-process: records progress and logs, cancels on demand."""
+
+    def __init__(self, run, cancel_after_fraction=None):
+        self.run_id = run.pk
+        self.cancel_after_fraction = cancel_after_fraction
+        self.fractions, self.lines = [], []
+
+    def progress(self, fraction, message=None, *, force=False):
+        self.fractions.append(fraction)
+        if self.should_cancel():
+            raise TaskCancelled("cancelled on request")  # as TaskContext.progress does
+
+    def should_cancel(self):
+        limit = self.cancel_after_fraction
+        return limit is not None and bool(self.fractions) and self.fractions[-1] >= limit
+
+    def log(self, line):
+        self.lines.append(line)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_train_end_to_end_registers_active_model_with_curves(client_for, cohorts, celery_worker):
+    admin = client_for("admin")
+    response = admin.post("/api/training-runs/", {**TINY, "name": "tiny e2e"}, format="json")
+    assert response.status_code == 202, response.content
+    started = response.json()
+    assert started["run"]["kind"] == "train" and started["run"]["queue"] == "gpu"
+    assert [s["pseudonym"] for s in started["train_studies"]] == ["PH-011", "PH-012"]
+    run = wait_for_run(started["id"], timeout_s=80, worker=celery_worker)
+    assert run.state == "succeeded", (run.error, run.log_tail)
+
+    live = admin.get(f"/api/training-runs/{run.pk}/").json()
+    iterations = [p[0] for p in live["train_curve"]]
+    assert iterations == list(range(1, 21)), "one loss point per iteration"
+    assert all(np.isfinite(p[1]) for p in live["train_curve"])
+    assert [p["iteration"] for p in live["val_curve"]] == [10, 20]
+    for name in ("vessel", "bone", "soft_tissue"):
+        assert 0.0 <= live["val_curve"][-1][f"val_err_{name}"] <= 1.0
+    assert live["iteration"] == 20 and live["model_version"] is not None
+
+    version = ModelVersion.objects.get(pk=live["model_version"])
+    assert version.training_run_id == run.pk and version.is_active, "the first model becomes active"
+    assert version.name == "tiny e2e" and version.created_by.username == "admin"
+    assert version.fingerprint == config_fingerprint(preset_config("tiny"))
+    assert version.train_config["max_iterations"] == 20 and version.train_config["momentum"] == 0.9
+    assert version.metrics["summary"]["iterations"] == 20
+    assert 0.0 <= version.metrics["final"]["val_error"] <= 1.0
+    assert not services.checkpoint_path(run.pk).exists(), "the checkpoint is removed once the model is stored"
+    assert run.result["model_version_id"] == version.pk
+
+    listed = admin.get("/api/models/").json()["results"]
+    assert [m["id"] for m in listed] == [version.pk] and listed[0]["summary"]["iterations"] == 20
+    download = admin.get(f"/api/models/{version.pk}/download/")
+    assert download.status_code == 200
+    body = b"".join(download.streaming_content)
+    assert hashlib.sha256(body).hexdigest() == version.sha256 == download["X-Checksum-SHA256"]
+    runs = admin.get("/api/training-runs/").json()["results"]
+    assert runs[0]["id"] == run.pk and "train_curve" not in runs[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_stops_training_within_seconds_and_keeps_checkpoint(client_for, cohorts, celery_worker):
+    admin = client_for("admin")
+    body = {**TINY, "max_iterations": 1_000_000, "val_every": 1000, "checkpoint_every": 100_000}
+    started = admin.post("/api/training-runs/", body, format="json").json()
+    deadline = time.monotonic() + 60
+    while TrainingRun.objects.get(pk=started["id"]).iteration < 3:
+        assert time.monotonic() < deadline, celery_worker.tail()
+        assert TaskRun.objects.get(pk=started["id"]).state in ("queued", "running")
+        time.sleep(0.2)
+    running = admin.get(f"/api/training-runs/{started['id']}/").json()
+    assert "ETA" in running["run"]["message"] and running["run"]["progress"] > 0
+    asked = time.monotonic()
+    assert admin.post(f"/api/task-runs/{started['id']}/cancel/", {}, format="json").status_code == 202
+    run = wait_for_run(started["id"], timeout_s=15, worker=celery_worker)
+    stopped_s = time.monotonic() - asked
+    assert run.state == "cancelled", (run.error, run.log_tail)
+    assert stopped_s < 10, f"cancel took {stopped_s:.1f} s"
+    assert services.checkpoint_path(run.pk).exists(), "cancel writes a checkpoint of the last iteration"
+    assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nan_loss_fails_with_clear_error_and_keeps_last_good_checkpoint(users, cohorts, celery_worker):
+    from django.db import transaction
+
+    params = {
+        "preset": "tiny",
+        "train_config": {
+            "lr_values": [1e5],
+            "lr_boundaries_epochs": [],
+            "max_iterations": 50,
+            "val_every": 10,
+            "val_samples_per_class": 100,
+            "dense_slabs_per_batch": 4,
+        },
+        "checkpoint_every": 1,
+    }
+    with transaction.atomic():
+        run = train_model.enqueue(user=users["admin"], params=params)
+    run = wait_for_run(run.pk, timeout_s=60, worker=celery_worker)
+    assert run.state == "failed"
+    assert "TrainingDivergedError" in run.error and "nan" in run.error.lower()
+    assert "last good checkpoint is iteration" in run.error
+    good = int(run.error.split("last good checkpoint is iteration ")[1].split()[0])
+    assert good >= 1 and services.checkpoint_path(run.pk).exists()
+    assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db
+def test_interrupted_training_resumes_from_its_checkpoint(users, cohorts):
+    run = TaskRun.objects.create(kind="train", queue="gpu", created_by=users["admin"])
+    params = {
+        "preset": "tiny",
+        "train_config": {
+            "max_iterations": 12,
+            "val_every": 4,
+            "val_samples_per_class": 100,
+            "dense_slabs_per_batch": 4,
+            "epoch_voxels": 200_000,
+        },
+        "checkpoint_every": 3,
+    }
+    first = LocalContext(run, cancel_after_fraction=0.5)
+    with pytest.raises(TaskCancelled):
+        services.run_training(first, **params)
+    assert services.checkpoint_path(run.pk).exists()
+    stopped_at = TrainingRun.objects.get(pk=run.pk).iteration
+    assert 6 <= stopped_at < 12
+    second = LocalContext(run)
+    result = services.run_training(second, **params)
+    assert any(f"resuming from the checkpoint at iteration {stopped_at}" in line for line in second.lines)
+    curve = TrainingRun.objects.get(pk=run.pk).train_curve
+    assert [p[0] for p in curve] == list(range(1, 13)), "no duplicated or missing iterations after resume"
+    version = ModelVersion.objects.get(pk=result["model_version_id"])
+    assert version.metrics["summary"]["iterations"] == 12
+    # a redelivery after success registers nothing new
+    assert services.run_training(LocalContext(run), **params)["model_version_id"] == version.pk
+    assert ModelVersion.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_bad_training_requests_are_refused_before_anything_is_queued(client_for, phantom_study, users):
+    admin = client_for("admin")
+
+    def refused(body=None, status=400):
+        response = admin.post("/api/training-runs/", {**TINY, **(body or {})}, format="json")
+        assert response.status_code == status, response.content
+        return response.json()["detail"]
+
+    assert "has no studies" in refused()
+    a = phantom_study(seed=21, shape=SHAPE, spacing_mm=SPACING, cohort="train")
+    b = phantom_study(seed=22, shape=SHAPE, spacing_mm=SPACING, cohort="train")
+    detail = refused()
+    assert "no approved label versions" in detail and "PH-021" in detail and "PH-022" in detail
+    truth = np.asarray(a.volume("truth").array())
+    approve(a, users["admin"], np.where(truth == BONE, 0, truth).astype(np.uint8))
+    assert "no voxels of class bone" in refused(), "a missing class is named"
+    approve(b, users["admin"])
+    v = phantom_study(seed=23, shape=SHAPE, spacing_mm=SPACING, cohort="validation")
+    assert "validation cohort" in refused() and "PH-023" in refused()
+    approve(v, users["admin"])
+    t = phantom_study(seed=24, shape=SHAPE, spacing_mm=SPACING, cohort="test")
+    Study.objects.filter(pk=t.pk).update(patient_pseudonym=b.patient_pseudonym)
+    detail = refused()
+    assert f"patient {b.patient_pseudonym}: study PH-024 in test" in detail
+    Study.objects.filter(pk=t.pk).update(patient_pseudonym="PT-other")
+    assert "momentum" in refused({"momentum": 1.5})
+    assert "lr_values" in refused({"lr_values": [0.0]})
+    assert "lr_boundaries_epochs" in refused({"lr_values": [1e-3], "lr_boundaries_epochs": [1.0]})
+    assert "lr_boundaries_epochs" in refused({"lr_boundaries_epochs": [1.5, 1.0]})
+    assert "max_iterations" in refused({"max_iterations": 0})
+    assert "validation_cohort" in refused({"validation_cohort": "train"})
+    assert "preset" in refused({"preset": "huge"})
+    assert not TaskRun.objects.exists() and not TrainingRun.objects.exists()
+    assert client_for("annotator").post("/api/training-runs/", TINY, format="json").status_code == 403
+    # the valid request is accepted (202) once everything is in place (not run: no worker here)
+    assert admin.post("/api/training-runs/", TINY, format="json").status_code == 202
+
+
+def weights_bytes(preset: str, seed: int = 0) -> bytes:
+    torch.manual_seed(seed)
+    path = Path(settings.VAR_DIR) / f"w-{preset}-{seed}.pt"
+    save_weights(build_model(preset), path)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def upload(client, data: bytes, **fields):
+    handle = io.BytesIO(data)
+    handle.name = "weights.pt"
+    return client.post("/api/models/upload/", {"file": handle, **fields}, format="multipart")
+
+
+def stored_model_files() -> list:
+    root = Path(settings.STORAGE_ROOT) / "models"
+    return sorted(root.iterdir()) if root.exists() else []
+
+
+@pytest.mark.django_db
+def test_weights_upload_refuses_bad_files_and_registry_rules(client_for):
+    admin, annotator, reader = client_for("admin"), client_for("annotator"), client_for("reader")
+    files_before = stored_model_files()
+    buffer = io.BytesIO()
+    torch.save({"hello": torch.zeros(3)}, buffer)
+    for bad, message in (
+        (b"not a weights file at all", "not a readable DLANet weights file"),
+        (buffer.getvalue(), "not a DLANet weights file"),
+    ):
+        response = upload(admin, bad)
+        assert response.status_code == 400 and message in response.json()["detail"], response.content
+    tiny = weights_bytes("tiny")
+    response = upload(admin, tiny, preset="cpu")
+    assert response.status_code == 400 and "architecture" in response.json()["detail"]
+    assert not ModelVersion.objects.exists() and stored_model_files() == files_before, "a refused upload stores nothing"
+    assert upload(annotator, tiny).status_code == 403
+
+    first = upload(admin, tiny, name="imported tiny", preset="tiny")
+    assert first.status_code == 201, first.content
+    first = first.json()
+    assert first["sha256"] == hashlib.sha256(tiny).hexdigest() and first["is_active"]
+    assert first["source"] == "uploaded" and first["name"] == "imported tiny"
+    second = upload(admin, weights_bytes("tiny", seed=1), name="second").json()
+    assert not second["is_active"], "the first model stays active until another is activated"
+    assert admin.post(f"/api/models/{second['id']}/activate/").json()["is_active"]
+    assert list(ModelVersion.objects.filter(is_active=True).values_list("pk", flat=True)) == [second["id"]]
+    assert annotator.post(f"/api/models/{first['id']}/activate/").status_code == 403
+
+    assert len(annotator.get("/api/models/").json()["results"]) == 2
+    assert annotator.get("/api/models/?active=1").json()["results"][0]["id"] == second["id"]
+    assert annotator.get(f"/api/models/{first['id']}/download/").status_code == 403
+    assert reader.get("/api/models/").status_code == 403
+    renamed = admin.patch(f"/api/models/{first['id']}/", {"name": "renamed", "sha256": "x"}, format="json")
+    assert renamed.json()["name"] == "renamed" and renamed.json()["sha256"] == first["sha256"]
+    body = b"".join(admin.get(f"/api/models/{first['id']}/download/").streaming_content)
+    assert body == tiny
