@@ -368,25 +368,34 @@ def save_answers(assignment: Assignment, user, answers, *, elapsed_s=None) -> As
     add_time(assignment, elapsed_s)
     kind = AnswerEvent.Kind.EDIT_AFTER_SUBMIT if assignment.submitted_at else AnswerEvent.Kind.SAVE
     now = timezone.now()
+    current = {(a.question_id, a.image): a for a in Answer.objects.filter(assignment=assignment)}
+    new_rows, changed_rows, events = [], [], []
     for question, image, value in cleaned:
-        current = Answer.objects.filter(assignment=assignment, question=question, image=image).first()
-        if current is not None and current.value == value:
+        row = current.get((question.pk, image))
+        if row is not None and row.value == value:
             continue
-        Answer.objects.update_or_create(
-            assignment=assignment,
-            question=question,
-            image=image,
-            defaults={"value": value, "updated_at": now},
+        if row is None:
+            row = Answer(assignment=assignment, question=question, image=image, value=value, updated_at=now)
+            current[(question.pk, image)] = row
+            new_rows.append(row)
+        else:
+            row.value, row.updated_at = value, now
+            if row.pk is not None:
+                changed_rows.append(row)
+        events.append(
+            AnswerEvent(
+                assignment=assignment,
+                question=question,
+                image=image,
+                value=value,
+                kind=kind,
+                user=user,
+                created_at=now,
+            )
         )
-        AnswerEvent.objects.create(
-            assignment=assignment,
-            question=question,
-            image=image,
-            value=value,
-            kind=kind,
-            user=user,
-            created_at=now,
-        )
+    Answer.objects.bulk_create(new_rows)
+    Answer.objects.bulk_update(changed_rows, ["value", "updated_at"])
+    AnswerEvent.objects.bulk_create(events)  # append-only: events are only ever inserted
     if assignment.opened_at is None:
         assignment.opened_at = now
         assignment.save(update_fields=["opened_at", "updated_at"])
