@@ -51,17 +51,21 @@ def new_study_pseudonym() -> str:
 
 def collect_files(paths: list[Path], work_dir: Path) -> list[Path]:
     """Expand directories recursively and extract zips (safely, into ``work_dir``); returns regular files."""
-    files: list[Path] = []
+    candidates: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
-        elif path.suffix.lower() == ".zip":
-            dest = work_dir / f"zip-{len(files)}-{path.stem}"
-            files.extend(extract_zip(path, dest, max_total_bytes=settings.DLA_MAX_UPLOAD_BYTES))
+            candidates.extend(sorted(p for p in path.rglob("*") if p.is_file()))
         elif path.is_file():
-            files.append(path)
+            candidates.append(path)
         else:
             raise IngestError(f"{path.name}: no such file")
+    files: list[Path] = []
+    for index, path in enumerate(candidates):
+        if path.suffix.lower() == ".zip":
+            dest = work_dir / f"zip-{index}-{path.stem}"
+            files.extend(extract_zip(path, dest, max_total_bytes=settings.DLA_MAX_UPLOAD_BYTES))
+        else:
+            files.append(path)
     files = [f for f in files if not f.name.startswith(".")]
     if not files:
         raise IngestError("the upload contains no files")
@@ -204,6 +208,9 @@ def ingest_files(
                 )
                 for assigned_role, s, name, digest in arrays
             ]
+            from .tasks import enqueue_cines  # viewer hook: MIP cine after ingest (sent on commit)
+
+            enqueue_cines(volumes, user=user)
     except BaseException:
         for name in written:
             volume_store.delete_file(name)

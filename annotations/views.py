@@ -72,9 +72,13 @@ class StudyViewSet(
         files_dir.mkdir(parents=True)
         try:
             for index, upload in enumerate(data["files"]):
-                suffix = "".join(Path(upload.name).suffixes)[-16:] if upload.name else ""
-                safe_suffix = "".join(c for c in suffix if c.isalnum() or c == ".")
-                with open(files_dir / f"{index:06d}{safe_suffix}", "wb") as out:
+                # keep the user's file name (so messages name it) but never their path; one folder per file
+                name = "".join(
+                    c if c.isalnum() or c in "._-" else "_" for c in Path(upload.name or "file").name
+                )
+                target = files_dir / f"{index:06d}" / (name.lstrip(".")[-120:] or "file")
+                target.parent.mkdir()
+                with open(target, "wb") as out:
                     for chunk in upload.chunks():
                         out.write(chunk)
         except BaseException:

@@ -86,6 +86,9 @@ def _finish(run_id: int, state: str, **fields) -> None:
 
 def _start(run_id: int, celery_id: str) -> TaskRun | None:
     """Lock the run and mark it running; None when there is nothing to do (finished or cancelled)."""
+    # Content type ids are cached per process; a worker outliving a database reset (test flushes, restores from
+    # backup) must not write stale ids into TaskRun.target_type.
+    ContentType.objects.clear_cache()
     with transaction.atomic():
         run = TaskRun.objects.select_for_update().filter(pk=run_id).first()
         if run is None or run.is_terminal:
