@@ -336,6 +336,9 @@ def commit(draft_id: int, user, message: str) -> LabelVersion:
         draft.revision += 1
         draft.save()
         _mark_revision(draft)
+        from .tasks import enqueue_label_cine  # viewer hook: vessel MIP cine of the new version (on commit)
+
+        enqueue_label_cine(version, user=user)
     return version
 
 
