@@ -6,6 +6,7 @@ submit, and image frames. A reader's querysets only ever contain their own assig
 token is a 404; the image response carries no metadata (fixed-size PNG, no ETag, no file name).
 """
 
+from django.contrib.auth import get_user_model
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -15,7 +16,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from dla_web.api import Conflict
-from dla_web.roles import IsAdmin, IsReader
+from dla_web.roles import READER, IsAdmin, IsReader
 
 from . import reports, services
 from .models import Assignment, Question, ReaderStudy
@@ -187,6 +188,14 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
         """Studies that have both a DSA (subtracted) and a DLA volume."""
         rows = services.eligible_studies().order_by("pseudonym").values("id", "pseudonym", "cohort")
         return Response(list(rows))
+
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=False, methods=["get"], url_path="eligible-readers")
+    def eligible_readers(self, request):
+        """Active users with the Reader role."""
+        users = get_user_model().objects.filter(is_active=True, groups__name=READER).order_by("username")
+        return Response([{"id": u.pk, "username": u.username, "name": u.get_full_name()} for u in users.distinct()])
 
 
 def _ids(data):

@@ -1,0 +1,134 @@
+// Admin design page of one reader study: settings, readers, cases (studies with DSA and DLA), questions,
+// open/close. Design changes are refused by the server once the study is open; errors show its message.
+import { api, el, showError } from "./api.js";
+
+const id = document.getElementById("design").dataset.id;
+const base = `/api/reader-studies/${id}`;
+const err = document.getElementById("d-error");
+let rs = null;
+
+async function call(path, opts) {
+  try {
+    const out = await api(path, opts);
+    err.replaceChildren();
+    return out;
+  } catch (e) {
+    showError(err, e.message);
+    throw e;
+  }
+}
+
+function renderSettings() {
+  const f = document.getElementById("d-settings");
+  f.title.value = rs.title;
+  f.instructions.value = rs.instructions;
+  f.mode.value = rs.mode;
+  f.seed.value = rs.seed;
+  f.window_preset.value = rs.window_preset;
+  f.allow_edits.checked = rs.allow_edits;
+  const draft = rs.status === "draft";
+  f.mode.disabled = f.seed.disabled = !draft;
+  document.getElementById("d-title").textContent = rs.title;
+  document.getElementById("d-status").textContent = rs.status;
+  document.getElementById("d-open").textContent = rs.status === "closed" ? "Reopen" : "Open for reading";
+  document.getElementById("d-open").disabled = rs.status === "open";
+  document.getElementById("d-close").disabled = rs.status !== "open";
+}
+
+function renderReaders(eligible) {
+  const ul = document.getElementById("d-readers");
+  ul.replaceChildren(...rs.readers.map((r) => el("li", {}, r.username, " ",
+    el("span", { class: "muted" }, rs.status === "draft" ? "" : `${r.submitted} of ${r.total} submitted`), " ",
+    rs.status === "draft" ? el("button", { type: "button", class: "link danger", onclick: async () => {
+      await call(`${base}/readers/${r.id}/`, { method: "DELETE" }); load(); } }, "remove") : null)));
+  if (!rs.readers.length) ul.append(el("li", { class: "muted" }, "No readers yet."));
+  const have = new Set(rs.readers.map((r) => r.user));
+  const sel = document.getElementById("d-reader-select");
+  sel.replaceChildren(...eligible.filter((u) => !have.has(u.id)).map((u) => el("option", { value: u.id }, u.username)));
+}
+
+function renderCases(eligible) {
+  document.getElementById("d-case-count").textContent = `(${rs.cases.length})`;
+  const ul = document.getElementById("d-cases");
+  ul.replaceChildren(...rs.cases.map((c) => el("li", {}, c.study_pseudonym, " ",
+    rs.status === "draft" ? el("button", { type: "button", class: "link danger", onclick: async () => {
+      await call(`${base}/cases/${c.id}/`, { method: "DELETE" }); load(); } }, "remove") : null)));
+  if (!rs.cases.length) ul.append(el("li", { class: "muted" }, "No cases yet."));
+  const have = new Set(rs.cases.map((c) => c.study));
+  const free = eligible.filter((s) => !have.has(s.id));
+  document.getElementById("d-eligible").replaceChildren(...(free.length ? free.map((s) => el("li", {},
+    el("label", {}, el("input", { type: "checkbox", value: s.id }), ` ${s.pseudonym} `, el("span", { class: "muted" }, s.cohort))))
+    : [el("li", { class: "muted" }, "No further studies with both DSA and DLA volumes.")]));
+}
+
+function renderQuestions() {
+  const tbody = document.querySelector("#d-questions tbody");
+  tbody.replaceChildren(...rs.questions.map((q, i) => el("tr", {},
+    el("td", {}, String(i + 1)), el("td", {}, q.key), el("td", {}, q.text), el("td", {}, q.type),
+    el("td", {}, q.choices.length ? q.choices.join(", ") : q.scale_min !== null && q.scale_max !== null ? `${q.scale_min}–${q.scale_max}` : ""),
+    el("td", {}, q.required ? "yes" : "no"),
+    el("td", {}, q.has_answers ? el("span", { class: "muted", title: "frozen: it has answers" }, "frozen")
+      : el("button", { type: "button", class: "link danger", onclick: async () => {
+        await call(`${base}/questions/${q.id}/`, { method: "DELETE" }); load(); } }, "delete")))));
+}
+
+async function load() {
+  const [detail, eligibleStudies, eligibleReaders] = await Promise.all([
+    call(`${base}/`), call("/api/reader-studies/eligible-studies/"), call("/api/reader-studies/eligible-readers/")]);
+  rs = detail;
+  renderSettings();
+  renderReaders(eligibleReaders);
+  renderCases(eligibleStudies);
+  renderQuestions();
+}
+
+document.getElementById("d-settings").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = ev.target;
+  const body = { title: f.title.value, instructions: f.instructions.value, window_preset: f.window_preset.value,
+    allow_edits: f.allow_edits.checked };
+  if (rs.status === "draft") Object.assign(body, { mode: f.mode.value, seed: Number(f.seed.value || 0) });
+  await call(`${base}/`, { method: "PATCH", body });
+  load();
+});
+document.getElementById("d-reader-add").addEventListener("click", async () => {
+  const v = document.getElementById("d-reader-select").value;
+  if (!v) return;
+  await call(`${base}/readers/`, { method: "POST", body: { ids: [Number(v)] } });
+  load();
+});
+document.getElementById("d-select-all").addEventListener("click", () => {
+  document.querySelectorAll("#d-eligible input[type=checkbox]").forEach((c) => { c.checked = true; });
+});
+document.getElementById("d-cases-add").addEventListener("click", async () => {
+  const ids = [...document.querySelectorAll("#d-eligible input:checked")].map((c) => Number(c.value));
+  if (!ids.length) return showError(err, "Select at least one study to add.");
+  await call(`${base}/cases/`, { method: "POST", body: { ids } });
+  load();
+});
+document.getElementById("d-question-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = ev.target;
+  const num = (v) => (v === "" ? null : Number(v));
+  const body = { key: f.key.value, text: f.text.value, type: f.type.value, required: f.required.checked,
+    order: rs.questions.length + 1,
+    choices: f.choices.value ? f.choices.value.split(",").map((s) => s.trim()).filter(Boolean) : [],
+    scale_min: num(f.scale_min.value), scale_max: num(f.scale_max.value) };
+  await call(`${base}/questions/`, { method: "POST", body });
+  f.reset();
+  load();
+});
+document.getElementById("d-defaults").addEventListener("click", async () => {
+  await call(`${base}/default-questions/`, { method: "POST" });
+  load();
+});
+document.getElementById("d-open").addEventListener("click", async () => {
+  await call(`${base}/open/`, { method: "POST" });
+  load();
+});
+document.getElementById("d-close").addEventListener("click", async () => {
+  await call(`${base}/close/`, { method: "POST" });
+  load();
+});
+
+load().catch(() => {});

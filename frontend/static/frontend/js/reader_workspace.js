@@ -1,0 +1,341 @@
+// Blinded reading workspace: two rotating MIP cines ("A" and "B") served through the case's opaque token, the
+// questions form with autosave (PUT answers as you go), reading time, final submit, next/previous, resume.
+// Nothing here knows (or could know) which image is which method: the server only ever says "A" and "B".
+import { api, el, showError } from "./api.js";
+
+const root = document.getElementById("workspace");
+const token = root.dataset.token;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  c: null, // the case JSON
+  frame: 0,
+  nFrames: 36,
+  window: "vessel",
+  zoom: 1,
+  playing: true,
+  frames: {}, // image -> [HTMLImageElement]
+  canvases: {},
+  pending: new Map(), // "qid|image" -> value (unsaved)
+  saving: false,
+  unsentSeconds: 0,
+  lastTick: performance.now(),
+};
+
+// ------------------------------------------------------------------ time spent (visible page only)
+function tick() {
+  const now = performance.now();
+  if (document.visibilityState === "visible" && state.c && !state.c.locked) {
+    state.unsentSeconds += Math.min((now - state.lastTick) / 1000, 5);
+  }
+  state.lastTick = now;
+}
+setInterval(tick, 1000);
+function takeElapsed() {
+  tick();
+  const s = Math.round(state.unsentSeconds * 10) / 10;
+  state.unsentSeconds = 0;
+  return s;
+}
+async function flushTime(keepalive = false) {
+  if (!state.c || state.c.locked || state.unsentSeconds < 1) return;
+  const elapsed = takeElapsed();
+  if (keepalive) {
+    const csrf = (document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/) || [])[1] || "";
+    fetch(`/api/reading/${token}/time/`, {
+      method: "POST", keepalive: true, credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": decodeURIComponent(csrf) },
+      body: JSON.stringify({ elapsed_s: elapsed }),
+    }).catch(() => {});
+    return;
+  }
+  try { await api(`/api/reading/${token}/time/`, { method: "POST", body: { elapsed_s: elapsed } }); }
+  catch { state.unsentSeconds += elapsed; }
+}
+setInterval(() => flushTime(), 30000);
+window.addEventListener("pagehide", () => { saveNow(true); flushTime(true); });
+
+// ------------------------------------------------------------------ images
+function frameUrl(image, index) {
+  const angle = Math.round((index * 360) / state.nFrames);
+  return `/api/reading/${token}/image/${image}/?angle=${angle}&window=${encodeURIComponent(state.window)}`;
+}
+
+function loadFrames() {
+  const images = state.c.images;
+  let remaining = images.length * state.nFrames;
+  $("rw-loading").textContent = "Loading images…";
+  for (const image of images) {
+    state.frames[image] = [];
+    // Load the current frame first, then the rest in rotation order.
+    const order = [...Array(state.nFrames).keys()].map((i) => (i + state.frame) % state.nFrames);
+    for (const i of order) {
+      const img = new Image();
+      img.decoding = "async";
+      img.onload = img.onerror = () => {
+        remaining -= 1;
+        if (i === state.frame) draw();
+        if (remaining === 0) $("rw-loading").textContent = "";
+      };
+      img.src = frameUrl(image, i);
+      state.frames[image][i] = img;
+    }
+  }
+}
+
+function buildViewers() {
+  const box = $("rw-viewers");
+  box.replaceChildren();
+  state.canvases = {};
+  for (const image of state.c.images) {
+    const canvas = el("canvas", { width: 640, height: 640, "data-testid": `viewer-${image}`, "aria-label": `image ${image}` });
+    box.append(el("div", { class: "rw-viewer" }, canvas, el("span", { class: "rw-letter" }, image)));
+    state.canvases[image] = canvas;
+    attachDrag(canvas);
+    canvas.addEventListener("wheel", (ev) => {
+      ev.preventDefault();
+      setZoom(state.zoom * (ev.deltaY < 0 ? 1.15 : 1 / 1.15));
+    }, { passive: false });
+  }
+}
+
+function draw() {
+  for (const [image, canvas] of Object.entries(state.canvases)) {
+    const ctx = canvas.getContext("2d");
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    const img = state.frames[image]?.[state.frame];
+    if (!img || !img.complete || !img.naturalWidth) continue;
+    const size = canvas.width * state.zoom;
+    const off = (canvas.width - size) / 2;
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(img, off, off, size, size);
+  }
+  $("rw-angle").value = state.frame;
+  $("rw-angle-text").textContent = `${Math.round((state.frame * 360) / state.nFrames)}°`;
+}
+
+function setFrame(i) {
+  state.frame = ((i % state.nFrames) + state.nFrames) % state.nFrames;
+  draw();
+}
+function setZoom(z) {
+  state.zoom = Math.min(6, Math.max(1, z));
+  $("rw-zoom-reset").textContent = `${state.zoom.toFixed(state.zoom < 10 ? 1 : 0)}×`;
+  draw();
+}
+
+function attachDrag(canvas) {
+  let startX = null, startFrame = 0;
+  canvas.addEventListener("pointerdown", (ev) => {
+    startX = ev.clientX; startFrame = state.frame;
+    canvas.setPointerCapture(ev.pointerId); canvas.classList.add("dragging");
+    setPlaying(false);
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    if (startX === null) return;
+    const perFrame = canvas.clientWidth / state.nFrames / 1.5; // one turn per 1.5 widths of drag
+    setFrame(startFrame + Math.round((ev.clientX - startX) / perFrame));
+  });
+  const end = () => { startX = null; canvas.classList.remove("dragging"); };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+}
+
+let playTimer = null;
+function setPlaying(on) {
+  state.playing = on;
+  $("rw-play").textContent = on ? "Pause" : "Play";
+  clearInterval(playTimer);
+  if (on) playTimer = setInterval(() => setFrame(state.frame + 1), 120);
+}
+
+// ------------------------------------------------------------------ questions
+function answerOf(qid, image) {
+  const key = `${qid}|${image}`;
+  if (state.pending.has(key)) return state.pending.get(key);
+  return state.c.answers[String(qid)]?.[image] ?? null;
+}
+
+function setAnswer(qid, image, value) {
+  state.pending.set(`${qid}|${image}`, value);
+  $("rw-save-state").textContent = "Unsaved changes…";
+  scheduleSave();
+}
+
+let saveTimer = null;
+function scheduleSave() {
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(() => saveNow(), 600);
+}
+
+async function saveNow(keepalive = false) {
+  clearTimeout(saveTimer);
+  if (!state.pending.size || state.saving) return;
+  const answers = [...state.pending.entries()].map(([key, value]) => {
+    const [q, image] = key.split("|");
+    return { question: Number(q), image, value };
+  });
+  const sent = new Map(state.pending);
+  state.pending.clear();
+  const body = { answers, elapsed_s: takeElapsed() };
+  if (keepalive) {
+    const csrf = (document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/) || [])[1] || "";
+    fetch(`/api/reading/${token}/answers/`, {
+      method: "PUT", keepalive: true, credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": decodeURIComponent(csrf) },
+      body: JSON.stringify(body),
+    }).catch(() => {});
+    return;
+  }
+  state.saving = true;
+  $("rw-save-state").textContent = "Saving…";
+  try {
+    const c = await api(`/api/reading/${token}/answers/`, { method: "PUT", body });
+    state.c.answers = c.answers;
+    state.c.time_spent_s = c.time_spent_s;
+    $("rw-save-state").textContent = state.pending.size ? "Unsaved changes…" : "All answers saved";
+    $("rw-error").replaceChildren();
+  } catch (err) {
+    // keep the unsaved values (newer edits win) and say why
+    for (const [k, v] of sent) if (!state.pending.has(k)) state.pending.set(k, v);
+    state.unsentSeconds += body.elapsed_s;
+    $("rw-save-state").textContent = "Not saved";
+    showError($("rw-error"), err.message);
+  } finally {
+    state.saving = false;
+    if (state.pending.size && !$("rw-save-state").textContent.startsWith("Not")) scheduleSave();
+  }
+}
+
+function inputFor(q, image, disabled) {
+  const name = `q${q.id}-${image}`;
+  const current = answerOf(q.id, image);
+  const wrap = (...children) => el("div", { class: "rw-q-row" },
+    el("span", { class: "rw-img" }, state.c.images.length > 1 ? image : ""), ...children);
+  if (q.type === "yes_no") {
+    return wrap(el("div", { class: "rw-scale" }, ...[["yes", true], ["no", false]].map(([label, v]) =>
+      el("label", {}, el("input", { type: "radio", name, value: label, checked: current === v, disabled,
+        "data-testid": `${q.key}-${image}-${label}`, onchange: () => setAnswer(q.id, image, v) }), el("span", {}, label)))));
+  }
+  if (q.type === "ordinal") {
+    const levels = [];
+    for (let v = q.scale_min; v <= q.scale_max; v++) levels.push(v);
+    return wrap(el("div", { class: "rw-scale" }, ...levels.map((v) =>
+      el("label", { title: q.scale_labels?.[String(v)] || "" }, el("input", { type: "radio", name, value: v, checked: current === v, disabled,
+        "data-testid": `${q.key}-${image}-${v}`, onchange: () => setAnswer(q.id, image, v) }), el("span", {}, String(v))))));
+  }
+  if (q.type === "single" || q.type === "multiple") {
+    const multi = q.type === "multiple";
+    return wrap(el("div", { class: "rw-options" }, ...q.choices.map((choice) =>
+      el("label", {}, el("input", {
+        type: multi ? "checkbox" : "radio", name, value: choice, disabled,
+        checked: multi ? (current || []).includes(choice) : current === choice,
+        onchange: (ev) => {
+          if (!multi) return setAnswer(q.id, image, choice);
+          const now = new Set(answerOf(q.id, image) || []);
+          if (ev.target.checked) now.add(choice); else now.delete(choice);
+          setAnswer(q.id, image, q.choices.filter((c) => now.has(c)));
+        } }), choice))));
+  }
+  if (q.type === "number") {
+    return wrap(el("input", { type: "number", name, value: current ?? "", disabled, min: q.scale_min ?? null, max: q.scale_max ?? null,
+      oninput: (ev) => setAnswer(q.id, image, ev.target.value === "" ? null : Number(ev.target.value)) }));
+  }
+  return wrap(el("textarea", { name, rows: 2, disabled, "data-testid": `${q.key}-${image}`,
+    oninput: (ev) => setAnswer(q.id, image, ev.target.value) }, current ?? ""));
+}
+
+function scaleHint(q) {
+  const labels = Object.entries(q.scale_labels || {});
+  if (!labels.length) return null;
+  return el("div", { class: "rw-scale-labels" }, labels.map(([k, v]) => `${k} = ${v}`).join(" · "));
+}
+
+function renderForm() {
+  const c = state.c;
+  const form = $("rw-questions");
+  form.replaceChildren();
+  if (c.submitted) {
+    form.append(el("div", { class: "rw-locked", "data-testid": "submitted" },
+      c.locked ? "Submitted. The answers of this case are locked." : "Submitted. Changes are still allowed and are recorded."));
+  } else if (c.locked) {
+    form.append(el("div", { class: "rw-locked" }, "This reader study is closed."));
+  }
+  for (const q of c.questions) {
+    form.append(el("div", { class: "rw-q", "data-question": q.key },
+      el("div", { class: "rw-q-text" }, q.text, q.required ? el("span", { class: "req", title: "required" }, "*") : null),
+      ...c.images.map((image) => inputFor(q, image, c.locked)),
+      scaleHint(q)));
+  }
+  $("rw-submit").disabled = c.locked || c.submitted;
+  $("rw-submit").textContent = c.submitted ? "Submitted" : "Submit case";
+}
+
+function renderHead() {
+  const c = state.c;
+  $("rw-title").textContent = c.study.title;
+  $("rw-progress").textContent = `Case ${c.position} of ${c.total}`;
+  $("rw-submitted").textContent = `· ${c.submitted_count} submitted`;
+  $("rw-prev").disabled = !c.previous;
+  $("rw-next").disabled = !c.next;
+  $("rw-instructions-text").textContent = c.study.instructions || "No instructions.";
+  $("rw-instructions").hidden = !c.study.instructions;
+}
+
+async function go(target) {
+  if (!target) return;
+  await saveNow();
+  await flushTime();
+  window.location.href = `/reading/${target}/`;
+}
+
+async function submitCase() {
+  await saveNow();
+  if (state.pending.size) return;
+  $("rw-submit").disabled = true;
+  try {
+    const c = await api(`/api/reading/${token}/submit/`, { method: "POST", body: { elapsed_s: takeElapsed() } });
+    state.c = c;
+    $("rw-error").replaceChildren();
+    renderHead();
+    renderForm();
+    $("rw-save-state").textContent = "Case submitted";
+  } catch (err) {
+    $("rw-submit").disabled = false;
+    showError($("rw-error"), err.message);
+  }
+}
+
+// ------------------------------------------------------------------ start
+async function start() {
+  try {
+    state.c = await api(`/api/reading/${token}/`);
+  } catch (err) {
+    showError($("rw-error"), err.message);
+    return;
+  }
+  const c = state.c;
+  state.nFrames = c.n_angles;
+  state.window = c.window;
+  $("rw-angle").max = String(c.n_angles - 1);
+  const select = $("rw-window");
+  select.replaceChildren(...c.windows.map((w) => el("option", { value: w, selected: w === c.window }, w)));
+  select.addEventListener("change", () => { state.window = select.value; loadFrames(); });
+  $("rw-angle").addEventListener("input", (ev) => { setPlaying(false); setFrame(Number(ev.target.value)); });
+  $("rw-play").addEventListener("click", () => setPlaying(!state.playing));
+  $("rw-zoom-in").addEventListener("click", () => setZoom(state.zoom * 1.25));
+  $("rw-zoom-out").addEventListener("click", () => setZoom(state.zoom / 1.25));
+  $("rw-zoom-reset").addEventListener("click", () => setZoom(1));
+  $("rw-prev").addEventListener("click", () => go(state.c.previous));
+  $("rw-next").addEventListener("click", () => go(state.c.next));
+  $("rw-submit").addEventListener("click", submitCase);
+  renderHead();
+  renderForm();
+  buildViewers();
+  loadFrames();
+  setPlaying(true);
+  $("rw-save-state").textContent = c.submitted ? "" : "Answers are saved as you go";
+}
+
+start();
