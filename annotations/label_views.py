@@ -16,6 +16,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from dla_web.api import Conflict
+from dla_web.audit import record
 from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
@@ -135,6 +136,7 @@ class DraftViewSet(
             version = labels.commit(draft.pk, request.user, body.validated_data["message"])
         except labels.LabelConflict as exc:
             raise conflict_response(exc)
+        record("labels.commit", request=request, obj=version.study, detail={"version": version.number})
         return Response(LabelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
@@ -180,6 +182,7 @@ class LabelVersionViewSet(viewsets.ReadOnlyModelViewSet):
         body = RevertSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         version = labels.revert(self.get_object(), request.user, body.validated_data["message"])
+        record("labels.revert", request=request, obj=version.study, detail={"version": version.number})
         return Response(LabelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=LabelVersionSerializer)
@@ -196,6 +199,12 @@ class LabelVersionViewSet(viewsets.ReadOnlyModelViewSet):
         body.is_valid(raise_exception=True)
         version = labels.review(
             self.get_object(), request.user, body.validated_data["status"], body.validated_data["comment"]
+        )
+        record(
+            "labels.review",
+            request=request,
+            obj=version.study,
+            detail={"version": version.number, "status": version.review_status},
         )
         return Response(LabelVersionSerializer(version).data)
 
@@ -218,6 +227,12 @@ class LabelVersionViewSet(viewsets.ReadOnlyModelViewSet):
             handle = open(path, "rb")  # the open handle keeps the bytes readable after the folder is removed
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        record(
+            "export.labels",
+            request=request,
+            obj=version.study,
+            detail={"version": version.number, "format": fmt},
+        )
         return FileResponse(handle, as_attachment=True, filename=path.name)
 
     @extend_schema(
@@ -232,6 +247,7 @@ class LabelVersionViewSet(viewsets.ReadOnlyModelViewSet):
         if not seed.isdigit():
             return Response({"detail": f"seed must be a non-negative integer, got {seed!r}"}, status=400)
         coords = training_samples(labels.version_labels(version), seed=int(seed))
+        record("export.samples", request=request, obj=version.study, detail={"version": version.number})
         buffer = io.BytesIO()
         save_samples_npz(
             buffer, coords, {"study": version.study.pseudonym, "version": version.number, "seed": int(seed)}

@@ -5,6 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from dla_web.audit import record
 from dla_web.tasks import TaskContext, dla_task
 
 from .ingest import ingest_files, remove_upload
@@ -53,6 +54,12 @@ def ingest_upload(
         )
     finally:
         remove_upload(upload_dir)
+    record(
+        "data.import",
+        user=user,
+        obj=study,
+        detail={"volumes": [v.pk for v in volumes], "task_run": ctx.run_id},
+    )
     return {"study_id": study.pk, "pseudonym": study.pseudonym, "volume_ids": [v.pk for v in volumes]}
 
 

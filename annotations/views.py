@@ -14,6 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
+from dla_web.audit import record
 from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
@@ -136,4 +137,7 @@ class VolumeViewSet(viewsets.ReadOnlyModelViewSet):
             raise
         handle = open(path, "rb")  # the open handle keeps the bytes readable after the folder is removed
         shutil.rmtree(work, ignore_errors=True)
+        record(
+            "export.volume", request=request, obj=volume.study, detail={"volume": volume.pk, "format": fmt}
+        )
         return FileResponse(handle, as_attachment=True, filename=path.name)

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from .models import TaskRun
+from .models import AuditEvent, TaskRun
 from .roles import is_admin
 
 
@@ -25,4 +25,21 @@ class TaskRunAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["at", "username", "action", "object_type", "object_repr", "ip"]
+    list_filter = ["action"]
+    search_fields = ["username", "action", "object_repr", "object_id"]
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -68,3 +68,27 @@ class TaskRun(models.Model):
     def append_log(self, line: str) -> None:
         lines = (self.log_tail.splitlines() if self.log_tail else []) + [line]
         self.log_tail = "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+class AuditEvent(models.Model):
+    """One append-only audit record (see ``dla_web.audit``)."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(
+        max_length=150, blank=True, default="", help_text="kept if the user is deleted"
+    )
+    ip = models.CharField(max_length=64, blank=True, default="")
+    object_type = models.CharField(max_length=100, blank=True, default="")
+    object_id = models.CharField(max_length=64, blank=True, default="")
+    object_repr = models.CharField(max_length=200, blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action}"

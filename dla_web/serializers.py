@@ -74,3 +74,12 @@ class UserSerializer(serializers.ModelSerializer):
             user.groups.add(*Group.objects.filter(name__in=roles))
             user._dla_roles = None
         return user
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        from .models import AuditEvent
+
+        model = AuditEvent
+        fields = ["id", "at", "action", "username", "ip", "object_type", "object_id", "object_repr", "detail"]
+        read_only_fields = fields

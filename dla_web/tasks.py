@@ -134,6 +134,17 @@ class DlaTask(Task):
             target_type=ContentType.objects.get_for_model(target) if target is not None else None,
             target_id=str(target.pk) if target is not None else "",
         )
+        from .audit import record
+
+        record(
+            f"task.{self.kind}",
+            user=user,
+            obj=target if target is not None else run,
+            detail={
+                "task_run": run.pk,
+                "params": {k: v for k, v in (params or {}).items() if k != "upload_id"},
+            },
+        )
         transaction.on_commit(lambda: self._send(run.pk, run.celery_id))
         return run
 

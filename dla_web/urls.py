@@ -10,11 +10,12 @@ from annotations.urls import register as register_annotations
 from inference.urls import register as register_inference
 from reader_study.urls import register as register_reader_study
 
-from .views import MeView, TaskRunViewSet, TokenView, UserViewSet
+from .views import AuditEventViewSet, MeView, TaskRunViewSet, TokenView, UserViewSet
 
 router = DefaultRouter()
 router.register("task-runs", TaskRunViewSet, basename="taskrun")
 router.register("users", UserViewSet, basename="user")
+router.register("audit-events", AuditEventViewSet, basename="auditevent")
 register_annotations(router)
 register_inference(router)
 register_reader_study(router)

@@ -7,9 +7,16 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .models import TaskRun
-from .roles import HasAnyRole, IsAdmin, is_admin
-from .serializers import CancelSerializer, SelfTestSerializer, TaskRunSerializer, UserSerializer
+from .audit import record
+from .models import AuditEvent, TaskRun
+from .roles import HasAnyRole, IsAdmin, is_admin, roles_of
+from .serializers import (
+    AuditEventSerializer,
+    CancelSerializer,
+    SelfTestSerializer,
+    TaskRunSerializer,
+    UserSerializer,
+)
 from .tasks import request_cancel, selftest
 
 
@@ -67,6 +74,20 @@ class UserViewSet(
     permission_classes = [IsAdmin]
     queryset = get_user_model().objects.order_by("username").prefetch_related("groups")
 
+    def perform_update(self, serializer):
+        before = sorted(roles_of(serializer.instance))
+        user = serializer.save()
+        record(
+            "user.update",
+            request=self.request,
+            obj=user,
+            detail={
+                "roles_before": before,
+                "roles_after": sorted(roles_of(user)),
+                "is_active": user.is_active,
+            },
+        )
+
 
 class MeView(APIView):
     """The signed-in user and their roles."""
@@ -108,3 +129,45 @@ class TokenView(APIView):
             )
         Token.objects.filter(user=request.user).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
+    """The append-only audit log (admins). Filters: ``action`` (prefix), ``username``, ``object_type``,
+    ``object_id``. ``export/`` downloads the filtered log as CSV."""
+
+    serializer_class = AuditEventSerializer
+    permission_classes = [IsAdmin]
+
+    def get_queryset(self):
+        events = AuditEvent.objects.all()
+        params = self.request.query_params
+        if params.get("action"):
+            events = events.filter(action__startswith=params["action"])
+        for field in ("username", "object_type", "object_id"):
+            if params.get(field):
+                events = events.filter(**{field: params[field]})
+        return events
+
+    @extend_schema(responses={(200, "text/csv"): bytes})
+    @action(detail=False, methods=["get"])
+    def export(self, request):
+        import csv
+
+        from django.http import StreamingHttpResponse
+
+        class Echo:
+            def write(self, value):
+                return value
+
+        fields = AuditEventSerializer.Meta.fields
+        writer = csv.writer(Echo())
+
+        def rows():
+            yield writer.writerow(fields)
+            for event in self.get_queryset().iterator(chunk_size=2000):
+                yield writer.writerow([getattr(event, f) for f in fields])
+
+        record("export.audit", request=request)
+        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="audit-log.csv"'
+        return response

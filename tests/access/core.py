@@ -10,6 +10,7 @@ RULES = [
     (r"^/api/task-runs/selftest/$", "POST", ADMINS),
     (r"^/api/task-runs/", "*", ANY_ROLE),
     (r"^/api/users/", "*", ADMINS),
+    (r"^/api/audit-events/", "*", ADMINS),
     (r"^/api/studies/\{id\}/$", "PUT", ADMINS),
     (r"^/api/studies/\{id\}/$", "PATCH", ADMINS),
     (r"^/api/studies/", "*", ANNOTATORS),
