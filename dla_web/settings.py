@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "annotations",
     "inference",
     "reader_study",
+    "evaluation",
     "frontend",
     "axes",
 ]

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from annotations.urls import register as register_annotations
+from evaluation.urls import register as register_evaluation
 from inference.urls import register as register_inference
 from reader_study.urls import register as register_reader_study
 
@@ -19,6 +20,7 @@ router.register("audit-events", AuditEventViewSet, basename="auditevent")
 register_annotations(router)
 register_inference(router)
 register_reader_study(router)
+register_evaluation(router)
 
 urlpatterns = [
     path("api/", include(router.urls)),

@@ -14,4 +14,5 @@ urlpatterns = [
     path("", include("annotations.page_urls")),
     path("", include("inference.page_urls")),
     path("", include("reader_study.page_urls")),
+    path("", include("evaluation.page_urls")),
 ]

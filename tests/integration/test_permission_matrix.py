@@ -6,13 +6,13 @@ import re
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
-from tests.access import core, inference, reader_study
+from tests.access import core, evaluation, inference, reader_study
 from tests.access.roles import PUBLIC
 
 ROLES = ["anonymous", "norole", "annotator", "reader", "admin"]
 
 # (path regex, method or "*", roles allowed), one file per app; the first match wins.
-ACCESS = [*core.RULES, *inference.RULES, *reader_study.RULES]
+ACCESS = [*core.RULES, *inference.RULES, *reader_study.RULES, *evaluation.RULES]
 
 
 def allowed_roles(path: str, method: str):
