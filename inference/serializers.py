@@ -186,7 +186,7 @@ class TrainRequestSerializer(serializers.Serializer):
             "validation_cohort": data["validation_cohort"],
             "checkpoint_every": data["checkpoint_every"],
             "activate": data["activate"],
-            "user_id": user.pk,
+            "user_id": user.pk if user else None,
         }
 
 

@@ -377,10 +377,8 @@ def run_training(
     record, _ = TrainingRun.objects.get_or_create(task_run_id=ctx.run_id)
     record.name = name
     record.max_iterations = cfg.max_iterations
-    record.train_studies = [{k: e[k] for k in ("study", "pseudonym", "label_number")} for e in plan["train"]]
-    record.validation_studies = [
-        {k: e[k] for k in ("study", "pseudonym", "label_number")} for e in plan["validation"]
-    ]
+    record.train_studies = _entry_summary(plan["train"])
+    record.validation_studies = _entry_summary(plan["validation"])
     ckpt = checkpoint_path(ctx.run_id)
     record.checkpoint = str(ckpt)
     start_iteration = 0
@@ -487,6 +485,39 @@ def run_training(
     return {"model_version_id": version.pk, "name": version.name, **summary}
 
 
+def _entry_summary(entries: list[dict]) -> list[dict]:
+    return [{k: e[k] for k in ("study", "pseudonym", "label_number")} for e in entries]
+
+
+def create_training_run(*, user, params: dict, plan: dict, enqueue: bool = True):
+    """The TaskRun (kind ``train``) and its TrainingRun row, in one transaction; with ``enqueue`` the task is
+    sent to the ``gpu`` queue on commit, otherwise the caller runs it in-process (management command)."""
+    from dla_web.models import TaskRun
+
+    from .tasks import train_model
+
+    with transaction.atomic():
+        message = f"training on {len(plan['train'])} studies queued"
+        if enqueue:
+            run = train_model.enqueue(user=user, params=params, message=message)
+        else:
+            run = TaskRun.objects.create(
+                kind=train_model.kind,
+                queue=train_model.dla_queue,
+                params=params,
+                created_by=user,
+                message="running in a management command",
+            )
+        record = TrainingRun.objects.create(
+            task_run=run,
+            name=params.get("name", ""),
+            max_iterations=params.get("train_config", {}).get("max_iterations", 0),
+            train_studies=_entry_summary(plan["train"]),
+            validation_studies=_entry_summary(plan["validation"]),
+        )
+    return run, record
+
+
 # ------------------------------------------------------------------------------------------------ inference
 
 
@@ -542,8 +573,10 @@ def run_inference(
     study_ids: list[int],
     candidate_min_hu: int | None = 100,
     user_id: int | None = None,
+    cine: bool = True,
 ) -> dict:
-    """Classify the fill volume of each study and store class_map, vessel_prob and dla volumes.
+    """Classify the fill volume of each study and store class_map, vessel_prob and dla volumes (and queue the
+    DLA volume's MIP cine with ``cine``).
 
     Idempotent per (run, study): volumes of this run (``source`` = ``infer-run-<id>``) are written in one
     transaction, so a rerun skips studies already done and redoes the others."""
@@ -597,7 +630,12 @@ def run_inference(
                     model_version_id=version.pk,
                     series_description=f"{label} ({version.name})"[:200],
                     created_by_id=user_id,
-                ).pk
+                )
+            if cine:
+                from annotations.tasks import enqueue_cines
+
+                enqueue_cines([created[Volume.Role.DLA]], user=created[Volume.Role.DLA].created_by)
+            created = {role: volume.pk for role, volume in created.items()}
         ctx.log(
             f"{study.pseudonym}: {prediction.voxels_per_s:,.0f} voxels/s, {prediction.elapsed_s:.1f} s, "
             f"{prediction.network_voxels:,} voxels classified by the network"
@@ -617,3 +655,85 @@ def run_inference(
 
 
 PRESET_NAMES = sorted(PRESETS)
+
+
+def create_inference_run(
+    *, user, version: ModelVersion, studies: list[Study], candidate_min_hu, enqueue=True
+):
+    """The TaskRun (kind ``infer``) over ``studies``; sent to the ``gpu`` queue on commit with ``enqueue``."""
+    from dla_web.models import TaskRun
+
+    from .tasks import infer_studies
+
+    params = {
+        "model_version_id": version.pk,
+        "study_ids": [s.pk for s in studies],
+        "candidate_min_hu": candidate_min_hu,
+        "user_id": user.pk if user else None,
+    }
+    noun = "study" if len(studies) == 1 else "studies"
+    message = f"inference of {len(studies)} {noun} with {version.name} queued"
+    if enqueue:
+        target = studies[0] if len(studies) == 1 else version
+        with transaction.atomic():
+            return infer_studies.enqueue(user=user, target=target, params=params, message=message)
+    return TaskRun.objects.create(
+        kind=infer_studies.kind,
+        queue=infer_studies.dla_queue,
+        params=params,
+        created_by=user,
+        message=message,
+    )
+
+
+class InProcessContext:
+    """Runs a task body in the current process (management commands) with the same TaskRun bookkeeping as a
+    worker: progress and log in the database (so the pages show it), a terminal progress callback, cancel via
+    the TaskRun's cancel flag."""
+
+    def __init__(self, run, terminal=None):
+        from dla_web.tasks import TaskContext
+
+        self.inner = TaskContext(run)
+        self.run_id = run.pk
+        self.terminal = terminal
+
+    def progress(self, fraction, message=None, *, force=False):
+        if self.terminal is not None:
+            self.terminal(fraction, message or "")
+        self.inner.progress(fraction, message, force=force)
+
+    def should_cancel(self):
+        return self.inner.should_cancel()
+
+    def log(self, line):
+        self.inner.log(line)
+
+    def execute(self, fn, **params) -> dict:
+        """Mark the run running, call ``fn(self, **params)``, and end the run succeeded/failed/cancelled."""
+        from django.utils import timezone
+
+        from dla_web.models import TaskRun
+
+        TaskRun.objects.filter(pk=self.run_id).update(
+            state=TaskRun.State.RUNNING,
+            started_at=timezone.now(),
+            attempts=1,
+            worker=f"command:{os.getpid()}",
+        )
+        end = {"finished_at": None}
+        try:
+            result = fn(self, **params) or {}
+        except TaskCancelled:
+            end.update(state=TaskRun.State.CANCELLED, message="cancelled")
+            raise
+        except BaseException as exc:
+            text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            end.update(state=TaskRun.State.FAILED, error=text, message=f"failed: {text}"[:500])
+            raise
+        else:
+            end.update(state=TaskRun.State.SUCCEEDED, result=result, message="done", progress=1.0)
+            return result
+        finally:
+            end["finished_at"] = timezone.now()
+            TaskRun.objects.filter(pk=self.run_id).update(**end)

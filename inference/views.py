@@ -4,7 +4,6 @@ Who may do what: admins train, upload, activate, rename and download weights; an
 registry and run inference on studies; readers see nothing here (their workspace must not hint at methods).
 """
 
-from django.db import transaction
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -27,7 +26,6 @@ from .serializers import (
     TrainRequestSerializer,
     WeightsUploadSerializer,
 )
-from .tasks import infer_studies, train_model
 
 
 class ModelVersionViewSet(
@@ -127,23 +125,9 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         form.is_valid(raise_exception=True)
         data = form.validated_data
         plan = services.training_plan(data["train_cohort"], data["validation_cohort"])
-        with transaction.atomic():
-            run = train_model.enqueue(
-                user=request.user,
-                params=form.task_params(request.user),
-                message=f"training on {len(plan['train'])} studies queued",
-            )
-            record = TrainingRun.objects.create(
-                task_run=run,
-                name=data["name"],
-                max_iterations=data["max_iterations"],
-                train_studies=[
-                    {k: e[k] for k in ("study", "pseudonym", "label_number")} for e in plan["train"]
-                ],
-                validation_studies=[
-                    {k: e[k] for k in ("study", "pseudonym", "label_number")} for e in plan["validation"]
-                ],
-            )
+        run, record = services.create_training_run(
+            user=request.user, params=form.task_params(request.user), plan=plan
+        )
         return Response(TrainingRunSerializer(record).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -163,16 +147,7 @@ class InferenceViewSet(viewsets.GenericViewSet):
         study_ids = [data["study"].pk] if data.get("study") else [s.pk for s in data.get("studies") or []]
         studies = services.inference_studies(study_ids=study_ids or None, cohort=data.get("cohort"))
         services.load_model(version)  # refuse damaged / incompatible weights now, not in the worker
-        target = studies[0] if len(studies) == 1 else version
-        run = infer_studies.enqueue(
-            user=request.user,
-            target=target,
-            params={
-                "model_version_id": version.pk,
-                "study_ids": [s.pk for s in studies],
-                "candidate_min_hu": data["candidate_min_hu"],
-                "user_id": request.user.pk,
-            },
-            message=f"inference of {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} with {version.name} queued",
+        run = services.create_inference_run(
+            user=request.user, version=version, studies=studies, candidate_min_hu=data["candidate_min_hu"]
         )
         return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)

@@ -276,7 +276,9 @@ def test_weights_upload_refuses_bad_files_and_registry_rules(client_for):
     tiny = weights_bytes("tiny")
     response = upload(admin, tiny, preset="cpu")
     assert response.status_code == 400 and "architecture" in response.json()["detail"]
-    assert not ModelVersion.objects.exists() and stored_model_files() == files_before, "a refused upload stores nothing"
+    assert not ModelVersion.objects.exists() and stored_model_files() == files_before, (
+        "a refused upload stores nothing"
+    )
     assert upload(annotator, tiny).status_code == 403
 
     first = upload(admin, tiny, name="imported tiny", preset="tiny")
@@ -298,3 +300,38 @@ def test_weights_upload_refuses_bad_files_and_registry_rules(client_for):
     assert renamed.json()["name"] == "renamed" and renamed.json()["sha256"] == first["sha256"]
     body = b"".join(admin.get(f"/api/models/{first['id']}/download/").streaming_content)
     assert body == tiny
+
+
+@pytest.mark.django_db
+def test_train_and_infer_management_commands(cohorts, users):
+    from django.core.management import CommandError, call_command
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command(
+        "train",
+        *("--preset", "tiny", "--max-iterations", "8", "--val-every", "4", "--val-samples-per-class", "100"),
+        *("--slabs-per-batch", "4", "--user", "admin", "--name", "from the terminal"),
+        stdout=out,
+        stderr=err,
+    )
+    version = ModelVersion.objects.get(name="from the terminal")
+    assert f"model #{version.pk} from the terminal: 8 iterations" in out.getvalue()
+    assert "[####" in err.getvalue() and "100.0%" in err.getvalue(), "a terminal progress bar was drawn"
+    run = version.training_run
+    assert run.state == "succeeded" and run.created_by.username == "admin" and run.kind == "train"
+    assert version.is_active and TrainingRun.objects.get(pk=run.pk).iteration == 8
+
+    out = io.StringIO()
+    call_command("infer", "--cohort", "test", stdout=out, stderr=io.StringIO())
+    assert "PH-014: volumes" in out.getvalue()
+    test_study = cohorts["test"][0]
+    assert test_study.volume("dla").model_version_id == version.pk
+    with pytest.raises(CommandError, match="momentum"):
+        call_command("train", "--momentum", "2", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(CommandError, match="unknown studies: NOPE"):
+        call_command("infer", "--study", "NOPE", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(
+        CommandError,
+        match="no approved label versions in the training cohort .test.; studies lacking them: PH-014",
+    ):
+        call_command("train", "--train-cohort", "test", "--validation-cohort", "none", stdout=io.StringIO())

@@ -1,0 +1,190 @@
+// Training page: launch form -> POST /api/training-runs/; the selected run is polled every second while it is
+// active (progress bar with ETA, plotly curves of training loss and per-class validation error, log tail,
+// cancel). Plotly is loaded by a classic <script> served from the installed python package (window.Plotly).
+import { api, el, showError } from "./api.js";
+
+const ACTIVE = new Set(["queued", "running"]);
+const CLASSES = [["vessel", "#ff6b6b"], ["bone", "#e6edf3"], ["soft_tissue", "#4fb3ff"]];
+const Plotly = window.Plotly;
+
+const form = document.getElementById("train-form");
+const formError = document.getElementById("form-error");
+const runCard = document.getElementById("run-card");
+const tableBody = document.querySelector("#runs-table tbody");
+const cancelButton = document.getElementById("cancel-run");
+let selected = runCard.dataset.selected ? Number(runCard.dataset.selected) : null;
+let selectedTimer = null;
+let listTimer = null;
+let lastCurveKey = "";
+
+const baseLayout = (title, ytitle, ylog) => ({
+  title: { text: title, font: { size: 13, color: "#e6edf3" } },
+  paper_bgcolor: "#0b1118", plot_bgcolor: "#0b1118",
+  font: { color: "#8b9bb0", size: 11 },
+  margin: { l: 55, r: 12, t: 36, b: 40 },
+  xaxis: { title: { text: "iteration" }, gridcolor: "#223041", zeroline: false },
+  yaxis: { title: { text: ytitle }, gridcolor: "#223041", zeroline: false, type: ylog ? "log" : "linear" },
+  legend: { orientation: "h", y: -0.22, font: { size: 11 } },
+  showlegend: !ylog,
+});
+const plotConfig = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined || !isFinite(s)) return "?";
+  s = Math.round(s);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(sec).padStart(2, "0")}s` : `${sec}s`;
+}
+
+function drawCurves(detail) {
+  if (!Plotly) return;
+  const key = `${detail.id}:${detail.train_curve.length}:${detail.val_curve.length}:${detail.iteration}`;
+  if (key === lastCurveKey) return;
+  lastCurveKey = key;
+  const train = detail.train_curve;
+  Plotly.react("loss-chart", [{
+    x: train.map((p) => p[0]), y: train.map((p) => p[1]), type: "scattergl", mode: "lines",
+    name: "training loss", line: { color: "#4fb3ff", width: 1.5 },
+  }], baseLayout("Training loss (class-balanced cross-entropy)", "loss", true), plotConfig);
+  const val = detail.val_curve;
+  const traces = CLASSES.map(([name, color]) => ({
+    x: val.map((p) => p.iteration), y: val.map((p) => p[`val_err_${name}`]), type: "scatter",
+    mode: "lines+markers", name: name.replace("_", " "), line: { color, width: 2 }, marker: { size: 5 },
+  }));
+  traces.push({ x: val.map((p) => p.iteration), y: val.map((p) => p.val_error), type: "scatter",
+                mode: "lines", name: "mean", line: { color: "#d29922", dash: "dot", width: 2 } });
+  const layout = baseLayout("Validation error per class", "error (1 - accuracy)", false);
+  layout.yaxis.rangemode = "tozero";
+  Plotly.react("val-chart", traces, layout, plotConfig);
+}
+
+function showRun(detail) {
+  const run = detail.run;
+  document.getElementById("run-title").textContent = `Run #${detail.id}${detail.name ? ` · ${detail.name}` : ""}`;
+  const state = document.getElementById("run-state");
+  state.textContent = run.state;
+  state.className = `badge ${run.state}`;
+  const pct = Math.round((run.progress || 0) * 100);
+  const bar = document.getElementById("run-progress");
+  bar.className = `progress ${run.state}`;
+  bar.setAttribute("aria-valuenow", pct);
+  bar.firstElementChild.style.width = `${pct}%`;
+  const parts = [`${pct}%`, `iteration ${detail.iteration}/${detail.max_iterations}`];
+  if (detail.voxels_per_s) parts.push(`${Math.round(detail.voxels_per_s).toLocaleString()} voxels/s`);
+  if (ACTIVE.has(run.state)) parts.push(`ETA ${fmtSeconds(detail.eta_s)}`);
+  if (run.duration_s) parts.push(`elapsed ${fmtSeconds(run.duration_s)}`);
+  const message = document.getElementById("run-message");
+  message.replaceChildren(parts.join(" · "), el("br"), run.error || run.message || "");
+  message.className = run.error ? "error-text" : "muted";
+  if (detail.model_version) {
+    message.append(el("br"), "Registered as ", el("a", { href: `/models/#model-${detail.model_version}` },
+                                                  `model #${detail.model_version}`));
+  }
+  cancelButton.hidden = !ACTIVE.has(run.state) || run.cancel_requested;
+  const log = document.getElementById("run-log");
+  const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+  log.textContent = run.log_tail || "";
+  if (atBottom) log.scrollTop = log.scrollHeight;
+  drawCurves(detail);
+  runCard.dataset.state = run.state;
+}
+
+async function pollSelected() {
+  clearTimeout(selectedTimer);
+  if (!selected) return;
+  try {
+    const detail = await api(`/api/training-runs/${selected}/`);
+    showRun(detail);
+    if (ACTIVE.has(detail.run.state)) selectedTimer = setTimeout(pollSelected, 1000);
+    else refreshList();
+  } catch (err) {
+    document.getElementById("run-message").textContent = `Could not load run ${selected}: ${err.message}`;
+    selectedTimer = setTimeout(pollSelected, 5000);
+  }
+}
+
+function select(id) {
+  selected = id;
+  lastCurveKey = "";
+  const url = new URL(window.location.href);
+  url.searchParams.set("run", id);
+  window.history.replaceState(null, "", url);
+  for (const row of tableBody.querySelectorAll("tr")) row.classList.toggle("selected", Number(row.dataset.id) === id);
+  pollSelected();
+}
+
+async function refreshList() {
+  clearTimeout(listTimer);
+  try {
+    const page = await api("/api/training-runs/?page_size=50");
+    const runs = page.results || [];
+    tableBody.replaceChildren(...(runs.length ? runs.map((r) => {
+      const pct = Math.round((r.run.progress || 0) * 100);
+      const bar = el("div", { class: `progress small-bar ${r.run.state}` }, el("div", { class: "bar" }));
+      bar.firstChild.style.width = `${pct}%`;
+      return el("tr", { class: `clickable${r.id === selected ? " selected" : ""}`, dataset: { id: r.id, state: r.run.state },
+                        onclick: () => select(r.id) },
+        el("td", {}, `#${r.id}`), el("td", {}, r.name || "—"),
+        el("td", {}, el("span", { class: `badge ${r.run.state}` }, r.run.state)),
+        el("td", {}, bar, ` ${pct}%`), el("td", { class: "muted" }, (r.run.message || "").slice(0, 90)),
+        el("td", {}, r.run.created_by || ""),
+        el("td", {}, r.model_version ? el("a", { href: `/models/#model-${r.model_version}` }, `#${r.model_version}`) : "—"));
+    }) : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No training runs yet."))]));
+    if (!selected && runs.length) select(runs[0].id);
+    listTimer = setTimeout(refreshList, runs.some((r) => ACTIVE.has(r.run.state)) ? 2000 : 10000);
+  } catch (err) {
+    tableBody.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "error-text" }, `Could not load runs: ${err.message}`)));
+    listTimer = setTimeout(refreshList, 10000);
+  }
+}
+
+function numberList(text) {
+  return text.split(/[,\s]+/).filter(Boolean).map(Number);
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  formError.replaceChildren();
+  const data = new FormData(form);
+  const body = {};
+  for (const [key, value] of data.entries()) {
+    if (key === "activate") continue;
+    const input = form.elements[key];
+    if (input.type === "number") body[key] = value === "" ? undefined : Number(value);
+    else body[key] = value;
+  }
+  body.lr_values = numberList(data.get("lr_values"));
+  body.lr_boundaries_epochs = numberList(data.get("lr_boundaries_epochs"));
+  body.validation_cohort = data.get("validation_cohort") || null;
+  body.activate = form.elements.activate.checked;
+  const button = document.getElementById("launch");
+  button.disabled = true;
+  try {
+    const started = await api("/api/training-runs/", { method: "POST", body });
+    await refreshList();
+    select(started.id);
+  } catch (err) {
+    showError(formError, err.message);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+cancelButton.addEventListener("click", async () => {
+  if (!selected) return;
+  cancelButton.disabled = true;
+  try {
+    await api(`/api/task-runs/${selected}/cancel/`, { method: "POST", body: {} });
+  } catch (err) {
+    showError(formError, err.message);
+  } finally {
+    cancelButton.disabled = false;
+    pollSelected();
+  }
+});
+
+if (!Plotly) {
+  document.getElementById("loss-chart").textContent = "plotly.js could not be loaded; curves are unavailable.";
+}
+refreshList();
+if (selected) select(selected);

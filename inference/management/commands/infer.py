@@ -1,0 +1,82 @@
+"""``manage.py infer``: run a model (default: the active one) on studies or a cohort, like the API, in this
+process (default) or on a worker (``--worker``), with a terminal progress bar. Stores class map, vessel
+probability and 3D-DLA volumes for every study."""
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Q
+
+from annotations.models import Study
+from dla_web.models import TaskRun
+from dla_web.progress import TerminalProgress
+from dla_web.tasks import TaskCancelled
+from inference import services
+
+from ._follow import follow
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--study", nargs="+", help="study ids or pseudonyms")
+        target.add_argument("--cohort", choices=[c for c in Study.Cohort.values])
+        parser.add_argument("--model", type=int, default=None, help="model version id (default: active)")
+        parser.add_argument(
+            "--candidate-min-hu",
+            default="100",
+            help="run the network only where fill >= this HU; 'none' = all",
+        )
+        parser.add_argument("--user", default=None)
+        parser.add_argument("--worker", action="store_true", help="queue on a Celery worker and follow it")
+
+    def handle(self, *args, **opts):
+        user = None
+        if opts["user"]:
+            user = get_user_model().objects.filter(username=opts["user"]).first()
+            if user is None:
+                raise CommandError(f"no user {opts['user']!r}")
+        min_hu = None if opts["candidate_min_hu"] == "none" else int(opts["candidate_min_hu"])
+        try:
+            version = services.resolve_model(opts["model"])
+            study_ids = None
+            if opts["study"]:
+                ids = [int(s) for s in opts["study"] if s.isdigit()]
+                names = [s for s in opts["study"] if not s.isdigit()]
+                found = list(Study.objects.filter(Q(pk__in=ids) | Q(pseudonym__in=names)))
+                missing = set(opts["study"]) - {str(s.pk) for s in found} - {s.pseudonym for s in found}
+                if missing:
+                    raise CommandError(f"unknown studies: {', '.join(sorted(missing))}")
+                study_ids = [s.pk for s in found]
+            studies = services.inference_studies(study_ids=study_ids, cohort=opts["cohort"])
+            services.load_model(version)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        run = services.create_inference_run(
+            user=user, version=version, studies=studies, candidate_min_hu=min_hu, enqueue=opts["worker"]
+        )
+        self.stdout.write(
+            f"inference run {run.pk}: model #{version.pk} {version.name} on {len(studies)} studies"
+        )
+        if opts["worker"]:
+            run = follow(run, self.stderr)
+        else:
+            ctx = services.InProcessContext(run, TerminalProgress(self.stderr))
+            try:
+                ctx.execute(services.run_inference, **run.params)
+            except TaskCancelled:
+                raise CommandError(f"inference run {run.pk} cancelled") from None
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+            run.refresh_from_db()
+        if run.state != TaskRun.State.SUCCEEDED:
+            raise CommandError(f"inference run {run.pk} {run.state}: {run.error or run.message}")
+        for s in run.result["studies"]:
+            rate = (
+                f"{s['voxels_per_s']:,.0f} voxels/s, {s['elapsed_s']:.1f} s"
+                if "voxels_per_s" in s
+                else "reused"
+            )
+            self.stdout.write(f"{s['pseudonym']}: volumes {s['volumes']} ({rate})")
+        self.stdout.write(self.style.SUCCESS(f"done: {len(run.result['studies'])} studies"))

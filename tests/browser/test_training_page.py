@@ -1,0 +1,100 @@
+"""The training and model-registry pages in headless Chromium with a real worker: launch a run from the form, watch
+progress with ETA and plotly curves update, cancel it; launch a short run to success; the registered model shows
+up active on /models/, inference runs from there."""
+
+import numpy as np
+import pytest
+
+from annotations.labels import _create_version, review
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SHAPE, SPACING = (24, 48, 48), (3.0, 3.0, 3.0)
+
+
+@pytest.fixture
+def cohorts(phantom_study, users):
+    studies = [phantom_study(seed=s, shape=SHAPE, spacing_mm=SPACING, cohort="train") for s in (41, 42)]
+    studies.append(phantom_study(seed=43, shape=SHAPE, spacing_mm=SPACING, cohort="validation"))
+    for study in studies:
+        labels = np.asarray(study.volume("truth").array())
+        version = _create_version(
+            study,
+            labels=labels,
+            parent=None,
+            author=users["admin"],
+            message="truth",
+            recipe={},
+            ops=[],
+            roi=None,
+        )
+        review(version, users["admin"], "approved", "")
+    phantom_study(seed=44, shape=SHAPE, spacing_mm=SPACING, cohort="test")
+    return studies
+
+
+def fill_form(page, max_iterations: int, val_every: int):
+    page.select_option("select[name=preset]", "tiny")
+    page.fill("input[name=max_iterations]", str(max_iterations))
+    page.fill("input[name=val_every]", str(val_every))
+    page.fill("input[name=dense_slabs_per_batch]", "4")
+    page.fill("input[name=val_samples_per_class]", "100")
+
+
+def test_admin_trains_watches_cancels_and_registers_model(
+    page, live_server, login, shot, cohorts, celery_worker
+):
+    login(page, "admin")
+    page.goto(f"{live_server.url}/models/train/")
+    assert page.input_value("input[name=momentum]") == "0.9"
+    assert page.input_value("input[name=lr_values]") == "0.001, 0.0001, 1e-05"
+    assert page.input_value("input[name=batch_size]") == "512"
+
+    # a long run: live progress, ETA and curves, then cancel
+    fill_form(page, 100000, 5)
+    page.fill("input[name=name]", "long run")
+    page.click("#launch")
+    page.wait_for_selector("#run-card[data-state=running]", timeout=30000)
+    page.wait_for_function(
+        "document.querySelectorAll('#val-chart .scatterlayer .trace').length >= 4"
+        " && document.querySelector('#val-chart .scatterlayer path.js-line')",
+        timeout=30000,
+    )
+    page.wait_for_function(
+        "document.querySelector('#run-message').textContent.includes('ETA')", timeout=10000
+    )
+    shot(page, "training-live")
+    first = page.locator("#run-message").inner_text()
+    page.wait_for_function(
+        "(t) => document.querySelector('#run-message').textContent !== t", arg=first, timeout=10000
+    )
+    page.click("#cancel-run")
+    page.wait_for_selector("#run-card[data-state=cancelled]", timeout=15000)
+
+    # a short run to success
+    fill_form(page, 30, 10)
+    page.fill("input[name=name]", "short run")
+    page.check("input[name=activate]")
+    page.click("#launch")
+    page.wait_for_selector("#run-card[data-state=succeeded]", timeout=60000)
+    page.wait_for_selector("#run-message a[href^='/models/#model-']")
+    assert page.locator("#run-log").inner_text().count("registered model") == 1
+    assert page.locator("#runs-table tbody tr").count() == 2
+    shot(page, "training-done")
+
+    page.click("#run-message a[href^='/models/#model-']")
+    page.wait_for_selector("#models-table tr[data-active=true]")
+    assert "short run" in page.locator("#models-table tr[data-active=true]").inner_text()
+    page.click("#infer-form button[type=submit]")
+    page.wait_for_selector("#infer-runs .run[data-state=succeeded]", timeout=60000)
+    shot(page, "models-page")
+    assert not page.js_errors, page.js_errors
+
+
+def test_annotator_sees_registry_but_not_training(page, live_server, users, login):
+    login(page, "annotator")
+    page.goto(f"{live_server.url}/models/")
+    page.wait_for_selector("#models-table td")
+    assert page.locator("#upload-card").count() == 0 and page.locator("#train-link").count() == 0
+    response = page.goto(f"{live_server.url}/models/train/")
+    assert response.status == 403
