@@ -44,7 +44,10 @@ function renderReaders(eligible) {
   if (!rs.readers.length) ul.append(el("li", { class: "muted" }, "No readers yet."));
   const have = new Set(rs.readers.map((r) => r.user));
   const sel = document.getElementById("d-reader-select");
-  sel.replaceChildren(...eligible.filter((u) => !have.has(u.id)).map((u) => el("option", { value: u.id }, u.username)));
+  const free = eligible.filter((u) => !have.has(u.id));
+  sel.replaceChildren(...(free.length ? free.map((u) => el("option", { value: u.id }, u.username))
+    : [el("option", { value: "" }, "no further users with the Reader role")]));
+  sel.disabled = document.getElementById("d-reader-add").disabled = !free.length || rs.status !== "draft";
 }
 
 function renderCases(eligible) {

@@ -36,6 +36,10 @@ function chart(node, q) {
     traces = methods.map(([m, e]) => ({ type: "bar", name: e.label, x: Object.keys(e.choices), y: Object.values(e.choices).map((v) => v.count), marker: { color: COLORS[m] } }));
     layout.yaxis = { title: "reads" };
   } else return;
+  if (!traces.some((t) => t.y.some((v) => v > 0))) {
+    node.replaceChildren(el("p", { class: "muted" }, "No reads to chart yet."));
+    return;
+  }
   window.Plotly.newPlot(node, traces, layout, { displayModeBar: false, responsive: true });
 }
 
@@ -68,7 +72,7 @@ function questionCard(q) {
 }
 
 api(`/api/reader-studies/${id}/results/`).then((res) => {
-  document.getElementById("r-note").textContent = `${res.n_cases} cases · ${res.n_readers} readers · ${res.note}`;
+  document.getElementById("r-note").textContent = `${res.n_cases} cases · ${res.n_readers} reader${res.n_readers === 1 ? "" : "s"} · ${res.note}`;
   document.querySelector("#r-readers tbody").replaceChildren(...res.readers.map((r) => el("tr", {},
     el("td", {}, r.reader), el("td", { "data-testid": `progress-${r.reader}` }, r.progress),
     el("td", {}, fmtS(r.total_time_s)), el("td", {}, fmtS(r.median_time_per_case_s)))));
