@@ -189,13 +189,14 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
         rows = services.eligible_studies().order_by("pseudonym").values("id", "pseudonym", "cohort")
         return Response(list(rows))
 
-
     @extend_schema(responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"], url_path="eligible-readers")
     def eligible_readers(self, request):
         """Active users with the Reader role."""
         users = get_user_model().objects.filter(is_active=True, groups__name=READER).order_by("username")
-        return Response([{"id": u.pk, "username": u.username, "name": u.get_full_name()} for u in users.distinct()])
+        return Response(
+            [{"id": u.pk, "username": u.username, "name": u.get_full_name()} for u in users.distinct()]
+        )
 
 
 def _ids(data):
