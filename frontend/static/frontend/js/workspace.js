@@ -1,0 +1,521 @@
+// Annotation workspace: three orthogonal slice views and a MIP, window/level, label overlay of the user's draft,
+// threshold preview + recipe, island removal, brush, scissors, undo/redo, commit with conflict handling,
+// version history. Data: volumes via json_script, everything else from the REST API.
+import { api, el } from "./api.js";
+import { runRow } from "./taskruns.js";
+import { CLASS_COLORS, CLASS_NAMES, SliceView, volumeSlice } from "./viewer.js";
+import { MipView } from "./viewer_mip.js";
+
+const root = document.getElementById("workspace");
+const volumes = JSON.parse(document.getElementById("ws-volumes").textContent);
+const presets = JSON.parse(document.getElementById("ws-presets").textContent);
+const statusBox = document.getElementById("ws-status");
+const $ = (id) => document.getElementById(id);
+
+const ws = {
+  studyId: Number(root.dataset.studyId),
+  volume: null,
+  window: { center: 300, width: 1200 },
+  overlay: { visible: true, opacity: 0.5, classes: { 1: true, 2: true, 3: true } },
+  crosshair: { z: 0, y: 0, x: 0 },
+  draft: null,
+  threshold: Number($("threshold-slider").value),
+  tool: "navigate",
+};
+root.ws = ws; // for debugging in the console
+
+function setStatus(message, kind = "info") {
+  statusBox.textContent = message || "";
+  statusBox.className = `ws-status ${message ? kind : ""}`;
+}
+
+const views = {};
+for (const axis of ["z", "y", "x"]) views[axis] = new SliceView($(`view-${axis}`), axis, ws);
+const mip = new MipView($("view-mip"), ws);
+const allViews = () => Object.values(views);
+root.views = views; // tests and the console map voxels to screen positions through these
+
+// ------------------------------------------------------------------------------------------------ volumes
+
+const select = $("volume-select");
+for (const v of volumes) select.append(el("option", { value: v.id }, `${v.role} (#${v.id})`));
+select.addEventListener("change", () => selectVolume(volumes.find((v) => v.id === Number(select.value))));
+
+function selectVolume(volume) {
+  ws.volume = volume;
+  select.value = String(volume.id);
+  applyPreset(volume.role === "subtracted" ? "dsa" : "vessel", { redraw: false });
+  const [nz, ny, nx] = volume.shape;
+  if (!ws.crosshairSet) {
+    ws.crosshair = { z: Math.floor(nz / 2), y: Math.floor(ny / 2), x: Math.floor(nx / 2) };
+    ws.crosshairSet = true;
+  }
+  for (const view of allViews()) {
+    view.setVolume(volume.shape, volume.spacing_mm);
+    view.index = Math.min(ws.crosshair[view.axis], view.count - 1);
+    view.slider.value = String(view.index);
+    view.hu = null;
+    view.load();
+  }
+  mip.setVolume();
+}
+
+// ------------------------------------------------------------------------------------------------ window
+
+const presetBox = $("presets");
+const presetNames = { vessel: "Vessel", bone: "Bone", soft_tissue: "Soft tissue", dsa: "DSA" };
+Object.keys(presets).forEach((name, i) => {
+  presetBox.append(el("button", { type: "button", dataset: { preset: name }, title: `${presetNames[name] || name} (${i + 1})`,
+                                  onclick: () => applyPreset(name) }, presetNames[name] || name));
+});
+
+function setWindow(center, width, { redraw = true } = {}) {
+  ws.window = { center, width: Math.max(1, width) };
+  $("win-center").value = String(Math.round(center));
+  $("win-width").value = String(Math.round(ws.window.width));
+  for (const b of presetBox.querySelectorAll("button")) {
+    const p = presets[b.dataset.preset];
+    b.classList.toggle("active", p.center === center && p.width === ws.window.width);
+  }
+  if (redraw) allViews().forEach((v) => v.compose());
+}
+
+function applyPreset(name, opts) { setWindow(presets[name].center, presets[name].width, opts); }
+
+for (const id of ["win-center", "win-width"]) {
+  $(id).addEventListener("change", () => {
+    const c = Number($("win-center").value), w = Number($("win-width").value);
+    if (!Number.isFinite(c) || !Number.isFinite(w) || w <= 0) {
+      setStatus("Window centre and width must be numbers, width > 0.", "error");
+      return;
+    }
+    setWindow(c, w);
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ overlay
+
+const toggles = $("class-toggles");
+for (const [id, name] of Object.entries(CLASS_NAMES)) {
+  const [r, g, b] = CLASS_COLORS[id];
+  toggles.append(el("label", { class: "check" },
+    el("input", { type: "checkbox", checked: "checked", dataset: { classId: id },
+                  onchange: (e) => { ws.overlay.classes[id] = e.target.checked; allViews().forEach((v) => v.compose()); } }),
+    el("span", { class: "swatch", style: `background:rgb(${r},${g},${b})` }), ` ${name}`,
+    el("span", { class: "muted small count", dataset: { countFor: id } }, "")));
+}
+$("overlay-opacity").addEventListener("input", (e) => {
+  ws.overlay.opacity = Number(e.target.value) / 100;
+  allViews().forEach((v) => v.compose());
+});
+$("overlay-visible").addEventListener("change", (e) => {
+  ws.overlay.visible = e.target.checked;
+  allViews().forEach((v) => v.compose());
+});
+
+// ------------------------------------------------------------------------------------------------ draft
+
+async function openDraft() {
+  try {
+    setDraft(await api("/api/drafts/", { method: "POST", body: { study: ws.studyId } }));
+  } catch (err) {
+    $("draft-info").textContent = `No draft: ${err.message}`;
+    setStatus(`Labels cannot be edited: ${err.message}`, "error");
+  }
+}
+
+function setDraft(draft, { reload = true } = {}) {
+  const changed = !ws.draft || ws.draft.revision !== draft.revision || ws.draft.id !== draft.id;
+  ws.draft = draft;
+  $("undo").disabled = !draft.can_undo;
+  $("redo").disabled = !draft.can_redo;
+  const counts = draft.counts || {};
+  for (const span of toggles.querySelectorAll("[data-count-for]")) {
+    const n = counts[span.dataset.countFor] || 0;
+    span.textContent = n ? ` ${n.toLocaleString()} vx` : "";
+  }
+  $("draft-info").textContent =
+    `${draft.ops.length} edit${draft.ops.length === 1 ? "" : "s"} on ${draft.base_number ? `v${draft.base_number}` : "an empty map"}` +
+    ` · revision ${draft.revision}`;
+  root.dataset.draftRevision = String(draft.revision);
+  if (changed && reload) {
+    allViews().forEach((v) => v.load());
+    mip.refreshOverlay();
+  }
+}
+
+let opChain = Promise.resolve();
+let pendingOps = 0;
+function runOp(op, label) {
+  if (!ws.draft) { setStatus("No draft is open.", "error"); return Promise.resolve(); }
+  pendingOps += 1;
+  root.dataset.busy = "1";
+  opChain = opChain.then(async () => {
+    try {
+      const response = await api(`/api/drafts/${ws.draft.id}/ops/`, { method: "POST", body: { op } });
+      setDraft(response.draft);
+      const changed = response.result.changed_voxels ?? response.result.changed;
+      setStatus(`${label}: ${changed !== undefined ? `${changed} voxels changed` : "done"}`);
+    } catch (err) {
+      setStatus(`${label} failed: ${err.message}`, "error");
+    } finally {
+      pendingOps -= 1;
+      if (!pendingOps) delete root.dataset.busy;
+    }
+  });
+  return opChain;
+}
+
+async function draftAction(action, label) {
+  if (!ws.draft) return;
+  try {
+    setDraft(await api(`/api/drafts/${ws.draft.id}/${action}/`, { method: "POST", body: {} }));
+    setStatus(label);
+  } catch (err) {
+    setStatus(`${action} failed: ${err.message}`, "error");
+  }
+}
+$("undo").addEventListener("click", () => draftAction("undo", "Undone."));
+$("redo").addEventListener("click", () => draftAction("redo", "Redone."));
+$("discard").addEventListener("click", () => {
+  if (confirm("Drop all edits of your draft and start again from the head version?")) draftAction("discard", "Draft discarded.");
+});
+
+// another tab (or colleague's request) changed the draft: follow it
+setInterval(async () => {
+  if (!ws.draft || pendingOps || document.hidden) return;
+  try {
+    const fresh = await api(`/api/drafts/${ws.draft.id}/`);
+    if (fresh.revision !== ws.draft.revision) {
+      setDraft(fresh);
+      setStatus("The draft changed in another tab; the overlay was reloaded.");
+    }
+  } catch { /* transient; the next poll retries */ }
+}, 5000);
+
+// ------------------------------------------------------------------------------------------------ commit + history
+
+$("commit-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const message = $("commit-message").value.trim();
+  if (!message) { setStatus("Write a commit message saying what changed.", "error"); $("commit-message").focus(); return; }
+  await opChain;
+  try {
+    const version = await api(`/api/drafts/${ws.draft.id}/commit/`, { method: "POST", body: { message } });
+    $("commit-message").value = "";
+    setStatus(`Committed v${version.number}.`, "success");
+    setDraft(await api(`/api/drafts/${ws.draft.id}/`));
+    loadHistory();
+  } catch (err) {
+    if (err.status === 409 && err.body) showConflict(err.body);
+    else if (err.status === 0) setStatus("Lost connection while committing. Your draft is kept on the server; commit again when the connection is back.", "error");
+    else setStatus(`Commit failed: ${err.message}`, "error");
+  }
+});
+
+const conflict = $("conflict-dialog");
+function showConflict(body) {
+  const head = body.head;
+  $("conflict-text").textContent = head
+    ? `v${head.number} by ${head.author}: “${head.message}” is now the head version; your draft is based on ${body.draft.base_number ? `v${body.draft.base_number}` : "no version"}.`
+    : body.detail;
+  conflict.dataset.rebase = (body.actions && body.actions.rebase) || "";
+  conflict.showModal();
+  loadHistory();
+}
+$("conflict-close").addEventListener("click", () => conflict.close());
+$("conflict-rebase").addEventListener("click", async () => {
+  try {
+    setDraft(await api(conflict.dataset.rebase, { method: "POST", body: {} }));
+    conflict.close();
+    setStatus(`Rebased onto v${ws.draft.base_number}; your edits were replayed. Commit again.`, "success");
+  } catch (err) {
+    $("conflict-text").textContent = `Rebase failed: ${err.message}`;
+  }
+});
+
+async function loadHistory() {
+  const list = $("history");
+  try {
+    const page = await api(`/api/label-versions/?study=${ws.studyId}`);
+    const versions = page.results || [];
+    if (!versions.length) { list.replaceChildren(el("li", { class: "muted" }, "No versions yet.")); return; }
+    const headNumber = versions[0].number;
+    list.replaceChildren(...versions.map((v) => el("li", { dataset: { version: v.number } },
+      el("div", {}, el("strong", {}, `v${v.number}`), " ", el("span", { class: `badge review-${v.review_status}` },
+        v.review_status === "none" ? "not submitted" : v.review_status), " ",
+        el("span", { class: "muted small" }, `${v.author || "?"} · ${new Date(v.created_at).toLocaleString()}`)),
+      el("div", { class: "msg" }, v.message),
+      v.review_comment ? el("div", { class: "muted small" }, `review: ${v.review_comment}`) : null,
+      el("div", { class: "btn-row small" },
+        v.parent ? el("button", { type: "button", class: "link", onclick: () => showDiff(v) }, "diff") : null,
+        v.number !== headNumber ? el("button", { type: "button", class: "link", onclick: () => revert(v) }, "revert to this") : null,
+        v.number === headNumber && ["none", "rejected"].includes(v.review_status)
+          ? el("button", { type: "button", class: "link", onclick: () => submit(v) }, "submit for review") : null))));
+  } catch (err) {
+    list.replaceChildren(el("li", { class: "flash error" }, `Could not load the history: ${err.message}`));
+  }
+}
+
+async function showDiff(v) {
+  try {
+    const d = await api(`/api/label-versions/${v.id}/diff/`);
+    const rows = Object.entries(d).filter(([k]) => !["from", "to"].includes(k));
+    $("diff-box").replaceChildren(el("strong", {}, `v${d.from} → v${d.to}`),
+      el("pre", { class: "diff" }, rows.map(([k, val]) => `${k}: ${JSON.stringify(val)}`).join("\n")));
+  } catch (err) { setStatus(`Diff failed: ${err.message}`, "error"); }
+}
+
+async function revert(v) {
+  try {
+    const made = await api(`/api/label-versions/${v.id}/revert/`, { method: "POST", body: {} });
+    setStatus(`Reverted: v${made.number} has the labels of v${v.number}. Rebase your draft to edit on top of it.`, "success");
+    loadHistory();
+  } catch (err) { setStatus(`Revert failed: ${err.message}`, "error"); }
+}
+
+async function submit(v) {
+  try {
+    await api(`/api/label-versions/${v.id}/submit/`, { method: "POST", body: {} });
+    setStatus(`v${v.number} submitted for review.`, "success");
+    loadHistory();
+  } catch (err) { setStatus(`Submit failed: ${err.message}`, "error"); }
+}
+
+// ------------------------------------------------------------------------------------------------ threshold
+
+const subtracted = volumes.find((v) => v.role === "subtracted");
+const slider = $("threshold-slider"), number = $("threshold-number"), previewBox = $("threshold-preview");
+
+async function updatePreview() {
+  if (!previewBox.checked || !subtracted) {
+    allViews().forEach((v) => { v.preview = null; v.compose(); });
+    return;
+  }
+  await Promise.all(allViews().map(async (v) => {
+    try {
+      v.preview = await volumeSlice(subtracted.id, v.axis, v.index);
+      v.compose();
+    } catch (err) { v.showError(`Threshold preview: ${err.message}`); }
+  }));
+  root.dataset.previewThreshold = String(ws.threshold);
+}
+
+function setThreshold(value, { preview = true } = {}) {
+  ws.threshold = value;
+  slider.value = String(value);
+  number.value = String(value);
+  if (preview && subtracted) previewBox.checked = true;
+  updatePreview();
+}
+slider.addEventListener("input", () => setThreshold(Number(slider.value)));
+number.addEventListener("change", () => {
+  const v = Number(number.value);
+  if (!Number.isFinite(v)) { setStatus("The threshold must be a number of HU.", "error"); return; }
+  setThreshold(v);
+});
+previewBox.addEventListener("change", updatePreview);
+if (!subtracted) {
+  previewBox.disabled = true;
+  $("threshold-apply").disabled = true;
+  $("threshold-apply").title = "this study has no subtracted (DSA) volume";
+}
+
+$("threshold-apply").addEventListener("click", async () => {
+  if (!ws.draft) return;
+  const params = { vessel_threshold_hu: ws.threshold };
+  const minComp = Number($("min-component").value);
+  if (Number.isFinite(minComp) && $("min-component").value !== "") params.min_vessel_component_voxels = minComp;
+  const box = $("recipe-progress");
+  $("threshold-apply").disabled = true;
+  try {
+    let run = await api(`/api/drafts/${ws.draft.id}/ops/`, { method: "POST", body: { op: { op: "recipe", params } } });
+    box.replaceChildren(runRow(run));
+    while (["queued", "running"].includes(run.state)) {
+      await new Promise((r) => setTimeout(r, 400));
+      run = await api(`/api/task-runs/${run.id}/`);
+      box.replaceChildren(runRow(run));
+    }
+    if (run.state === "succeeded") {
+      previewBox.checked = false;
+      allViews().forEach((v) => { v.preview = null; });
+      setDraft(await api(`/api/drafts/${ws.draft.id}/`));
+      setStatus(`Recipe applied at ${ws.threshold} HU.`, "success");
+    } else {
+      setStatus(`Recipe ${run.state}: ${run.error || run.message}`, "error");
+    }
+  } catch (err) {
+    box.replaceChildren(el("div", { class: "flash error", role: "alert" }, err.message));
+  } finally {
+    $("threshold-apply").disabled = !subtracted;
+  }
+});
+
+// ------------------------------------------------------------------------------------------------ tools
+
+const toolButtons = $("tools").querySelectorAll("button[data-tool]");
+function setTool(tool) {
+  ws.tool = tool;
+  root.dataset.tool = tool;
+  toolButtons.forEach((b) => b.classList.toggle("active", b.dataset.tool === tool));
+  if (tool !== "scissors") allViews().forEach((v) => { v.polygon = []; v.draw(); });
+}
+toolButtons.forEach((b) => b.addEventListener("click", () => setTool(b.dataset.tool)));
+
+function moveCrosshair(zyx, except) {
+  [ws.crosshair.z, ws.crosshair.y, ws.crosshair.x] = zyx;
+  for (const v of allViews()) {
+    if (v !== except) { if (!v.setIndex(ws.crosshair[v.axis])) v.draw(); } else v.draw();
+  }
+  if (previewBox.checked) updatePreview();
+}
+
+function brushOp(hit, view) {
+  const radius = Number($("brush-radius").value);
+  if (!(radius > 0)) { setStatus("Brush radius must be a positive number of mm.", "error"); return; }
+  const erase = ws.tool === "erase";
+  const op = { op: "brush", center_zyx: hit.zyx, radius_mm: radius, label: erase ? 0 : Number($("brush-class").value),
+               shape: $("brush-sphere").checked ? "sphere" : "circle", axis: view.axis };
+  runOp(op, erase ? "Erase" : "Paint");
+}
+
+function closeScissors(view) {
+  if (view.polygon.length < 3) { setStatus("Scissors: click at least 3 points, then double-click or press Enter.", "error"); return; }
+  const op = { op: "scissors", axis: view.axis, slice: view.index, polygon: view.polygon.map(([r, c]) => [r, c]),
+               mode: $("scissors-mode").value };
+  if ($("scissors-slab").checked) op.slab = [0, view.count];
+  view.polygon = [];
+  view.draw();
+  runOp(op, "Scissors");
+}
+
+let activeView = views.z;
+const readout = $("readout");
+
+for (const view of allViews()) {
+  const canvas = view.canvas;
+  let drag = null;
+  view.slider.addEventListener("input", () => {
+    view.setIndex(Number(view.slider.value));
+    ws.crosshair[view.axis] = view.index;
+    allViews().forEach((v) => v !== view && v.draw());
+    if (previewBox.checked) updatePreview();
+  });
+  canvas.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    if (e.ctrlKey) {
+      view.zoom = Math.max(0.5, Math.min(12, view.zoom * (e.deltaY < 0 ? 1.15 : 1 / 1.15)));
+      view.draw();
+      return;
+    }
+    view.setIndex(view.index + (e.deltaY > 0 ? 1 : -1));
+    ws.crosshair[view.axis] = view.index;
+    allViews().forEach((v) => v !== view && v.draw());
+    if (previewBox.checked) updatePreview();
+  }, { passive: false });
+  canvas.addEventListener("pointerenter", () => { activeView = view; });
+  canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+  canvas.addEventListener("pointerdown", (e) => {
+    activeView = view;
+    canvas.setPointerCapture(e.pointerId);
+    const hit = view.pick(e);
+    if (e.shiftKey || e.button === 1) { drag = { kind: "pan", x: e.clientX, y: e.clientY, pan: [...view.pan] }; return; }
+    if (ws.tool === "window" || e.button === 2) {
+      drag = { kind: "window", x: e.clientX, y: e.clientY, win: { ...ws.window } };
+      return;
+    }
+    if (!hit) return;
+    if (ws.tool === "navigate") { drag = { kind: "navigate" }; moveCrosshair(hit.zyx, view); }
+    else if (ws.tool === "island") {
+      if (!view.valueAt(hit.row, hit.col).label) { setStatus("Island: click on a labeled voxel.", "error"); return; }
+      runOp({ op: "remove_island", at_zyx: hit.zyx }, "Island removed");
+    } else if (ws.tool === "brush" || ws.tool === "erase") {
+      drag = { kind: "brush", last: hit };
+      brushOp(hit, view);
+    } else if (ws.tool === "scissors") {
+      if (e.detail >= 2) { closeScissors(view); return; }
+      view.polygon.push([hit.row, hit.col]);
+      view.draw();
+    }
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    const hit = view.pick(e);
+    if (hit) {
+      const { hu, label } = view.valueAt(hit.row, hit.col);
+      const [z, y, x] = hit.zyx;
+      readout.textContent = `z ${z} y ${y} x ${x} · ${hu} HU${label ? ` · ${CLASS_NAMES[label]}` : ""}`;
+    }
+    if (!drag) return;
+    if (drag.kind === "pan") {
+      const dpr = window.devicePixelRatio || 1;
+      view.pan = [drag.pan[0] + (e.clientX - drag.x) * dpr, drag.pan[1] + (e.clientY - drag.y) * dpr];
+      view.draw();
+    } else if (drag.kind === "window") {
+      setWindow(drag.win.center - (e.clientY - drag.y) * 4, Math.max(1, drag.win.width + (e.clientX - drag.x) * 8));
+    } else if (drag.kind === "navigate" && hit) {
+      moveCrosshair(hit.zyx, view);
+    } else if (drag.kind === "brush" && hit) {
+      const radius = Number($("brush-radius").value);
+      const g = view.geom;
+      const dist = Math.hypot((hit.row - drag.last.row) * g.rowMm, (hit.col - drag.last.col) * g.colMm);
+      if (dist >= radius) { drag.last = hit; brushOp(hit, view); }
+    }
+  });
+  const end = () => { drag = null; };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+}
+
+// ------------------------------------------------------------------------------------------------ keys + help
+
+const help = $("help-panel");
+$("help-button").addEventListener("click", () => { help.hidden = !help.hidden; });
+$("help-close").addEventListener("click", () => { help.hidden = true; });
+
+document.addEventListener("keydown", (e) => {
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName) &&
+    !["range", "checkbox"].includes(document.activeElement?.type);
+  if (typing && e.key !== "Escape") return;
+  const key = e.key;
+  if ((e.ctrlKey || e.metaKey) && key.toLowerCase() === "z") {
+    e.preventDefault();
+    draftAction(e.shiftKey ? "redo" : "undo", e.shiftKey ? "Redone." : "Undone.");
+    return;
+  }
+  if ((e.ctrlKey || e.metaKey) && key.toLowerCase() === "y") { e.preventDefault(); draftAction("redo", "Redone."); return; }
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  const step = { ArrowUp: -1, ArrowDown: 1, PageUp: -5, PageDown: 5 }[key];
+  if (step) {
+    e.preventDefault();
+    activeView.setIndex(activeView.index + step);
+    ws.crosshair[activeView.axis] = activeView.index;
+    allViews().forEach((v) => v !== activeView && v.draw());
+    if (previewBox.checked) updatePreview();
+    return;
+  }
+  const tools = { n: "navigate", w: "window", i: "island", b: "brush", e: "erase", s: "scissors" };
+  if (tools[key.toLowerCase()]) { setTool(tools[key.toLowerCase()]); return; }
+  const presetKeys = Object.keys(presets);
+  if (/^[1-9]$/.test(key) && presetKeys[Number(key) - 1]) { applyPreset(presetKeys[Number(key) - 1]); return; }
+  if (key === "o" || key === "O") { $("overlay-visible").click(); return; }
+  if (key === "r" || key === "R") { activeView.zoom = 1; activeView.pan = [0, 0]; activeView.draw(); return; }
+  if (key === "?") { help.hidden = !help.hidden; return; }
+  if (key === " ") { e.preventDefault(); mip.timer ? mip.pause() : mip.play(); return; }
+  if (key === "ArrowLeft" || key === "ArrowRight") { mip.rotate(key === "ArrowLeft" ? -10 : 10); return; }
+  if (key === "Enter" && ws.tool === "scissors") { closeScissors(activeView); return; }
+  if (key === "Escape") {
+    help.hidden = true;
+    allViews().forEach((v) => { v.polygon = []; v.draw(); });
+  }
+});
+
+// ------------------------------------------------------------------------------------------------ start
+
+setTool("navigate");
+if (!volumes.length) {
+  setStatus("This study has no image volumes yet; import a fill volume first.", "error");
+} else {
+  selectVolume(volumes.find((v) => v.role === "fill") || volumes[0]);
+  openDraft();
+  loadHistory();
+}
