@@ -4,6 +4,7 @@ up active on /models/, inference runs from there."""
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from annotations.labels import _create_version, review
 
@@ -55,19 +56,13 @@ def test_admin_trains_watches_cancels_and_registers_model(
     page.fill("input[name=name]", "long run")
     page.click("#launch")
     page.wait_for_selector("#run-card[data-state=running]", timeout=30000)
-    page.wait_for_function(
-        "document.querySelectorAll('#val-chart .scatterlayer .trace').length >= 4"
-        " && document.querySelector('#val-chart .scatterlayer path.js-line')",
-        timeout=30000,
-    )
-    page.wait_for_function(
-        "document.querySelector('#run-message').textContent.includes('ETA')", timeout=10000
-    )
+    # plotly draws one trace per class plus the mean once the first validation point arrived
+    page.wait_for_selector("#val-chart .scatterlayer .trace:nth-child(4) path.js-line", timeout=30000)
+    page.wait_for_selector("#loss-chart .scatterlayer .trace path.js-line", timeout=10000)
+    page.locator("#run-message", has_text="ETA").wait_for(timeout=10000)
     shot(page, "training-live")
     first = page.locator("#run-message").inner_text()
-    page.wait_for_function(
-        "(t) => document.querySelector('#run-message').textContent !== t", arg=first, timeout=10000
-    )
+    expect(page.locator("#run-message")).not_to_have_text(first, timeout=10000)  # live updates
     page.click("#cancel-run")
     page.wait_for_selector("#run-card[data-state=cancelled]", timeout=15000)
 
@@ -80,6 +75,7 @@ def test_admin_trains_watches_cancels_and_registers_model(
     page.wait_for_selector("#run-message a[href^='/models/#model-']")
     assert page.locator("#run-log").inner_text().count("registered model") == 1
     assert page.locator("#runs-table tbody tr").count() == 2
+    page.wait_for_timeout(400)  # let the progress bar's CSS transition finish before the screenshot
     shot(page, "training-done")
 
     page.click("#run-message a[href^='/models/#model-']")

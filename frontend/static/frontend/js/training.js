@@ -21,10 +21,10 @@ const baseLayout = (title, ytitle, ylog) => ({
   title: { text: title, font: { size: 13, color: "#e6edf3" } },
   paper_bgcolor: "#0b1118", plot_bgcolor: "#0b1118",
   font: { color: "#8b9bb0", size: 11 },
-  margin: { l: 55, r: 12, t: 36, b: 40 },
+  margin: { l: 55, r: 12, t: 36, b: ylog ? 42 : 78 },
   xaxis: { title: { text: "iteration" }, gridcolor: "#223041", zeroline: false },
   yaxis: { title: { text: ytitle }, gridcolor: "#223041", zeroline: false, type: ylog ? "log" : "linear" },
-  legend: { orientation: "h", y: -0.22, font: { size: 11 } },
+  legend: { orientation: "h", x: 0, y: -0.3, yanchor: "top", font: { size: 11 } },
   showlegend: !ylog,
 });
 const plotConfig = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
@@ -43,7 +43,7 @@ function drawCurves(detail) {
   lastCurveKey = key;
   const train = detail.train_curve;
   Plotly.react("loss-chart", [{
-    x: train.map((p) => p[0]), y: train.map((p) => p[1]), type: "scattergl", mode: "lines",
+    x: train.map((p) => p[0]), y: train.map((p) => p[1]), type: "scatter", mode: "lines",
     name: "training loss", line: { color: "#4fb3ff", width: 1.5 },
   }], baseLayout("Training loss (class-balanced cross-entropy)", "loss", true), plotConfig);
   const val = detail.val_curve;
@@ -74,7 +74,9 @@ function showRun(detail) {
   if (ACTIVE.has(run.state)) parts.push(`ETA ${fmtSeconds(detail.eta_s)}`);
   if (run.duration_s) parts.push(`elapsed ${fmtSeconds(run.duration_s)}`);
   const message = document.getElementById("run-message");
-  message.replaceChildren(parts.join(" · "), el("br"), run.error || run.message || "");
+  // while running, the server's message repeats the numbers above; show it only when it says something else
+  const extra = run.error || (ACTIVE.has(run.state) && run.message.startsWith("iteration") ? "" : run.message);
+  message.replaceChildren(parts.join(" · "), ...(extra ? [el("br"), extra] : []));
   message.className = run.error ? "error-text" : "muted";
   if (detail.model_version) {
     message.append(el("br"), "Registered as ", el("a", { href: `/models/#model-${detail.model_version}` },
