@@ -1,0 +1,656 @@
+"""Evaluation services: check that a model version x cohorts can be evaluated (``evaluation_plan``), run the
+evaluation (``run_evaluation``, called by the ``evaluate`` task), compare two evaluations (``compare``).
+
+All numbers come from ``inference.metrics`` (2x2 tables, metrics, class confusion, cohort summaries, paired
+differences, Table 1) and ``inference.artifacts`` (residual bone); this module loads volumes, checks the
+inputs, calls those functions and saves. Decisions:
+
+* Reference: ``approved`` = the study's newest APPROVED label version (its ROI box, when set, limits the scored
+  voxels); ``truth`` = the phantom's exact truth volume (no ROI). With ``approved``, phantom studies are also
+  scored against their truth inside the same ROI and reported separately ("label quality" is then visible).
+* Prediction: the newest ``class_map`` volume whose ``model_version_id`` is the model's pk. The 3D-DLA volume is
+  the newest ``dla`` volume of that model; when inference did not store one it is derived exactly as inference
+  does (``inference.dense.dla_volume``: fill HU where the class map says vessel, -1000 HU elsewhere).
+* Residual bone: bright voxels of the DSA (``subtracted``) and of the 3D-DLA inside the reference's bone class
+  (``inference.artifacts.residual_bone`` with the evaluation's ``bright_hu`` / ``min_cluster_voxels``). The
+  location breakdown (otic capsule, nasal cavity, skull base, vault) needs the phantom's region masks, which are
+  not stored: they are regenerated from ``study.metadata["phantom"]["params"]`` (seed, grid, spacing; the
+  anatomy depends on these only) and used only when the regenerated bone class equals the stored truth's bone
+  class voxel for voxel. Real studies get no breakdown, and the report says so.
+* Bad input is refused before anything is queued (``EvaluationInputError``, a 400): studies without a
+  prediction or reference are listed (``allow_missing`` evaluates the others and lists them in the report), a
+  reference on another grid than the prediction and an empty ROI box always refuse. Problems found only when the
+  voxels are read (no labeled voxel inside the ROI) fail the run naming the study; results are written in one
+  transaction at the end, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+from django.db import transaction
+
+from annotations.classes import BONE, VESSEL
+from annotations.labels import version_labels
+from annotations.models import Study, Volume
+from inference.artifacts import ArtifactError, ResidualBone, cohort_artifact_rate, residual_bone
+from inference.dense import dla_volume
+from inference.metrics import (
+    CLASS_CONFUSION_ORDER,
+    METRIC_NAMES,
+    TABLE1_METRICS,
+    Confusion,
+    MetricsError,
+    StudyMetrics,
+    Summary,
+    class_confusion,
+    cohort_summary,
+    format_frequency,
+    format_paper_pct,
+    format_pct,
+    paired_difference,
+    table1,
+    vessel_confusion,
+)
+from inference.services import newest_approved
+
+from .models import Evaluation, StudyResult
+
+COHORTS = (Study.Cohort.TRAIN, Study.Cohort.VALIDATION, Study.Cohort.TEST)
+DATASET_NAMES = {"train": "Training", "validation": "Validation", "test": "Testing"}
+"""Table 1 row names; "Validation" and "Testing" match the keys of inference.metrics.PAPER_TABLE1."""
+REGION_NAMES = ("otic_capsule", "nasal_cavity", "skull_base", "vault")
+METRIC_LABELS = {
+    "sensitivity": "Sensitivity (recall)",
+    "ppv": "PPV (precision)",
+    "dice": "DSC (F1-score)",
+    "accuracy": "Accuracy",
+    "specificity": "Specificity",
+}
+
+
+class EvaluationInputError(ValueError):
+    """An evaluation that cannot be run as asked; the message names the problem (and lists the studies)."""
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+
+def prediction_volume(study: Study, model_version_id: int) -> Volume | None:
+    """The newest class_map volume of ``study`` made by the model."""
+    return (
+        Volume.objects.filter(study=study, role=Volume.Role.CLASS_MAP, model_version_id=model_version_id)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def _listing(items: list[str], limit: int = 30) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_cohorts(cohorts) -> list[str]:
+    if isinstance(cohorts, str):
+        cohorts = [cohorts]
+    if not isinstance(cohorts, list | tuple) or not cohorts:
+        raise EvaluationInputError("give at least one cohort (train, validation or test)")
+    out = []
+    for cohort in cohorts:
+        if cohort not in COHORTS:
+            raise EvaluationInputError(f"unknown cohort {cohort!r}; use train, validation or test")
+        if cohort in out:
+            raise EvaluationInputError(f"cohort {cohort!r} is given twice")
+        out.append(cohort)
+    return out
+
+
+def _roi_problem(box, shape) -> str | None:
+    if box is None:
+        return None
+    if not isinstance(box, list | tuple) or len(box) != 6:
+        return f"ROI box {box!r} is not [z0, z1, y0, y1, x0, x1]"
+    for axis, (lo, hi, n) in enumerate(zip(box[0::2], box[1::2], shape, strict=True)):
+        lo, hi = max(int(lo), 0), min(int(hi), int(n))
+        if lo >= hi:
+            return f"ROI box {list(box)} is empty along {'zyx'[axis]}"
+    return None
+
+
+def evaluation_plan(*, model_version_id: int, cohorts, reference: str, allow_missing: bool = False) -> dict:
+    """Check the inputs and return ``{"entries": [...], "missing": [...]}`` without reading voxels.
+
+    entries: ``{study, pseudonym, cohort, prediction, label_version | None, truth | None, roi}`` in cohort and
+    pseudonym order; missing: ``{study, pseudonym, cohort, reason}``. Raises EvaluationInputError: unknown
+    cohort, a cohort without studies, studies lacking a prediction or reference (unless ``allow_missing``; a
+    cohort with none left always), a reference grid differing from the prediction's, an empty ROI box.
+    """
+    cohorts = check_cohorts(cohorts)
+    if reference not in Evaluation.Reference.values:
+        raise EvaluationInputError(f"unknown reference {reference!r}; use 'approved' or 'truth'")
+    entries, missing, grid, roi_errors, empty = [], [], [], [], []
+    for cohort in cohorts:
+        studies = list(Study.objects.filter(cohort=cohort).order_by("pseudonym"))
+        if not studies:
+            raise EvaluationInputError(f"the {cohort} cohort has no studies; assign studies to it first")
+        kept = 0
+        for study in studies:
+            reasons = []
+            prediction = prediction_volume(study, model_version_id)
+            if prediction is None:
+                reasons.append(f"no prediction (class map) of model #{model_version_id}: run inference")
+            version = truth = None
+            if reference == Evaluation.Reference.APPROVED:
+                version = newest_approved(study)
+                if version is None:
+                    reasons.append("no approved label version")
+            truth = study.volume(Volume.Role.TRUTH)
+            if reference == Evaluation.Reference.TRUTH and truth is None:
+                reasons.append("no truth volume (not a phantom)")
+            if reasons:
+                missing.append(
+                    {
+                        "study": study.pk,
+                        "pseudonym": study.pseudonym,
+                        "cohort": cohort,
+                        "reason": "; ".join(reasons),
+                    }
+                )
+                continue
+            ref_shape = list(version.shape) if version is not None else list(truth.shape)
+            if ref_shape != list(prediction.shape):
+                what = f"labels v{version.number}" if version is not None else "truth"
+                grid.append(f"{study.pseudonym} ({what} {ref_shape}, prediction {list(prediction.shape)})")
+                continue
+            roi = version.roi_box_zyx if version is not None else None
+            problem = _roi_problem(roi, ref_shape)
+            if problem:
+                roi_errors.append(f"{study.pseudonym} ({problem})")
+                continue
+            if version is not None:
+                labeled = sum(int(v) for k, v in (version.counts or {}).items() if str(k) != "0")
+                if labeled == 0:
+                    empty.append(f"{study.pseudonym} (labels v{version.number} have no labeled voxel)")
+                    continue
+            entries.append(
+                {
+                    "study": study.pk,
+                    "pseudonym": study.pseudonym,
+                    "cohort": cohort,
+                    "prediction": prediction.pk,
+                    "label_version": version.pk if version is not None else None,
+                    "label_number": version.number if version is not None else None,
+                    "truth": truth.pk if truth is not None and list(truth.shape) == ref_shape else None,
+                    "roi": list(roi) if roi else None,
+                }
+            )
+            kept += 1
+        if kept == 0 and not grid and not roi_errors and not empty:
+            lacking = [f"{m['pseudonym']} ({m['reason']})" for m in missing if m["cohort"] == cohort]
+            raise EvaluationInputError(
+                f"nothing to evaluate in the {cohort} cohort: every study lacks a prediction or a reference: "
+                + _listing(lacking)
+            )
+    if grid:
+        raise EvaluationInputError(
+            "reference labels not on the prediction's grid (re-run inference on the study's fill volume or "
+            "label the same grid): " + _listing(grid)
+        )
+    if roi_errors or empty:
+        raise EvaluationInputError(
+            "empty region of interest, nothing to score: " + _listing(roi_errors + empty)
+        )
+    if missing and not allow_missing:
+        raise EvaluationInputError(
+            f"{len(missing)} studies cannot be evaluated: "
+            + _listing([f"{m['pseudonym']} ({m['reason']})" for m in missing])
+            + "; fix them, or set allow_missing to evaluate the others and list these in the report"
+        )
+    return {"entries": entries, "missing": missing}
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def _roi_mask(box, shape) -> np.ndarray | None:
+    if not box:
+        return None
+    mask = np.zeros(shape, dtype=bool)
+    z0, z1, y0, y1, x0, x1 = (int(v) for v in box)
+    mask[z0:z1, y0:y1, x0:x1] = True
+    return mask
+
+
+def phantom_regions(study: Study, truth: np.ndarray | None, shape) -> tuple[dict | None, str]:
+    """Anatomical region masks of a phantom study (regenerated from its stored parameters), or (None, why)."""
+    params = ((study.metadata or {}).get("phantom") or {}).get("params") or {}
+    if not params:
+        return None, "no location breakdown: not a phantom with stored generation parameters"
+    if truth is None:
+        return None, "no location breakdown: the phantom's truth volume is missing"
+    try:
+        from annotations.phantom import make_subject
+
+        if list(params.get("shape_zyx", [])) != list(shape):
+            return None, "no location breakdown: the stored phantom grid differs from the study's"
+        subject = make_subject(
+            tuple(params["shape_zyx"]), tuple(params["spacing_mm"]), seed=int(params["seed"]), motion=False
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"no location breakdown: the phantom could not be regenerated ({exc})"
+    if not np.array_equal(subject.truth == BONE, np.asarray(truth) == BONE):
+        return None, "no location breakdown: the regenerated phantom's bone differs from the stored truth"
+    return {name: subject.regions[name] for name in REGION_NAMES if name in subject.regions}, ""
+
+
+def _residual_dict(result: ResidualBone | None, error: str = "") -> dict | None:
+    if result is None:
+        return {"error": error} if error else None
+    return dataclasses.asdict(result)
+
+
+def _metrics_dict(m: StudyMetrics) -> dict:
+    return {
+        "tp": m.confusion.tp,
+        "fp": m.confusion.fp,
+        "fn": m.confusion.fn,
+        "tn": m.confusion.tn,
+        **{name: getattr(m, name) for name in METRIC_NAMES},
+        "reasons": dict(m.reasons),
+    }
+
+
+def _score(reference: np.ndarray, predicted: np.ndarray, roi: np.ndarray | None, pseudonym: str, what: str):
+    try:
+        confusion = vessel_confusion(reference, predicted, roi)
+        return StudyMetrics.from_confusion(confusion), class_confusion(reference, predicted, roi)
+    except MetricsError as exc:
+        raise EvaluationInputError(f"{pseudonym} ({what}): {exc}")
+
+
+def evaluate_study(evaluation: Evaluation, entry: dict) -> dict:
+    """All numbers of one study (plain JSON-ready dict; nothing is saved)."""
+    study = Study.objects.get(pk=entry["study"])
+    prediction = Volume.objects.get(pk=entry["prediction"])
+    predicted = np.asarray(prediction.array())
+    truth_volume = Volume.objects.filter(pk=entry["truth"]).first() if entry.get("truth") else None
+    truth = np.asarray(truth_volume.array()) if truth_volume is not None else None
+    if entry["label_version"] is not None:
+        from annotations.models import LabelVersion
+
+        version = LabelVersion.objects.get(pk=entry["label_version"])
+        reference = version_labels(version)
+        what = f"labels v{version.number}"
+    else:
+        reference, what = truth, "truth"
+    roi = _roi_mask(entry["roi"], reference.shape)
+    metrics, confusion3 = _score(reference, predicted, roi, study.pseudonym, what)
+    scored = reference != 0 if roi is None else (reference != 0) & roi
+    voxel_ml = float(np.prod(prediction.spacing_mm)) / 1000.0
+    vessel_ml = float(np.count_nonzero(scored & (reference == VESSEL))) * voxel_ml
+    truth_metrics = None
+    if evaluation.reference == Evaluation.Reference.APPROVED and truth is not None:
+        m_truth, c_truth = _score(truth, predicted, roi, study.pseudonym, "truth")
+        truth_metrics = {**_metrics_dict(m_truth), "class_confusion": c_truth.tolist()}
+
+    # residual bone: DSA vs 3D-DLA inside the reference's bone class
+    bone = reference == BONE
+    regions, region_note = phantom_regions(study, truth, reference.shape)
+    artifacts: dict = {"region_note": region_note}
+    params = {
+        "bright_hu": evaluation.bright_hu,
+        "min_cluster_voxels": evaluation.min_cluster_voxels,
+        "regions": regions,
+    }
+    dsa_volume = study.volume(Volume.Role.SUBTRACTED)
+    if dsa_volume is None:
+        artifacts["dsa"] = {"error": "no subtracted (DSA) volume"}
+    elif list(dsa_volume.shape) != list(reference.shape):
+        artifacts["dsa"] = {"error": f"DSA grid {dsa_volume.shape} differs from the reference"}
+    else:
+        try:
+            artifacts["dsa"] = _residual_dict(residual_bone(np.asarray(dsa_volume.array()), bone, **params))
+        except ArtifactError as exc:
+            artifacts["dsa"] = {"error": str(exc)}
+    dla = (
+        Volume.objects.filter(study=study, role=Volume.Role.DLA, model_version_id=prediction.model_version_id)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if dla is not None and list(dla.shape) == list(reference.shape):
+        dla_hu, artifacts["dla_source"] = np.asarray(dla.array()), f"stored 3D-DLA volume #{dla.pk}"
+    else:
+        fill = study.volume(Volume.Role.FILL)
+        if fill is not None and list(fill.shape) == list(reference.shape):
+            dla_hu = dla_volume(np.asarray(fill.array()), predicted)
+            artifacts["dla_source"] = "derived from the fill volume and the class map (no stored 3D-DLA)"
+        else:
+            dla_hu = None
+            artifacts["dla"] = {"error": "no 3D-DLA volume and no fill volume on the prediction's grid"}
+    if dla_hu is not None:
+        try:
+            artifacts["dla"] = _residual_dict(residual_bone(dla_hu, bone, **params))
+        except ArtifactError as exc:
+            artifacts["dla"] = {"error": str(exc)}
+    return {
+        "study": study,
+        "pseudonym": study.pseudonym,
+        "cohort": entry["cohort"],
+        "label_version_id": entry["label_version"],
+        "prediction": prediction,
+        **_metrics_dict(metrics),
+        "class_confusion": confusion3.tolist(),
+        "vessel_volume_ml": vessel_ml,
+        "roi_box_zyx": entry["roi"],
+        "artifacts": artifacts,
+        "truth": truth_metrics,
+    }
+
+
+def _summary_dict(summary: Summary | None) -> dict | None:
+    if summary is None:
+        return None
+    return {**dataclasses.asdict(summary), "text": format_pct(summary)}
+
+
+def _table_rows(rows_by_dataset: dict[str, list[StudyMetrics]], evaluation: Evaluation) -> list[dict]:
+    rows = table1(rows_by_dataset, ci=evaluation.ci_method, n_boot=evaluation.n_boot, seed=evaluation.seed)
+    out = []
+    for row in rows:
+        entry = {"dataset": row["dataset"], "n": row["n"]}
+        notes = []
+        for metric in TABLE1_METRICS:
+            s = row[metric]
+            entry[metric] = _summary_dict(s)
+            if s is None:
+                notes.append(f"{metric}: undefined for every patient")
+            elif s.note:
+                for part in s.note.split("; "):
+                    notes.append(part if part.startswith("one patient") else f"{metric}: {part}")
+        if "paper" in row:
+            paper = row["paper"]
+            entry["paper"] = {
+                "n": paper["n"],
+                **{
+                    m: {
+                        "mean": paper[m][0],
+                        "ci_low": paper[m][1],
+                        "ci_high": paper[m][2],
+                        "text": format_paper_pct(paper[m]),
+                    }
+                    for m in TABLE1_METRICS
+                },
+            }
+        entry["notes"] = sorted(set(notes), key=notes.index)
+        out.append(entry)
+    return out
+
+
+def _artifact_summary(results: list[dict]) -> dict:
+    out = {}
+    for side in ("dsa", "dla"):
+        done = [
+            ResidualBone(**{k: v for k, v in r["artifacts"][side].items()})
+            for r in results
+            if r["artifacts"].get(side) and "error" not in r["artifacts"][side]
+        ]
+        errors = [r["pseudonym"] for r in results if (r["artifacts"].get(side) or {}).get("error")]
+        if not done:
+            out[side] = {"n": 0, "N": 0, "pct": None, "text": "not available", "unavailable": errors}
+            continue
+        n, total, pct, text = cohort_artifact_rate(done)
+        by_region = {}
+        with_regions = [r for r in done if r.by_region]
+        for name in REGION_NAMES:
+            if with_regions:
+                hits = sum(1 for r in with_regions if r.present and r.by_region.get(name, 0) > 0)
+                by_region[name] = {
+                    "n": hits,
+                    "N": len(with_regions),
+                    "text": format_frequency(hits, len(with_regions)),
+                }
+        out[side] = {
+            "n": n,
+            "N": total,
+            "pct": pct,
+            "text": text,
+            "by_region": by_region,
+            "unavailable": errors,
+        }
+    return out
+
+
+def build_summary(evaluation: Evaluation, results: list[dict], missing: list[dict]) -> dict:
+    by_cohort: dict[str, list[dict]] = {}
+    for r in results:
+        by_cohort.setdefault(r["cohort"], []).append(r)
+    order = [c for c in evaluation.cohorts if c in by_cohort]
+
+    def as_metrics(r: dict) -> StudyMetrics:
+        return StudyMetrics.from_confusion(Confusion(r["tp"], r["fp"], r["fn"], r["tn"]))
+
+    table = _table_rows({DATASET_NAMES[c]: [as_metrics(r) for r in by_cohort[c]] for c in order}, evaluation)
+    truth_table = []
+    truth_cohorts = {c: [r for r in by_cohort[c] if r["truth"]] for c in order}
+    if any(truth_cohorts.values()):
+        truth_table = _table_rows(
+            {
+                DATASET_NAMES[c]: [
+                    StudyMetrics.from_confusion(Confusion(*(r["truth"][k] for k in ("tp", "fp", "fn", "tn"))))
+                    for r in rows
+                ]
+                for c, rows in truth_cohorts.items()
+                if rows
+            },
+            evaluation,
+        )
+        for row in truth_table:
+            row.pop("paper", None)
+    pooled = {}
+    specificity = {}
+    for c in order:
+        conf = Confusion(0, 0, 0, 0)
+        for r in by_cohort[c]:
+            conf = conf + Confusion(r["tp"], r["fp"], r["fn"], r["tn"])
+        pooled[DATASET_NAMES[c]] = dataclasses.asdict(conf)
+        values = [r["specificity"] for r in by_cohort[c]]
+        specificity[DATASET_NAMES[c]] = (
+            _summary_dict(
+                cohort_summary(
+                    values, ci=evaluation.ci_method, n_boot=evaluation.n_boot, seed=evaluation.seed
+                )
+            )
+            if any(v is not None for v in values)
+            else None
+        )
+    artifacts = {DATASET_NAMES[c]: _artifact_summary(by_cohort[c]) for c in order}
+    region_notes = sorted({r["artifacts"].get("region_note", "") for r in results} - {""})
+    worst = sorted((r for r in results if r["dice"] is not None), key=lambda r: (r["dice"], r["pseudonym"]))[
+        :5
+    ]
+    ci_text = (
+        "Student t interval over patients (mean +/- t(0.975, n-1) SD/sqrt(n))"
+        if evaluation.ci_method == "t"
+        else f"percentile bootstrap over patients ({evaluation.n_boot} resamples, seed {evaluation.seed})"
+    )
+    notes = []
+    if any(row["n"] == 1 for row in table):
+        notes.append("A cohort of one patient has no confidence interval (shown as 'no CI').")
+    if missing:
+        notes.append(f"{len(missing)} studies were not evaluated (listed under 'Not evaluated').")
+    return {
+        "table1": table,
+        "truth_table1": truth_table,
+        "pooled_confusion": pooled,
+        "specificity": specificity,
+        "artifacts": artifacts,
+        "artifact_region_notes": region_notes,
+        "worst_cases": [
+            {"study": r["study"].pk, "pseudonym": r["pseudonym"], "cohort": r["cohort"], "dice": r["dice"]}
+            for r in worst
+        ],
+        "n_studies": len(results),
+        "ci_method": ci_text,
+        "reference": evaluation.get_reference_display(),
+        "class_order": [int(c) for c in CLASS_CONFUSION_ORDER],
+        "notes": notes,
+    }
+
+
+def run_evaluation(ctx, *, evaluation_id: int) -> dict:
+    """Evaluate and store the results of ``evaluation_id`` (idempotent: a rerun replaces its rows)."""
+    started = time.monotonic()
+    evaluation = Evaluation.objects.select_related("model_version").get(pk=evaluation_id)
+    ctx.progress(0.0, "checking studies", force=True)
+    plan = evaluation_plan(
+        model_version_id=evaluation.model_version_id,
+        cohorts=evaluation.cohorts,
+        reference=evaluation.reference,
+        allow_missing=evaluation.allow_missing,
+    )
+    entries = plan["entries"]
+    results = []
+    for i, entry in enumerate(entries):
+        ctx.progress(i / len(entries), f"{entry['pseudonym']} ({i + 1}/{len(entries)})")
+        results.append(evaluate_study(evaluation, entry))
+    ctx.progress(0.97, "summarizing", force=True)
+    summary = build_summary(evaluation, results, plan["missing"])
+    with transaction.atomic():
+        evaluation = Evaluation.objects.select_for_update().get(pk=evaluation_id)
+        evaluation.results.all().delete()
+        StudyResult.objects.bulk_create(
+            [
+                StudyResult(
+                    evaluation=evaluation,
+                    study=r["study"],
+                    pseudonym=r["pseudonym"],
+                    cohort=r["cohort"],
+                    label_version_id=r["label_version_id"],
+                    prediction=r["prediction"],
+                    tp=r["tp"],
+                    fp=r["fp"],
+                    fn=r["fn"],
+                    tn=r["tn"],
+                    **{name: r[name] for name in METRIC_NAMES},
+                    reasons=r["reasons"],
+                    class_confusion=r["class_confusion"],
+                    vessel_volume_ml=r["vessel_volume_ml"],
+                    roi_box_zyx=r["roi_box_zyx"],
+                    artifacts=r["artifacts"],
+                    truth=r["truth"],
+                )
+                for r in results
+            ]
+        )
+        evaluation.summary = summary
+        evaluation.missing = plan["missing"]
+        evaluation.elapsed_s = time.monotonic() - started
+        evaluation.save(update_fields=["summary", "missing", "elapsed_s"])
+    return {
+        "evaluation_id": evaluation_id,
+        "studies": len(results),
+        "missing": len(plan["missing"]),
+        "table1": {
+            row["dataset"]: {m: (row[m] or {}).get("text") for m in TABLE1_METRICS}
+            for row in summary["table1"]
+        },
+    }
+
+
+def create_evaluation(
+    *, user, model_version, cohorts, reference, ci_method, allow_missing, **options
+) -> Evaluation:
+    """Check the plan (raises EvaluationInputError), create the Evaluation and enqueue its task (on commit)."""
+    from .tasks import evaluate
+
+    cohorts = check_cohorts(cohorts)
+    plan = evaluation_plan(
+        model_version_id=model_version.pk, cohorts=cohorts, reference=reference, allow_missing=allow_missing
+    )
+    with transaction.atomic():
+        evaluation = Evaluation.objects.create(
+            model_version=model_version,
+            cohorts=cohorts,
+            reference=reference,
+            ci_method=ci_method,
+            allow_missing=allow_missing,
+            created_by=user,
+            missing=plan["missing"],
+            **options,
+        )
+        run = evaluate.enqueue(
+            user=user,
+            target=evaluation,
+            params={"evaluation_id": evaluation.pk},
+            message=f"queued: {len(plan['entries'])} studies",
+        )
+        evaluation.task_run = run
+        evaluation.save(update_fields=["task_run"])
+    return evaluation
+
+
+# ------------------------------------------------------------------------------------------------ comparison
+
+
+def compare(a: Evaluation, b: Evaluation) -> dict:
+    """Paired differences a - b of the per-patient metrics on the studies both evaluations scored.
+
+    Both must be finished and use the same reference; rows per cohort both cover. Raises EvaluationInputError.
+    """
+    for ev in (a, b):
+        if not ev.is_done:
+            raise EvaluationInputError(f"evaluation #{ev.pk} has no results yet (state {ev.state})")
+    if a.pk == b.pk:
+        raise EvaluationInputError("compare two different evaluations")
+    if a.reference != b.reference:
+        raise EvaluationInputError(
+            f"evaluations #{a.pk} and #{b.pk} use different references ({a.reference} vs {b.reference})"
+        )
+    ci = a.ci_method
+    rows, notes = [], []
+    res_a = {(r.cohort, r.study_id): r for r in a.results.all() if r.study_id}
+    res_b = {(r.cohort, r.study_id): r for r in b.results.all() if r.study_id}
+    for cohort in COHORTS:
+        keys = sorted(k for k in res_a if k[0] == cohort and k in res_b)
+        only = [res_a[k].pseudonym for k in res_a if k[0] == cohort and k not in res_b] + [
+            res_b[k].pseudonym for k in res_b if k[0] == cohort and k not in res_a
+        ]
+        if only:
+            notes.append(
+                f"{DATASET_NAMES[cohort]}: not in both evaluations, left out: {_listing(sorted(only))}"
+            )
+        if not keys:
+            continue
+        row = {
+            "dataset": DATASET_NAMES[cohort],
+            "n": len(keys),
+            "studies": [res_a[k].pseudonym for k in keys],
+        }
+        for metric in TABLE1_METRICS + ("specificity",):
+            va = [getattr(res_a[k], metric) for k in keys]
+            vb = [getattr(res_b[k], metric) for k in keys]
+            try:
+                d = paired_difference(va, vb, ci=ci, n_boot=a.n_boot, seed=a.seed)
+            except MetricsError as exc:
+                row[metric] = {"error": str(exc), "text": "n/a"}
+                continue
+            text = f"{100 * d.mean:+.2f} pp"
+            if d.ci_low is not None:
+                text += f" [{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}]"
+            else:
+                text += " [no CI]"
+            row[metric] = {**dataclasses.asdict(d), "text": text}
+        rows.append(row)
+    if not rows:
+        raise EvaluationInputError(f"evaluations #{a.pk} and #{b.pk} share no evaluated study")
+    return {
+        "a": {"id": a.pk, "model_version": a.model_version_id, "model_name": a.model_version.name},
+        "b": {"id": b.pk, "model_version": b.model_version_id, "model_name": b.model_version.name},
+        "reference": a.reference,
+        "ci_method": ci,
+        "rows": rows,
+        "notes": notes,
+        "unit": "percentage points (a - b), mean and 95% CI of the per-patient differences",
+    }
