@@ -20,6 +20,15 @@ class Conflict(exceptions.APIException):
 
 
 def exception_handler(exc, context):
+    from django.db import InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database went away mid-request: the transaction was rolled back, so nothing was saved.
+        return Response(
+            {"detail": "The database connection was lost; nothing was saved. Please try again."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, ValidationError) and not isinstance(exc, exceptions.ValidationError):
         exc = exceptions.ValidationError(detail={"detail": exc.messages[0] if exc.messages else str(exc)})
     if isinstance(exc, ValueError) and type(exc).__module__.split(".")[0] in (

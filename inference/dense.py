@@ -23,7 +23,7 @@ from annotations.classes import SOFT_TISSUE, VESSEL
 from inference.network import HALO_YX, HALO_Z, PATCH_YX, PATCH_Z, normalize_hu
 
 AIR_HU = -1000
-DLA_BACKGROUND_HU = -1000
+DLA_BACKGROUND_HU = 0  # like a subtracted DSA: readers must not tell the methods apart by background
 DEFAULT_CANDIDATE_MIN_HU = 100
 MIN_TILE = 32
 
@@ -140,7 +140,8 @@ def dla_volume(
 ) -> np.ndarray:
     """3D-DLA angiogram int16 [Z,Y,X]: fill HU where ``class_map == VESSEL``, else ``background_hu``.
 
-    Default background -1000 HU (air): a constant low value keeps MIPs and volume renderings clean.
+    Default background 0 HU, the background of a subtracted 3D-DSA, so both angiograms share one window and a
+    blinded reader cannot tell DLA from DSA by its background alone.
     """
     fill_hu = _check_volume(fill_hu)
     if class_map.shape != fill_hu.shape:

@@ -149,8 +149,8 @@ def test_dla_volume_and_input_checks():
     cls[1, 2, 3] = BONE
     out = dla_volume(vol, cls)
     assert out.dtype == np.int16
-    assert np.array_equal(out[cls == VESSEL], vol[cls == VESSEL]) and (out[cls != VESSEL] == -1000).all()
-    assert (dla_volume(vol, cls, background_hu=0)[cls != VESSEL] == 0).all()
+    assert np.array_equal(out[cls == VESSEL], vol[cls == VESSEL]) and (out[cls != VESSEL] == 0).all()
+    assert (dla_volume(vol, cls, background_hu=-1000)[cls != VESSEL] == -1000).all()
     with pytest.raises(InvalidVolumeError, match="shape"):
         dla_volume(vol, cls[:1])
     with pytest.raises(InvalidVolumeError, match="3D"):
