@@ -16,3 +16,14 @@ if (studies) {
     }
   }).catch(() => {});
 }
+
+const readerList = document.getElementById("reader-list");
+if (readerList) {
+  api("/api/reading-studies/").then((studies) => {
+    const items = (studies || []).filter((s) => s.status !== "draft").map((s) =>
+      el("li", {},
+        s.resume ? el("a", { href: `/reading/${s.resume}/` }, s.title) : el("span", {}, s.title), " ",
+        el("span", { class: "muted" }, `${s.progress} scored${s.status === "closed" ? " · closed" : ""}`)));
+    if (items.length) readerList.replaceChildren(...items);
+  }).catch(() => {});
+}
