@@ -146,7 +146,9 @@ VOLUME_CACHE_DIR = Path(env_str("DLA_VOLUME_CACHE_DIR", str(STORAGE_ROOT)))
 # Uploads wait here for the ingest worker (shared by web and workers; never served over HTTP).
 UPLOAD_DIR = Path(env_str("DLA_UPLOAD_DIR", str(STORAGE_ROOT / "uploads")))
 DLA_KEEP_PSEUDONYM_MAP = env_bool("DLA_KEEP_PSEUDONYM_MAP", False)
-DATA_UPLOAD_MAX_NUMBER_FILES = env_int("DLA_MAX_UPLOAD_FILES", 5000, minimum=1)  # a series is one file per slice
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int(
+    "DLA_MAX_UPLOAD_FILES", 5000, minimum=1
+)  # a series is one file per slice
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DLA_MAX_UPLOAD_BYTES = env_int("DLA_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1)
