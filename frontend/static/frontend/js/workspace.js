@@ -16,7 +16,7 @@ const ws = {
   studyId: Number(root.dataset.studyId),
   volume: null,
   window: { center: 300, width: 1200 },
-  overlay: { visible: true, opacity: 0.5, classes: { 1: true, 2: true, 3: true } },
+  overlay: { visible: true, opacity: 0.5, classes: { 1: true, 2: true, 3: false } }, // soft tissue hidden: it covers the head
   crosshair: { z: 0, y: 0, x: 0 },
   draft: null,
   threshold: Number($("threshold-slider").value),
@@ -99,7 +99,7 @@ const toggles = $("class-toggles");
 for (const [id, name] of Object.entries(CLASS_NAMES)) {
   const [r, g, b] = CLASS_COLORS[id];
   toggles.append(el("label", { class: "check" },
-    el("input", { type: "checkbox", checked: "checked", dataset: { classId: id },
+    el("input", { type: "checkbox", checked: ws.overlay.classes[id] ? "checked" : null, dataset: { classId: id },
                   onchange: (e) => { ws.overlay.classes[id] = e.target.checked; allViews().forEach((v) => v.compose()); } }),
     el("span", { class: "swatch", style: `background:rgb(${r},${g},${b})` }), ` ${name}`,
     el("span", { class: "muted small count", dataset: { countFor: id } }, "")));
