@@ -10,7 +10,7 @@ inputs, calls those functions and saves. Decisions:
   scored against their truth inside the same ROI and reported separately ("label quality" is then visible).
 * Prediction: the newest ``class_map`` volume whose ``model_version_id`` is the model's pk. The 3D-DLA volume is
   the newest ``dla`` volume of that model; when inference did not store one it is derived exactly as inference
-  does (``inference.dense.dla_volume``: fill HU where the class map says vessel, -1000 HU elsewhere).
+  does (``inference.dense.dla_volume``: fill HU where the class map says vessel, 0 HU (a DSA background) elsewhere).
 * Residual bone: bright voxels of the DSA (``subtracted``) and of the 3D-DLA inside the reference's bone class
   (``inference.artifacts.residual_bone`` with the evaluation's ``bright_hu`` / ``min_cluster_voxels``). The
   location breakdown (otic capsule, nasal cavity, skull base, vault) needs the phantom's region masks, which are
