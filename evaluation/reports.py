@@ -546,8 +546,8 @@ def report_pdf(evaluation: Evaluation) -> bytes:
             style.add("FONTNAME", (0, i), (-1, i), "Helvetica-Oblique")
     table.setStyle(style)
     story.append(table)
-    notes = [n for row in ctx["table1"] for n in row.get("notes", [])] + ctx["summary"].get("notes", [])
-    for note in sorted(set(notes)):
+    notes = [f"{row['dataset']}: {n}" for row in ctx["table1"] for n in row.get("notes", [])]
+    for note in notes + ctx["summary"].get("notes", []):
         story.append(Paragraph(f"Note: {escape(note)}", small))
     if ctx["truth_table1"]:
         story += [

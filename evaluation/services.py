@@ -476,8 +476,6 @@ def build_summary(evaluation: Evaluation, results: list[dict], missing: list[dic
         else f"percentile bootstrap over patients ({evaluation.n_boot} resamples, seed {evaluation.seed})"
     )
     notes = []
-    if any(row["n"] == 1 for row in table):
-        notes.append("A cohort of one patient has no confidence interval (shown as 'no CI').")
     if missing:
         notes.append(f"{len(missing)} studies were not evaluated (listed under 'Not evaluated').")
     return {
