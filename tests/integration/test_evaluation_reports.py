@@ -140,3 +140,30 @@ def test_report_page_while_running_shows_progress(cohort, users, client_for):  #
     assert f'data-run="{evaluation.task_run_id}"' in html and "Table 1" not in html
     listing = page_client(users["admin"]).get("/evaluations/").content.decode()
     assert f'data-evaluation="{evaluation.pk}"' in listing
+
+
+def test_evaluate_command_prints_table1_and_writes_the_pdf(cohort, tmp_path):  # noqa: F811
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    pdf = tmp_path / "report.pdf"
+    call_command(
+        "evaluate",
+        "--model",
+        str(cohort["model"].pk),
+        "--cohort",
+        "test",
+        "--pdf",
+        str(pdf),
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    evaluation = Evaluation.objects.get()
+    assert evaluation.is_done and pdf.read_bytes().startswith(b"%PDF")
+    text = out.getvalue()
+    assert evaluation.summary["table1"][0]["dice"]["text"] in text and "98.0% [97.4, 98.7]%" in text
+    with pytest.raises(CommandError, match="the train cohort has no studies"):
+        call_command(
+            "evaluate", "--model", str(cohort["model"].pk), "--cohort", "train", stdout=io.StringIO()
+        )
