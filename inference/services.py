@@ -11,7 +11,7 @@ and registers a ``ModelVersion``. ``run_inference`` turns fill volumes into clas
 Stored outputs of inference (all on the fill's grid, ``model_version_id`` set, ``source = "infer-run-<id>"``):
 ``class_map`` uint8 class ids (annotations.classes), ``vessel_prob`` uint8 = round(255 * P(vessel)) (0 where
 the network was not run because the voxel cannot be vessel or bone by intensity), ``dla`` int16 HU (fill HU
-where the class is vessel, -1000 elsewhere).
+where the class is vessel, 0 HU (a DSA-like background) elsewhere).
 """
 
 from __future__ import annotations

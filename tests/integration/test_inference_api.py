@@ -16,7 +16,7 @@ from annotations.classes import VESSEL
 from annotations.models import Study, Volume
 from dla_web.models import TaskRun
 from inference import services
-from inference.dense import intensity_candidates, predict_volume
+from inference.dense import DLA_BACKGROUND_HU, intensity_candidates, predict_volume
 from inference.models import ModelVersion
 from inference.network import build_model, save_weights
 from inference.tasks import infer_studies
@@ -84,7 +84,7 @@ def test_inference_stores_dla_volumes_and_reruns_are_idempotent(client_for, phan
     )
     assert (class_map == reference.class_map).mean() > 0.999
     assert np.abs(prob.astype(np.float32) / 255 - reference.vessel_prob).max() <= 1 / 255 + 1e-3
-    assert np.array_equal(dla, np.where(class_map == VESSEL, fill, -1000).astype(np.int16))
+    assert np.array_equal(dla, np.where(class_map == VESSEL, fill, DLA_BACKGROUND_HU).astype(np.int16))
 
     # a redelivered run (same run id) stores nothing new
     before = Volume.objects.count()
