@@ -340,6 +340,16 @@ def _figure_rows(evaluation: Evaluation) -> list[dict]:
     return study_rows(evaluation)
 
 
+def _percent_axis(values: list[float]) -> tuple[float, float]:
+    """(low, step) of a percent axis ending at 100 with at most 6 round ticks that shows ``values``."""
+    low_value = min(values + [95.0])
+    for step in (1.0, 2.0, 5.0, 10.0, 20.0):
+        low = max(0.0, step * (low_value // step))
+        if (100.0 - low) / step <= 6:
+            return low, step
+    return 0.0, 20.0
+
+
 def strip_drawing(evaluation: Evaluation, width: float = 480, height: float = 220):
     """Per-patient values of the Table 1 metrics (percent), one column per metric and cohort, with the cohort
     mean and 95% CI as a bar (reportlab Drawing)."""
@@ -349,19 +359,19 @@ def strip_drawing(evaluation: Evaluation, width: float = 480, height: float = 22
     rows = _figure_rows(evaluation)
     summary = {row["dataset"]: row for row in (evaluation.summary or {}).get("table1", [])}
     values = [100 * r[m] for r in rows for m in TABLE1_METRICS if r[m] is not None]
-    lo = min(values + [90.0])
-    lo = max(0.0, (int(lo) // 5) * 5.0)
+    lo, step = _percent_axis(values)
     hi = 100.0
     d = Drawing(width, height)
-    left, bottom, top = 40, 30, height - 12
+    left, bottom, top = 40, 30, height - 24
     plot_w = width - left - 10
 
     def y_of(v):
+        v = min(max(v, lo), hi)  # CI ends beyond the axis are drawn to its edge
         return bottom + (v - lo) / (hi - lo) * (top - bottom)
 
-    ticks = 5
+    ticks = int(round((hi - lo) / step))
     for i in range(ticks + 1):
-        v = lo + (hi - lo) * i / ticks
+        v = lo + step * i
         y = y_of(v)
         d.add(Line(left, y, left + plot_w, y, strokeColor=colors.HexColor("#dddddd"), strokeWidth=0.4))
         d.add(String(left - 4, y - 3, f"{v:.0f}%", fontSize=7, textAnchor="end"))
@@ -417,14 +427,22 @@ def strip_drawing(evaluation: Evaluation, width: float = 480, height: float = 22
         d.add(
             Circle(
                 lx,
-                top - 2,
+                top + 12,
                 2.5,
                 fillColor=colors.HexColor(FIG_COLORS.get(cohort, "#555555")),
                 strokeColor=None,
             )
         )
-        d.add(String(lx + 6, top - 5, DATASET_NAMES[cohort], fontSize=8))
-    d.add(String(left + plot_w, top - 5, "bar: mean, line: 95% CI", fontSize=7, textAnchor="end"))
+        d.add(String(lx + 6, top + 9, DATASET_NAMES[cohort], fontSize=8))
+    d.add(
+        String(
+            left + plot_w,
+            top + 9,
+            "bar: cohort mean, line: 95% CI (clipped to the axis)",
+            fontSize=7,
+            textAnchor="end",
+        )
+    )
     return d
 
 
@@ -442,7 +460,7 @@ def scatter_drawing(evaluation: Evaluation, width: float = 480, height: float = 
     xs = [r["vessel_volume_ml"] for r in rows]
     ys = [100 * r["dice"] for r in rows]
     x_lo, x_hi = 0.0, max(xs) * 1.05 or 1.0
-    y_lo = max(0.0, (int(min(ys + [90.0])) // 5) * 5.0)
+    y_lo, y_step = _percent_axis(ys)
     y_hi = 100.0
 
     def px(v):
@@ -451,10 +469,11 @@ def scatter_drawing(evaluation: Evaluation, width: float = 480, height: float = 
     def py(v):
         return bottom + (v - y_lo) / (y_hi - y_lo) * (top - bottom)
 
-    for i in range(6):
-        v = y_lo + (y_hi - y_lo) * i / 5
+    for i in range(int(round((y_hi - y_lo) / y_step)) + 1):
+        v = y_lo + y_step * i
         d.add(Line(left, py(v), right, py(v), strokeColor=colors.HexColor("#dddddd"), strokeWidth=0.4))
         d.add(String(left - 4, py(v) - 3, f"{v:.0f}%", fontSize=7, textAnchor="end"))
+    for i in range(6):
         xv = x_lo + (x_hi - x_lo) * i / 5
         d.add(String(px(xv), bottom - 10, f"{xv:.2g}", fontSize=7, textAnchor="middle"))
     d.add(
@@ -495,7 +514,16 @@ def report_pdf(evaluation: Evaluation) -> bytes:
     from reportlab.lib.pagesizes import A4, landscape
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import mm
-    from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import (
+        CondPageBreak,
+        KeepTogether,
+        PageBreak,
+        Paragraph,
+        SimpleDocTemplate,
+        Spacer,
+        Table,
+        TableStyle,
+    )
 
     ctx = report_context(evaluation)
     styles = getSampleStyleSheet()
@@ -561,7 +589,10 @@ def report_pdf(evaluation: Evaluation) -> bytes:
         t = Table(tdata, hAlign="LEFT")
         t.setStyle(grid)
         story.append(t)
-    story += [Spacer(1, 3 * mm), Paragraph("Residual bone artifacts: DSA vs 3D-DLA", styles["Heading3"])]
+    artifact_block = [
+        Spacer(1, 3 * mm),
+        Paragraph("Residual bone artifacts: DSA vs 3D-DLA", styles["Heading3"]),
+    ]
     adata = [["Dataset", "3D-DSA", "3D-DLA"]]
     for a in ctx["artifacts"]:
         adata.append([a["dataset"], (a["dsa"] or {}).get("text", "n/a"), (a["dla"] or {}).get("text", "n/a")])
@@ -569,8 +600,8 @@ def report_pdf(evaluation: Evaluation) -> bytes:
             adata.append([f"  {region['name']}", region["dsa"], region["dla"]])
     t = Table(adata, hAlign="LEFT")
     t.setStyle(grid)
-    story.append(t)
-    story.append(
+    artifact_block.append(t)
+    artifact_block.append(
         Paragraph(
             f"A case has residual bone when a 26-connected cluster of at least {evaluation.min_cluster_voxels} voxels "
             f"&ge; {evaluation.bright_hu:g} HU lies inside the (1-voxel eroded) reference bone class. "
@@ -578,10 +609,12 @@ def report_pdf(evaluation: Evaluation) -> bytes:
             small,
         )
     )
+    story.append(KeepTogether(artifact_block))
     story += [
-        PageBreak(),
-        Paragraph("Per-patient metrics", styles["Heading3"]),
-        strip_drawing(evaluation, 720, 230),
+        CondPageBreak(90 * mm),
+        KeepTogether(
+            [Paragraph("Per-patient metrics", styles["Heading3"]), strip_drawing(evaluation, 720, 230)]
+        ),
     ]
     story += [
         Paragraph("Dice vs reference vessel volume", styles["Heading3"]),
