@@ -34,6 +34,7 @@ def exception_handler(exc, context):
     if isinstance(exc, ValueError) and type(exc).__module__.split(".")[0] in (
         "annotations",
         "inference",
+        "evaluation",
         "reader_study",
         "dla_web",
     ):
