@@ -34,8 +34,9 @@ def cohorts(phantom_study, users):
     return studies
 
 
-def fill_form(page, max_iterations: int, val_every: int):
+def fill_form(page, max_iterations: int, val_every: int, patience: int = 10_000):
     page.select_option("select[name=preset]", "tiny")
+    page.fill("input[name=early_stopping_patience]", str(patience))  # no early stop before the cancel click
     page.fill("input[name=max_iterations]", str(max_iterations))
     page.fill("input[name=val_every]", str(val_every))
     page.fill("input[name=dense_slabs_per_batch]", "4")
