@@ -459,7 +459,11 @@ def build_summary(evaluation: Evaluation, results: list[dict], missing: list[dic
         specificity[DATASET_NAMES[c]] = (
             _summary_dict(
                 cohort_summary(
-                    values, ci=evaluation.ci_method, n_boot=evaluation.n_boot, seed=evaluation.seed
+                    values,
+                    ci=evaluation.ci_method,
+                    n_boot=evaluation.n_boot,
+                    seed=evaluation.seed,
+                    bounds=(0.0, 1.0),
                 )
             )
             if any(v is not None for v in values)

@@ -265,7 +265,15 @@ def _clean(values: Sequence[float | None], what: str) -> tuple[np.ndarray, int]:
 
 
 def _summarize(
-    arr: np.ndarray, n_missing: int, *, ci: str, confidence: float, n_boot: int, seed: int, what: str
+    arr: np.ndarray,
+    n_missing: int,
+    *,
+    ci: str,
+    confidence: float,
+    n_boot: int,
+    seed: int,
+    what: str,
+    bounds: tuple[float, float] | None = None,
 ) -> Summary:
     if ci not in ("t", "bootstrap"):
         raise MetricsError(f"unknown ci method {ci!r}; use 't' or 'bootstrap'")
@@ -297,6 +305,9 @@ def _summarize(
             means[start:stop] = arr[idx].mean(axis=1)
         alpha = 1.0 - confidence
         low, high = (float(q) for q in np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0]))
+    if bounds is not None and (low < bounds[0] or high > bounds[1]):
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+        notes.append(f"CI clipped to the metric's range [{bounds[0]:g}, {bounds[1]:g}]")
     return Summary(n, mean, sd, float(low), float(high), ci, "; ".join(notes), confidence)
 
 
@@ -307,8 +318,12 @@ def cohort_summary(
     confidence: float = 0.95,
     n_boot: int = 10000,
     seed: int = 0,
+    bounds: tuple[float, float] | None = None,
 ) -> Summary:
     """Mean, SD and CI of per-patient values.
+
+    ``bounds``: the metric's possible range (e.g. (0, 1) for proportions); a CI reaching beyond it (a
+    t-interval with few patients) is clipped to it and ``note`` says so.
 
     ci="t": mean +/- t_{(1+confidence)/2, n-1} * sd / sqrt(n) (the usual reading of the paper's "95% CI").
     ci="bootstrap": percentile interval of ``n_boot`` resampled means, reproducible for a given ``seed``.
@@ -316,7 +331,9 @@ def cohort_summary(
     n == 1 gives no CI (note "one patient: no confidence interval"); n == 0 raises MetricsError.
     """
     arr, n_missing = _clean(values, "values")
-    return _summarize(arr, n_missing, ci=ci, confidence=confidence, n_boot=n_boot, seed=seed, what="values")
+    return _summarize(
+        arr, n_missing, ci=ci, confidence=confidence, n_boot=n_boot, seed=seed, what="values", bounds=bounds
+    )
 
 
 def paired_difference(
@@ -423,7 +440,9 @@ def table1(
             if all(v is None for v in values):
                 row[metric] = None
             else:
-                row[metric] = cohort_summary(values, ci=ci, confidence=confidence, n_boot=n_boot, seed=seed)
+                row[metric] = cohort_summary(
+                    values, ci=ci, confidence=confidence, n_boot=n_boot, seed=seed, bounds=(0.0, 1.0)
+                )
         if dataset in PAPER_TABLE1:
             row["paper"] = PAPER_TABLE1[dataset]
         out.append(row)

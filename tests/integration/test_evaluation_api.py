@@ -205,6 +205,7 @@ def test_end_to_end_with_a_worker_matches_sklearn_and_scipy(cohort, client_for, 
     for metric in ("sensitivity", "ppv", "dice", "accuracy"):
         values = [getattr(results[pk], metric) for pk in test_ids]
         low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+        low, high = max(low, 0.0), min(high, 1.0)  # proportions: the CI is clipped to [0, 1]
         s = table["Testing"][metric]
         assert s["mean"] == pytest.approx(np.mean(values)) and s["n"] == 2
         assert s["ci_low"] == pytest.approx(low) and s["ci_high"] == pytest.approx(high)

@@ -277,3 +277,15 @@ def test_table1_rows():
     assert only_empty[0]["sensitivity"] is None and only_empty[0]["accuracy"].n == 1
     with pytest.raises(MetricsError, match="no studies"):
         table1({"Testing": []})
+
+
+def test_ci_of_a_proportion_is_clipped_to_its_range_and_says_so():
+    from scipy import stats as st
+
+    values = [0.2, 0.95, 0.99]
+    raw = cohort_summary(values)
+    low, high = st.t.interval(0.95, 2, loc=np.mean(values), scale=st.sem(values))
+    assert raw.ci_low == pytest.approx(low) and raw.ci_high == pytest.approx(high) and high > 1
+    clipped = cohort_summary(values, bounds=(0.0, 1.0))
+    assert clipped.ci_low == pytest.approx(max(low, 0.0)) and clipped.ci_high == 1.0
+    assert "clipped" in clipped.note and clipped.mean == raw.mean
