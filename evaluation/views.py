@@ -14,6 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from dla_web.audit import record
 from dla_web.models import TaskRun
 from dla_web.roles import IsAdmin
 
@@ -91,6 +92,7 @@ class EvaluationViewSet(
         return evaluation
 
     def _download(self, body, content_type: str, filename: str, inline: bool = False) -> HttpResponse:
+        record("export.evaluation", request=self.request, obj=self.get_object(), detail={"file": filename})
         response = HttpResponse(body, content_type=content_type)
         response["Content-Disposition"] = f'{"inline" if inline else "attachment"}; filename="{filename}"'
         return response

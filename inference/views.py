@@ -12,6 +12,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from annotations import volume_store
+from dla_web.audit import record
 from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
@@ -61,6 +62,7 @@ class ModelVersionViewSet(
     def activate(self, request, pk=None):
         """Make this model the active one (used by default for inference); the previous one is deactivated."""
         version = self.get_object().activate()
+        record("model.activate", request=request, obj=version)
         return Response(ModelVersionSerializer(version).data)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
@@ -80,6 +82,7 @@ class ModelVersionViewSet(
             content_type="application/octet-stream",
         )
         response["X-Checksum-SHA256"] = version.sha256
+        record("export.model_weights", request=request, obj=version)
         return response
 
     @extend_schema(
@@ -101,6 +104,7 @@ class ModelVersionViewSet(
             activate=data["activate"],
         )
         version.refresh_from_db()
+        record("model.upload", request=request, obj=version, detail={"sha256": version.sha256})
         return Response(ModelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 

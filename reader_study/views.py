@@ -16,6 +16,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from dla_web.api import Conflict
+from dla_web.audit import record
 from dla_web.roles import READER, IsAdmin, IsReader
 
 from . import reports, services
@@ -143,6 +144,7 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
     def open(self, request, pk=None):
         """Open (draft -> open creates every reader's randomized queue; closed -> open reopens)."""
         rs = services.open_study(self.get_object())
+        record("reader_study.open", request=request, obj=rs)
         from .tasks import render_reader_study_cines
 
         run = render_reader_study_cines.enqueue(
@@ -155,7 +157,9 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
     @extend_schema(request=None, responses=ReaderStudySerializer)
     @action(detail=True, methods=["post"])
     def close(self, request, pk=None):
-        return Response(ReaderStudySerializer(services.close_study(self.get_object())).data)
+        rs = services.close_study(self.get_object())
+        record("reader_study.close", request=request, obj=rs)
+        return Response(ReaderStudySerializer(rs).data)
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"])
@@ -168,6 +172,7 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
     def answers_csv(self, request, pk=None):
         """Every answer (readable columns, unblinded) as CSV."""
         rs = self.get_object()
+        record("export.reader_answers", request=request, obj=rs)
         response = HttpResponse(reports.answers_csv(rs), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="reader-study-{rs.pk}-answers.csv"'
         return response
@@ -271,8 +276,13 @@ class ReadingViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         """Save (autosave) answers: {"answers": [{"question": id, "image": "A", "value": ...}], "elapsed_s": 3.2}."""
         assignment = self.get_object()
         body = request.data if isinstance(request.data, dict) else {}
-        assignment = services.save_answers(
-            assignment, request.user, body.get("answers", []), elapsed_s=body.get("elapsed_s")
+        answers = body.get("answers", [])
+        assignment = services.save_answers(assignment, request.user, answers, elapsed_s=body.get("elapsed_s"))
+        record(
+            "reader.answers",
+            request=request,
+            obj=assignment.reader_study,
+            detail={"assignment": assignment.pk, "answers": len(answers) if isinstance(answers, list) else 0},
         )
         return Response(self._case(assignment))
 
@@ -283,6 +293,12 @@ class ReadingViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         assignment = self.get_object()
         body = request.data if isinstance(request.data, dict) else {}
         assignment = services.submit(assignment, request.user, elapsed_s=body.get("elapsed_s"))
+        record(
+            "reader.submit",
+            request=request,
+            obj=assignment.reader_study,
+            detail={"assignment": assignment.pk},
+        )
         return Response(self._case(assignment))
 
     @extend_schema(request=SaveAnswersSerializer, responses=ReadingCaseSerializer)
