@@ -104,3 +104,25 @@ def test_stored_files_and_uploads_are_not_served(client, users, phantom_study, s
     stored = study.volume("fill").file
     for url in (f"/{stored}", f"/media/{stored}", f"/storage/{stored}", "/uploads/", f"/static/../{stored}"):
         assert client.get(url).status_code == 404, url
+
+
+from tests.integration.reader_support import open_reader_study, reader_cases  # noqa: E402,F401
+
+
+def test_reader_answers_and_submits_are_audited(open_reader_study, client_for):
+    from reader_study.models import Assignment
+
+    rs = open_reader_study(n_cases=1)
+    assignment = Assignment.objects.filter(case__reader_study=rs).first()
+    reader = client_for("reader")
+    case = reader.get(f"/api/reading/{assignment.token}/").json()
+    yes_no = next(q for q in case["questions"] if q["type"] == "yes_no")
+    saved = reader.put(
+        f"/api/reading/{assignment.token}/answers/",
+        {"answers": [{"question": yes_no["id"], "image": "A", "value": True}]},
+        format="json",
+    )
+    assert saved.status_code == 200, saved.content
+    events = AuditEvent.objects.filter(action="reader.answers")
+    assert events.count() == 1 and events.get().username == "reader"
+    assert events.get().detail == {"assignment": assignment.pk, "answers": 1}
