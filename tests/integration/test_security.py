@@ -109,7 +109,7 @@ def test_stored_files_and_uploads_are_not_served(client, users, phantom_study, s
 from tests.integration.reader_support import open_reader_study, reader_cases  # noqa: E402,F401
 
 
-def test_reader_answers_and_submits_are_audited(open_reader_study, client_for):
+def test_reader_answers_and_submits_are_audited(open_reader_study, client_for):  # noqa: F811
     from reader_study.models import Assignment
 
     rs = open_reader_study(n_cases=1)
