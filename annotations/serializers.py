@@ -31,6 +31,7 @@ class VolumeSerializer(serializers.ModelSerializer):
 class StudySerializer(serializers.ModelSerializer):
     volumes = serializers.SerializerMethodField()
     has_dla = serializers.SerializerMethodField()
+    label_status = serializers.SerializerMethodField(help_text="review status of the newest label version")
 
     class Meta:
         model = Study
@@ -46,11 +47,20 @@ class StudySerializer(serializers.ModelSerializer):
             "created_at",
             "volumes",
             "has_dla",
+            "label_status",
         ]
         read_only_fields = ["id", "pseudonym", "patient_pseudonym", "source", "metadata", "created_at"]
 
     def get_volumes(self, study) -> list[dict]:
         return [{"id": v.pk, "role": v.role, "shape": v.shape} for v in study.volumes.all()]
+
+    def get_label_status(self, study) -> str:
+        if hasattr(study, "head_review_status"):
+            status = study.head_review_status
+        else:
+            head = study.label_versions.order_by("-number").first()
+            status = head.review_status if head else None
+        return {None: "no labels", "none": "labels not submitted"}.get(status, status)
 
     def get_has_dla(self, study) -> bool:
         return any(v.role == Volume.Role.DLA for v in study.volumes.all())

@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Prefetch, Q
+from django.db.models import OuterRef, Prefetch, Q, Subquery
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -19,7 +19,7 @@ from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
 from . import export
-from .models import Study, Volume
+from .models import LabelVersion, Study, Volume
 from .serializers import ImportSerializer, StudySerializer, VolumeSerializer
 from .tasks import ingest_upload
 
@@ -39,7 +39,10 @@ class StudyViewSet(
         return super().get_permissions()
 
     def get_queryset(self):
-        studies = Study.objects.prefetch_related(
+        head = (
+            LabelVersion.objects.filter(study=OuterRef("pk")).order_by("-number").values("review_status")[:1]
+        )
+        studies = Study.objects.annotate(head_review_status=Subquery(head)).prefetch_related(
             Prefetch("volumes", queryset=Volume.objects.only("id", "role", "shape", "study_id"))
         )
         params = self.request.query_params

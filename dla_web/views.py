@@ -35,6 +35,8 @@ class TaskRunViewSet(viewsets.ReadOnlyModelViewSet):
             runs = runs.filter(state=params["state"])
         if params.get("kind"):
             runs = runs.filter(kind=params["kind"])
+        if params.get("exclude_kind"):
+            runs = runs.exclude(kind__in=params["exclude_kind"].split(","))
         if params.get("active") in ("1", "true"):
             runs = runs.filter(state__in=[TaskRun.State.QUEUED, TaskRun.State.RUNNING])
         return runs

@@ -65,3 +65,25 @@ def test_list_is_paginated(users, client_for):
     TaskRun.objects.bulk_create([TaskRun(kind="selftest", created_by=users["admin"]) for _ in range(60)])
     page = client_for("admin").get("/api/task-runs/").json()
     assert page["count"] == 60 and len(page["results"]) == 50 and page["next"]
+
+
+def test_study_list_shows_label_status_and_filters_task_kinds(users, client_for, phantom_study):
+    from annotations.labels import apply_draft_op, commit, get_or_create_draft
+    from dla_web.models import TaskRun
+
+    labelled, bare = phantom_study(seed=51), phantom_study(seed=52)
+    draft = get_or_create_draft(labelled, users["annotator"])
+    apply_draft_op(draft.pk, {"op": "brush", "center_zyx": [5, 5, 5], "radius_mm": 5, "label": 1})
+    commit(draft.pk, users["annotator"], "v1")
+    statuses = {
+        s["pseudonym"]: s["label_status"]
+        for s in client_for("annotator").get("/api/studies/").json()["results"]
+    }
+    assert statuses == {labelled.pseudonym: "labels not submitted", bare.pseudonym: "no labels"}
+    TaskRun.objects.create(kind="cine", created_by=users["admin"])
+    TaskRun.objects.create(kind="train", created_by=users["admin"])
+    kinds = [
+        r["kind"]
+        for r in client_for("admin").get("/api/task-runs/?active=1&exclude_kind=cine").json()["results"]
+    ]
+    assert kinds == ["train"]

@@ -2,7 +2,7 @@
 import { api, el } from "./api.js";
 import { startRunList } from "./taskruns.js";
 
-startRunList(document.getElementById("active-runs"), { query: "?active=1", emptyText: "Nothing running right now." });
+startRunList(document.getElementById("active-runs"), { query: "?active=1&exclude_kind=cine", emptyText: "Nothing running right now." });
 
 const studies = document.getElementById("studies-list");
 if (studies) {
