@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID_dictionary
 
-from annotations.dicom_io import SeriesVolume
+from annotations.dicom_io import HEADER_KEYWORDS, SeriesVolume
 
 __all__ = [
     "UidMap",
@@ -330,31 +330,11 @@ def deidentify_dataset(
 
 _SAFE_HEADER_KEYS = frozenset(
     {
-        "Manufacturer",
-        "ManufacturerModelName",
-        "SoftwareVersions",
-        "KVP",
-        "XRayTubeCurrent",
-        "ExposureTime",
-        "Exposure",
-        "ConvolutionKernel",
-        "SliceThickness",
-        "BodyPartExamined",
-        "ContrastBolusAgent",
-        "SeriesNumber",
-        "SOPClassUID",
-        "PhotometricInterpretation",
-        "BitsAllocated",
-        "BitsStored",
-        "PixelRepresentation",
-        "WindowCenter",
-        "WindowWidth",
-        "PatientPosition",
-        "AcquisitionNumber",
+        *HEADER_KEYWORDS,  # the technical DICOM tags the reader keeps
         "TransferSyntaxUID",
         "n_files",
         "n_slices",
-        "format",
+        "format",  # NIfTI header fields (nifti_io)
         "datatype",
         "qform_code",
         "sform_code",

@@ -157,7 +157,7 @@ def infer_role_hint(series_description: str, image_type: Sequence[str] = ()) -> 
 # Reading
 # ----------------------------------------------------------------------------------------------------------
 
-_HEADER_KEYWORDS = (
+HEADER_KEYWORDS = (  # technical tags kept in SeriesVolume.header (never identifying)
     "Manufacturer",
     "ManufacturerModelName",
     "SoftwareVersions",
@@ -586,7 +586,7 @@ def _json_value(value):
 
 def _header(ds: Dataset, n_files: int, n_slices: int) -> dict:
     out: dict = {}
-    for kw in _HEADER_KEYWORDS:
+    for kw in HEADER_KEYWORDS:
         value = _get(ds, kw)
         if value is not None:
             try:
