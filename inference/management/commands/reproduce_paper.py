@@ -1,0 +1,571 @@
+"""``manage.py reproduce_paper``: the paper's experiment end to end on synthetic phantoms, in this process.
+
+Steps (each with a terminal progress bar; wall time of each step in the results):
+
+1. **Phantoms**: ``cohort_plan(subjects, seed)`` (105 -> 35 train / 8 validation / 62 test), every subject imported
+   through the real ingest path as study ``RP<seed>-PH-nnn`` (fill, mask, subtracted DSA, truth).
+2. **Labels** (paper, "Training Dataset" / "Validation and Testing Datasets"): the automatic recipe (subtracted
+   volume threshold + 26-connected components, bone from the fill, eroded soft tissue) committed by a system user
+   and approved by it. The paper isolated the large vessels by connected components and dropped "small regions
+   not connected to a large vessel"; we do the same with one annotator click (a recipe seed point) on the largest
+   vessel component and ``min_vessel_component_voxels`` above any component size, so only the clicked tree is
+   kept. The click is the one place the phantom truth is used (the seed is a recipe vessel voxel inside the
+   largest truth-vessel component, standing in for the annotator recognising the ICA); the paper's further
+   *manual* artifact removal is not simulated. Train: whole volume. Validation/test: labels restricted to an ROI
+   box (the clicked vessel tree's bounding box + ``--roi-margin-mm``, i.e. vessels, skull base and the bone and
+   soft tissue around them) and balanced to equal voxel counts per class; the box is also stored as the label
+   version's ROI, so evaluation scores inside it.
+3. **Training**: ``inference.services.run_training`` on the approved train labels, validation cohort monitored.
+4. **Inference** on validation + test (class map, vessel probability, 3D-DLA volumes).
+5. **Evaluation** twice (``manage.py evaluate``): against the approved labels (the paper's reference standard,
+   Table 1 + residual bone DSA vs DLA) and against the phantom truth (no ROI); PDF + JSON of both into ``--out``.
+6. **Label quality**: vessel Dice / precision / recall of the recipe labels against the truth per cohort.
+
+``--reuse`` keeps studies, approved labels, the trained model and predictions of an earlier run with the same
+settings in the same database (e.g. after an interruption). Refuses to run when other studies are in the
+train/validation/test cohorts (they would be trained or evaluated on): use a fresh database, e.g.
+``DEBUG=1 DLA_VAR_DIR=/tmp/repro-var``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from scipy import ndimage as ndi
+
+from annotations.classes import BONE, SOFT_TISSUE, VESSEL
+from annotations.labels import apply_draft_op, commit, get_or_create_draft, review
+from annotations.models import LabelVersion, Study, Volume
+from annotations.phantom import cohort_plan, default_spacing_mm, subject_from_plan
+from annotations.phantom_import import import_subject
+from annotations.recipe import MAX_COMPONENT_VOXELS, RecipeParams, run_recipe
+from dla_web.models import TaskRun
+from dla_web.progress import TerminalProgress
+from dla_web.tasks import TaskCancelled
+from evaluation.models import Evaluation
+from inference import services
+from inference.metrics import PAPER_TABLE1, TABLE1_METRICS, format_paper_pct
+from inference.models import ModelVersion
+from inference.serializers import TrainRequestSerializer
+
+SYSTEM_USER = "reproduce-paper"
+COHORTS = ("train", "validation", "test")
+STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.replace(",", " ").split()]
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return None if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+def vessel_seed_zyx(recipe_vessel: np.ndarray, truth: np.ndarray) -> tuple[int, int, int] | None:
+    """The annotator's click: a recipe-vessel voxel of the largest truth-vessel component (bool/uint8 [z,y,x]).
+
+    Picks, among the 26-connected components of the recipe vessel mask, the one holding the most voxels of the
+    largest truth-vessel component, and returns its voxel closest to that component's centroid (None when the
+    recipe found no vessel in it)."""
+    truth_vessel = truth == VESSEL
+    tl, tn = ndi.label(truth_vessel, STRUCTURE_26)
+    if tn == 0:
+        return None
+    biggest = 1 + int(np.argmax(np.bincount(tl.ravel())[1:]))
+    core = (tl == biggest) & recipe_vessel
+    if not core.any():
+        return None
+    rl, _ = ndi.label(recipe_vessel, STRUCTURE_26)
+    comp = int(np.argmax(np.bincount(rl[core])[1:])) + 1 if np.any(rl[core]) else 0
+    pts = np.argwhere(core & (rl == comp))
+    centre = pts.mean(axis=0)
+    return tuple(int(v) for v in pts[np.argmin(((pts - centre) ** 2).sum(axis=1))])
+
+
+def roi_box(mask: np.ndarray, margin_mm: float, spacing_mm) -> list[int]:
+    """Half-open [z0, z1, y0, y1, x0, x1] bounding box of ``mask`` grown by ``margin_mm`` (clipped)."""
+    pts = np.argwhere(mask)
+    if len(pts) == 0:  # nothing to centre on: the whole volume
+        return [0, mask.shape[0], 0, mask.shape[1], 0, mask.shape[2]]
+    box = []
+    for axis in range(3):
+        pad = int(np.ceil(margin_mm / float(spacing_mm[axis])))
+        lo = max(0, int(pts[:, axis].min()) - pad)
+        hi = min(mask.shape[axis], int(pts[:, axis].max()) + 1 + pad)
+        box += [lo, hi]
+    return box
+
+
+class Command(BaseCommand):
+    help = "Reproduce the paper's Table 1 on a synthetic phantom cohort (phantoms -> labels -> train -> infer -> evaluate)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--subjects", type=int, default=105, help="cohort size (105 = 35/8/62)")
+        parser.add_argument("--shape", type=int, nargs=3, default=[128, 128, 128], metavar=("Z", "Y", "X"))
+        parser.add_argument(
+            "--spacing", type=float, default=None, help="isotropic mm (default: the head fits the grid)"
+        )
+        parser.add_argument("--iterations", type=int, default=1500, help="max training iterations")
+        parser.add_argument("--preset", default="cpu")
+        parser.add_argument("--seed", type=int, default=0, help="cohort and training seed")
+        parser.add_argument("--out", type=Path, default=None, help="results folder (default var/reproduce)")
+        parser.add_argument(
+            "--reuse", action="store_true", help="keep studies/labels/model of an earlier run"
+        )
+        parser.add_argument("--vessel-threshold-hu", type=float, default=600.0)
+        parser.add_argument("--roi-margin-mm", type=float, default=10.0)
+        parser.add_argument("--lr", type=floats, default=[1e-3], help="learning rates, e.g. 1e-2,1e-3")
+        parser.add_argument(
+            "--lr-boundaries",
+            type=floats,
+            default=[],
+            help="iteration fractions where the lr steps down, e.g. 0.7 (converted to epochs)",
+        )
+        parser.add_argument("--slabs-per-batch", type=int, default=8)
+        parser.add_argument("--slab-px", type=int, default=24)
+        parser.add_argument("--val-every", type=int, default=None, help="default: iterations / 15")
+        parser.add_argument("--patience", type=int, default=10, help="validations without improvement")
+        parser.add_argument("--candidate-min-hu", type=int, default=100)
+
+    # ------------------------------------------------------------------------------------------------ main
+
+    def handle(self, *args, **o):
+        t_start = time.monotonic()
+        self.o = o
+        if o["subjects"] < 3:
+            raise CommandError("--subjects must be >= 3 (one per cohort at least)")
+        if o["iterations"] < 1:
+            raise CommandError("--iterations must be >= 1")
+        self.spacing = (o["spacing"],) * 3 if o["spacing"] else default_spacing_mm(o["shape"])
+        self.prefix = f"RP{o['seed']}-"
+        out = o["out"] or Path(settings.VAR_DIR) / "reproduce"
+        out.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = {}
+        self.user = self.system_user()
+        plan = cohort_plan(o["subjects"], seed=o["seed"])
+        split = {c: sum(1 for e in plan if e["split"] == c) for c in COHORTS}
+        self.stdout.write(
+            f"reproduce_paper: {o['subjects']} phantoms ({split['train']}/{split['validation']}/{split['test']}) "
+            f"{tuple(o['shape'])} at {self.spacing[0]:.3f} mm, preset {o['preset']}, "
+            f"{o['iterations']} iterations, seed {o['seed']}, torch threads {torch.get_num_threads()}"
+        )
+        self.check_database(plan)
+
+        studies = self.step("phantoms", self.make_phantoms, plan)
+        quality = self.step("labels", self.make_labels, plan, studies)
+        version, train_summary = self.step("training", self.train)
+        self.step("inference", self.infer, version)
+        evaluations = self.step("evaluation", self.evaluate, version, out)
+        self.timings["total"] = time.monotonic() - t_start
+
+        results = self.results(plan, split, version, train_summary, evaluations, quality)
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        self.print_summary(results)
+        self.stdout.write(f"results: {out / 'results.json'}")
+        self.stdout.write(self.style.SUCCESS(f"done in {self.timings['total'] / 60:.1f} min"))
+
+    def step(self, name, fn, *args):
+        self.stdout.write(f"== {name}")
+        t0 = time.monotonic()
+        result = fn(*args)
+        self.timings[name] = time.monotonic() - t0
+        self.stdout.write(f"   {name}: {self.timings[name]:.1f} s")
+        return result
+
+    def system_user(self):
+        User = get_user_model()
+        user, created = User.objects.get_or_create(
+            username=SYSTEM_USER, defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            user.set_unusable_password()
+            user.save()
+        return user
+
+    def check_database(self, plan):
+        ours = {self.prefix + e["subject_id"] for e in plan}
+        foreign = list(
+            Study.objects.filter(cohort__in=COHORTS)
+            .exclude(pseudonym__in=ours)
+            .values_list("pseudonym", flat=True)[:10]
+        )
+        if foreign:
+            raise CommandError(
+                "other studies are in the train/validation/test cohorts and would be trained or evaluated on "
+                f"({', '.join(foreign)}); use a fresh database (e.g. DEBUG=1 DLA_VAR_DIR=/tmp/repro-var)"
+            )
+        existing = Study.objects.filter(pseudonym__in=ours).count()
+        if existing and not self.o["reuse"]:
+            raise CommandError(
+                f"{existing} studies of this cohort already exist; pass --reuse to continue that run, or use a "
+                "fresh database"
+            )
+
+    # ------------------------------------------------------------------------------------------------ steps
+
+    def make_phantoms(self, plan) -> dict[str, Study]:
+        bar = TerminalProgress(self.stderr)
+        studies = {}
+        for i, entry in enumerate(plan):
+            name = self.prefix + entry["subject_id"]
+            bar(i / len(plan), f"{name} ({entry['split']})")
+            study = Study.objects.filter(pseudonym=name).first()
+            if study is not None:
+                params = ((study.metadata or {}).get("phantom") or {}).get("params") or {}
+                if list(params.get("shape_zyx", [])) != list(self.o["shape"]) or not np.allclose(
+                    params.get("spacing_mm", [0, 0, 0]), self.spacing
+                ):
+                    raise CommandError(f"{name} exists with another grid; use a fresh database")
+                if study.cohort != entry["split"]:
+                    raise CommandError(
+                        f"{name} exists in cohort {study.cohort}, the plan says {entry['split']}"
+                    )
+            else:
+                subject = subject_from_plan(entry, tuple(self.o["shape"]), self.spacing)
+                study = import_subject(subject, subject_id=name, cohort=entry["split"])
+            studies[entry["subject_id"]] = study
+        bar(1.0, f"{len(plan)} phantom studies")
+        return studies
+
+    def recipe_params(self, fill, sub, truth, spacing, cohort) -> tuple[dict, list[int] | None]:
+        base = RecipeParams(vessel_threshold_hu=self.o["vessel_threshold_hu"], min_vessel_component_voxels=30)
+        first = run_recipe(fill, sub, spacing, base)
+        seed = vessel_seed_zyx(first.labels == VESSEL, truth)
+        params = base.to_dict()
+        if seed is not None:
+            params.update(seed_points_zyx=[list(seed)], min_vessel_component_voxels=MAX_COMPONENT_VOXELS)
+        box = None
+        if cohort != "train":
+            kept = run_recipe(fill, sub, spacing, RecipeParams.from_dict(params)).labels == VESSEL
+            if not kept.any():
+                kept = first.labels == VESSEL
+            box = roi_box(kept, self.o["roi_margin_mm"], spacing)
+            params.update(roi_boxes_zyx=[box], balance=True, seed=int(self.o["seed"]))
+        return params, box
+
+    def make_labels(self, plan, studies) -> dict:
+        bar = TerminalProgress(self.stderr)
+        quality = []
+        for i, entry in enumerate(plan):
+            study = studies[entry["subject_id"]]
+            bar(i / len(plan), f"{study.pseudonym}: recipe labels")
+            fill = np.asarray(study.volume(Volume.Role.FILL).array())
+            sub = np.asarray(study.volume(Volume.Role.SUBTRACTED).array())
+            truth = np.asarray(study.volume(Volume.Role.TRUTH).array())
+            spacing = tuple(study.volume(Volume.Role.FILL).spacing_mm)
+            version = services.newest_approved(study)
+            if version is None:
+                params, box = self.recipe_params(fill, sub, truth, spacing, entry["split"])
+                draft = get_or_create_draft(study, self.user)
+                apply_draft_op(draft.pk, {"op": "recipe", "params": params})
+                if box is not None:
+                    apply_draft_op(draft.pk, {"op": "set_roi", "box_zyx": box})
+                how = "whole volume" if box is None else "ROI, balanced classes"
+                version = commit(draft.pk, self.user, f"reproduce_paper: recipe labels ({how})")
+                review(
+                    version, self.user, LabelVersion.Review.APPROVED, "reproduce_paper: automatic approval"
+                )
+            quality.append(self.label_quality(study, entry, version, fill, sub, truth, spacing))
+        bar(1.0, f"{len(plan)} label versions approved")
+        by_cohort = {}
+        for cohort in COHORTS:
+            rows = [q for q in quality if q["cohort"] == cohort]
+            if not rows:
+                continue
+            by_cohort[cohort] = {
+                "n": len(rows),
+                **{
+                    key: float(np.mean([q[key] for q in rows if q[key] is not None]))
+                    for key in ("vessel_dice", "vessel_precision", "vessel_recall", "labeled_accuracy")
+                    if any(q[key] is not None for q in rows)
+                },
+                "motion_vessel_dice": _mean([q["vessel_dice"] for q in rows if q["motion"]]),
+                "still_vessel_dice": _mean([q["vessel_dice"] for q in rows if not q["motion"]]),
+            }
+        return {"per_study": quality, "by_cohort": by_cohort}
+
+    def label_quality(self, study, entry, version, fill, sub, truth, spacing) -> dict:
+        """Recipe vessel mask vs truth vessel (whole volume for train, inside the ROI for validation/test: the
+        recipe's unbalanced vessel mask, since balancing only drops bone/soft-tissue voxels), and the share of
+        labeled voxels whose class equals the truth."""
+        from annotations.labels import version_labels
+
+        labels = version_labels(version)
+        params = RecipeParams.from_dict({**version.recipe, "balance": False})
+        vessel = run_recipe(fill, sub, spacing, params).labels == VESSEL
+        region = np.ones(truth.shape, dtype=bool)
+        if version.roi_box_zyx:
+            z0, z1, y0, y1, x0, x1 = version.roi_box_zyx
+            region[:] = False
+            region[z0:z1, y0:y1, x0:x1] = True
+        tv = (truth == VESSEL) & region
+        vessel &= region
+        tp = int(np.count_nonzero(tv & vessel))
+        labeled = labels != 0
+        return {
+            "pseudonym": study.pseudonym,
+            "cohort": entry["split"],
+            "motion": bool(entry["motion"]),
+            "vessel_dice": _dice(tv, vessel),
+            "vessel_precision": tp / int(np.count_nonzero(vessel)) if vessel.any() else None,
+            "vessel_recall": tp / int(np.count_nonzero(tv)) if tv.any() else None,
+            "labeled_accuracy": float(np.mean(labels[labeled] == truth[labeled])) if labeled.any() else None,
+            "counts": {
+                n: int(np.count_nonzero(labels == c))
+                for n, c in (("vessel", VESSEL), ("bone", BONE), ("soft_tissue", SOFT_TISSUE))
+            },
+        }
+
+    def model_name(self) -> str:
+        o = self.o
+        return (
+            f"reproduce_paper {o['subjects']} {'x'.join(map(str, o['shape']))} {o['preset']} "
+            f"it{o['iterations']} seed{o['seed']}"
+        )[:120]
+
+    def train(self):
+        o = self.o
+        name = self.model_name()
+        if o["reuse"]:
+            version = ModelVersion.objects.filter(name=name).order_by("-created_at").first()
+            if version is not None:
+                self.stdout.write(f"   reusing model #{version.pk} {name}")
+                version.activate()
+                return version, version.metrics.get("summary", {})
+        try:
+            plan = services.training_plan("train", "validation")
+        except services.TrainingInputError as exc:
+            raise CommandError(str(exc)) from exc
+        n_labeled = sum(sum(v for k, v in e["counts"].items() if k != 0) for e in plan["train"])
+        voxels_per_iteration = o["slabs_per_batch"] * o["slab_px"] ** 2
+        # lr boundaries given as fractions of the run; the trainer counts epochs of epoch_voxels labelled
+        # voxels, so one "epoch" is defined as the whole run (epoch_voxels = voxels seen in max_iterations).
+        epoch_voxels = voxels_per_iteration * o["iterations"]
+        if len(o["lr"]) != len(o["lr_boundaries"]) + 1:
+            raise CommandError("--lr needs exactly one more value than --lr-boundaries")
+        val_every = o["val_every"] or max(1, o["iterations"] // 15)
+        form = TrainRequestSerializer(
+            data={
+                "name": name,
+                "notes": f"manage.py reproduce_paper {json.dumps({k: str(v) for k, v in o.items()})}",
+                "preset": o["preset"],
+                "train_cohort": "train",
+                "validation_cohort": "validation",
+                "mode": "dense",
+                "dense_slabs_per_batch": o["slabs_per_batch"],
+                "dense_output_px": o["slab_px"],
+                "lr_values": o["lr"],
+                "lr_boundaries_epochs": o["lr_boundaries"],
+                "epoch_voxels": epoch_voxels,
+                "max_iterations": o["iterations"],
+                "val_every": min(val_every, o["iterations"]),
+                "early_stopping_patience": o["patience"],
+                "checkpoint_every": max(50, o["iterations"] // 5),
+                "seed": o["seed"],
+                "activate": True,
+            }
+        )
+        if not form.is_valid():
+            raise CommandError("; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))
+        params = form.task_params(self.user)
+        run, _ = services.create_training_run(user=self.user, params=params, plan=plan, enqueue=False)
+        self.stdout.write(
+            f"   training run {run.pk}: {len(plan['train'])} training / {len(plan['validation'])} validation "
+            f"studies, {n_labeled:,} labelled training voxels"
+        )
+        ctx = services.InProcessContext(run, TerminalProgress(self.stderr))
+        try:
+            ctx.execute(services.run_training, **run.params)
+        except TaskCancelled:
+            raise CommandError(f"training run {run.pk} cancelled") from None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            self.stderr.write("\n")
+        run.refresh_from_db()
+        if run.state != TaskRun.State.SUCCEEDED:
+            raise CommandError(f"training run {run.pk} {run.state}: {run.error or run.message}")
+        version = ModelVersion.objects.get(pk=run.result["model_version_id"])
+        r = run.result
+        self.stdout.write(
+            f"   model #{version.pk}: {r['iterations']} iterations ({r['stopped_reason']}), best validation "
+            f"error {r['best_val_error']:.4f}, {r['voxels_per_s']:,.0f} voxels/s, {r['elapsed_s']:.0f} s"
+        )
+        return version, r
+
+    def infer(self, version):
+        todo = []
+        for study in Study.objects.filter(cohort__in=["validation", "test"]).order_by("pseudonym"):
+            done = Volume.objects.filter(
+                study=study, role=Volume.Role.CLASS_MAP, model_version_id=version.pk
+            ).exists()
+            if not (done and self.o["reuse"]):
+                todo.append(study)
+        if not todo:
+            self.stdout.write("   all predictions exist")
+            return
+        run = services.create_inference_run(
+            user=self.user,
+            version=version,
+            studies=todo,
+            candidate_min_hu=self.o["candidate_min_hu"],
+            enqueue=False,
+        )
+        run.params = {**run.params, "cine": False}
+        run.save(update_fields=["params"])
+        ctx = services.InProcessContext(run, TerminalProgress(self.stderr))
+        try:
+            result = ctx.execute(services.run_inference, **run.params)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        rates = [s["voxels_per_s"] for s in result["studies"] if "voxels_per_s" in s]
+        secs = [s["elapsed_s"] for s in result["studies"] if "elapsed_s" in s]
+        self.inference_stats = {
+            "studies": len(result["studies"]),
+            "median_network_voxels_per_s": float(np.median(rates)) if rates else None,
+            "median_s_per_study": float(np.median(secs)) if secs else None,
+        }
+
+    def evaluate(self, version, out: Path) -> dict:
+        evaluations = {}
+        for reference in ("approved", "truth"):
+            self.stdout.write(f"-- evaluation against {reference} labels")
+            call_command(
+                "evaluate",
+                model=version.pk,
+                cohorts=["validation", "test"],
+                reference=reference,
+                pdf=out / f"evaluation-{reference}.pdf",
+                json=out / f"evaluation-{reference}.json",
+                stdout=self.stdout,
+                stderr=self.stderr,
+            )
+            evaluations[reference] = (
+                Evaluation.objects.filter(model_version=version, reference=reference).order_by("-pk").first()
+            )
+        return evaluations
+
+    # ------------------------------------------------------------------------------------------------ report
+
+    def results(self, plan, split, version, train_summary, evaluations, quality) -> dict:
+        ev = evaluations["approved"]
+        truth_ev = evaluations["truth"]
+
+        def table(evaluation, key="table1"):
+            rows = {}
+            for row in evaluation.summary.get(key, []):
+                rows[row["dataset"]] = {
+                    "n": row["n"],
+                    **{
+                        m: {k: (row[m] or {}).get(k) for k in ("mean", "ci_low", "ci_high", "text")}
+                        for m in TABLE1_METRICS
+                    },
+                }
+            return rows
+
+        return {
+            "command": "manage.py reproduce_paper",
+            "options": {
+                k: (str(v) if isinstance(v, Path) else v) for k, v in self.o.items() if k in _OPTION_KEYS
+            },
+            "spacing_mm": list(self.spacing),
+            "split": split,
+            "motion_subjects": {c: sum(1 for e in plan if e["split"] == c and e["motion"]) for c in COHORTS},
+            "machine": {
+                "cpu_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+            "wall_s": self.timings,
+            "model_version": {"id": version.pk, "name": version.name, "network": version.network_config},
+            "training": train_summary,
+            "inference": getattr(self, "inference_stats", None),
+            "table1_vs_approved_labels": table(ev),
+            "table1_vs_truth_in_roi": table(ev, "truth_table1"),
+            "table1_vs_truth_whole_volume": table(truth_ev),
+            "paper_table1": PAPER_TABLE1,
+            "residual_bone": ev.summary.get("artifacts"),
+            "residual_bone_vs_truth_bone": truth_ev.summary.get("artifacts"),
+            "label_quality": quality["by_cohort"],
+            "label_quality_per_study": quality["per_study"],
+            "evaluations": {k: v.pk for k, v in evaluations.items()},
+        }
+
+    def print_summary(self, r):
+        w = self.stdout.write
+        w("")
+        w("Table 1 (reference: approved recipe labels; mean [95% CI] over patients, %)")
+        w(f"{'Dataset':<22}" + "".join(f"{m:<26}" for m in TABLE1_METRICS))
+        for dataset, row in r["table1_vs_approved_labels"].items():
+            w(
+                f"{dataset + ' (n=' + str(row['n']) + ')':<22}"
+                + "".join(f"{row[m]['text'] or 'n/a':<26}" for m in TABLE1_METRICS)
+            )
+            paper = PAPER_TABLE1.get(dataset)
+            if paper:
+                w(
+                    f"{'  paper (n=' + str(paper['n']) + ')':<22}"
+                    + "".join(f"{_paper_text(paper[m]):<26}" for m in TABLE1_METRICS)
+                )
+        w("Same predictions vs phantom truth inside the ROI:")
+        for dataset, row in r["table1_vs_truth_in_roi"].items():
+            w(
+                f"{dataset + ' (n=' + str(row['n']) + ')':<22}"
+                + "".join(f"{row[m]['text'] or 'n/a':<26}" for m in TABLE1_METRICS)
+            )
+        for dataset, sides in (r["residual_bone"] or {}).items():
+            w(
+                f"Residual bone, {dataset}: DSA {sides['dsa']['text']} vs DLA {sides['dla']['text']} (paper testing: DSA 23/62 (37%))"
+            )
+        for cohort, q in r["label_quality"].items():
+            w(
+                f"Recipe label quality, {cohort} (n={q['n']}): vessel Dice {_pct(q.get('vessel_dice'))} "
+                f"(precision {_pct(q.get('vessel_precision'))}, recall {_pct(q.get('vessel_recall'))}; "
+                f"motion {_pct(q.get('motion_vessel_dice'))}, no motion {_pct(q.get('still_vessel_dice'))}), "
+                f"labeled voxels = truth {_pct(q.get('labeled_accuracy'))}"
+            )
+        w("Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["wall_s"].items()))
+
+
+_OPTION_KEYS = (
+    "subjects",
+    "shape",
+    "spacing",
+    "iterations",
+    "preset",
+    "seed",
+    "out",
+    "reuse",
+    "vessel_threshold_hu",
+    "roi_margin_mm",
+    "lr",
+    "lr_boundaries",
+    "slabs_per_batch",
+    "slab_px",
+    "val_every",
+    "patience",
+    "candidate_min_hu",
+)
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _paper_text(entry) -> str:
+    return format_paper_pct(entry)

@@ -1,0 +1,111 @@
+"""`manage.py reproduce_paper` smoke run: 9 phantoms (cohort_plan(9) = 3 train / 1 validation / 5 test) at a tiny grid,
+20 training iterations. Checks that every step ran through the real services (approved recipe labels with the
+paper's ROI + balanced classes on validation/test, a registered model, stored predictions, two evaluations) and
+that the reproduced Table 1 in results.json equals a per-patient Dice / sensitivity recomputed here with
+scikit-learn from the stored class maps and approved labels; also the refusal to run next to foreign studies."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from scipy import stats
+from sklearn.metrics import f1_score, recall_score
+
+from annotations.classes import VESSEL
+from annotations.labels import version_labels
+from annotations.models import LabelVersion, Study, Volume
+from annotations.phantom import cohort_plan
+from inference.models import ModelVersion
+from inference.services import newest_approved
+
+pytestmark = pytest.mark.django_db
+
+SMOKE = dict(subjects=9, shape=[32, 64, 64], spacing=2.5, iterations=20, seed=0)
+
+
+def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
+    out = io.StringIO()
+    call_command("reproduce_paper", out=tmp_path, stdout=out, stderr=io.StringIO(), **SMOKE)
+    text = out.getvalue()
+    results = json.loads((tmp_path / "results.json").read_text())
+    plan = cohort_plan(9, seed=0)
+    split = {c: sum(1 for e in plan if e["split"] == c) for c in ("train", "validation", "test")}
+    assert results["split"] == split
+    for cohort, n in split.items():
+        assert Study.objects.filter(cohort=cohort, pseudonym__startswith="RP0-").count() == n
+
+    # labels: every study approved; validation/test ROI-restricted with (about) equal class counts
+    for study in Study.objects.all():
+        version = newest_approved(study)
+        assert version is not None and version.review_status == LabelVersion.Review.APPROVED
+        if study.cohort == "train":
+            assert version.roi_box_zyx is None
+        else:
+            assert version.roi_box_zyx is not None and version.recipe["balance"] is True
+            labels = version_labels(version)
+            counts = [int(np.count_nonzero(labels == c)) for c in (1, 2, 3)]
+            nonempty = [n for n in counts if n]  # at this tiny grid a study may have no recipe vessel
+            assert len(nonempty) >= 2 and max(nonempty) == min(nonempty)
+            z0, z1, y0, y1, x0, x1 = version.roi_box_zyx
+            outside = labels.copy()
+            outside[z0:z1, y0:y1, x0:x1] = 0
+            assert not outside.any()
+
+    model = ModelVersion.objects.get(pk=results["model_version"]["id"])
+    assert model.is_active and 1 <= results["training"]["iterations"] <= 20
+
+    # Table 1 (approved labels inside the ROI) == an independent per-patient recomputation
+    table = results["table1_vs_approved_labels"]
+    assert set(table) == {"Validation", "Testing"}
+    assert table["Testing"]["n"] == split["test"]
+    dice, sens = [], []
+    for study in Study.objects.filter(cohort="test").order_by("pseudonym"):
+        version = newest_approved(study)
+        ref = version_labels(version)
+        pred = np.asarray(
+            Volume.objects.filter(study=study, role="class_map", model_version_id=model.pk).get().array()
+        )
+        keep = ref != 0
+        y_true, y_pred = ref[keep] == VESSEL, pred[keep] == VESSEL
+        # undefined metrics (no vessel in reference and/or prediction) are left out of the mean, not zeros
+        if y_true.any() or y_pred.any():
+            dice.append(f1_score(y_true, y_pred))
+        if y_true.any():
+            sens.append(recall_score(y_true, y_pred))
+    assert table["Testing"]["dice"]["mean"] == pytest.approx(np.mean(dice), abs=1e-9)
+    assert table["Testing"]["sensitivity"]["mean"] == pytest.approx(np.mean(sens), abs=1e-9)
+    half = stats.t.ppf(0.975, len(dice) - 1) * np.std(dice, ddof=1) / np.sqrt(len(dice))
+    # the t interval, clipped to [0, 1] (a metric cannot leave it)
+    assert table["Testing"]["dice"]["ci_low"] == pytest.approx(max(0.0, np.mean(dice) - half), abs=1e-9)
+    assert table["Testing"]["dice"]["ci_high"] == pytest.approx(min(1.0, np.mean(dice) + half), abs=1e-9)
+
+    # artifacts, label quality, paper numbers, reports, timings
+    rates = results["residual_bone"]["Testing"]
+    assert rates["dsa"]["N"] == rates["dla"]["N"] == split["test"]
+    assert "/5 (" in rates["dsa"]["text"]
+    quality = results["label_quality"]
+    assert set(quality) == {"train", "validation", "test"}
+    assert 0.0 <= quality["test"]["vessel_dice"] <= 1.0
+    assert results["paper_table1"]["Testing"]["n"] == 62
+    for name in ("evaluation-approved.pdf", "evaluation-truth.pdf"):
+        assert (tmp_path / name).read_bytes()[:4] == b"%PDF"
+    assert set(results["wall_s"]) >= {"phantoms", "labels", "training", "inference", "evaluation", "total"}
+    assert "98.5% [97.6, 99.3]%" in text and "Residual bone, Testing: DSA" in text
+
+    # --reuse continues the same run without new studies, labels or model
+    n_versions, n_models = LabelVersion.objects.count(), ModelVersion.objects.count()
+    call_command(
+        "reproduce_paper", out=tmp_path, reuse=True, stdout=io.StringIO(), stderr=io.StringIO(), **SMOKE
+    )
+    assert (LabelVersion.objects.count(), ModelVersion.objects.count()) == (n_versions, n_models)
+    with pytest.raises(CommandError, match="--reuse"):
+        call_command("reproduce_paper", out=tmp_path, stdout=io.StringIO(), stderr=io.StringIO(), **SMOKE)
+
+
+def test_reproduce_paper_refuses_foreign_cohort_studies(phantom_study, tmp_path):
+    phantom_study(seed=3, cohort="train", pseudonym="SOMEONE-ELSE")
+    with pytest.raises(CommandError, match="SOMEONE-ELSE"):
+        call_command("reproduce_paper", out=tmp_path, stdout=io.StringIO(), stderr=io.StringIO(), **SMOKE)
