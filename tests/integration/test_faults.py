@@ -105,3 +105,61 @@ def test_database_connection_killed_during_commit_loses_nothing(client_for, phan
     assert len(Draft.objects.get(pk=draft["id"]).ops) == 1, "the draft's edits survive the outage"
     retry = client.post(f"/api/drafts/{draft['id']}/commit/", {"message": "after outage"}, format="json")
     assert retry.status_code == 201 and retry.json()["number"] == 1
+
+
+def test_worker_killed_during_training_resumes_and_registers_one_model(
+    celery_worker, client_for, users, phantom_study
+):
+    from inference.models import ModelVersion, TrainingRun
+    from tests.integration.test_training_api import SPACING, TINY, approve
+
+    for seed, cohort in ((61, "train"), (62, "train"), (63, "validation")):
+        approve(
+            phantom_study(seed=seed, shape=(24, 48, 48), spacing_mm=SPACING, cohort=cohort), users["admin"]
+        )
+    body = {
+        **TINY,
+        "max_iterations": 400,
+        "checkpoint_every": 20,
+        "early_stopping_patience": 10_000,
+        "name": "killed",
+    }
+    started = client_for("admin").post("/api/training-runs/", body, format="json")
+    assert started.status_code == 202, started.content
+    run_id = started.json()["id"]
+    for _ in range(600):  # wait for a checkpoint past iteration 40, then crash the worker
+        if TrainingRun.objects.filter(pk=run_id, iteration__gte=40).exists():
+            break
+        time.sleep(0.1)
+    iteration_at_kill = TrainingRun.objects.get(pk=run_id).iteration
+    celery_worker.kill()
+    celery_worker.start()
+    run = wait_for_run(run_id, timeout_s=180, worker=celery_worker)
+    assert run.state == "succeeded", run.error
+    assert run.attempts == 2 and "previous worker stopped" in run.log_tail
+    assert iteration_at_kill >= 40
+    assert ModelVersion.objects.filter(training_run_id=run_id).count() == 1
+    curve = TrainingRun.objects.get(pk=run_id).train_curve
+    iterations = [point[0] if isinstance(point, list | tuple) else point.get("iteration") for point in curve]
+    assert len(iterations) == len(set(iterations)), "resumed run duplicated curve points"
+
+
+def test_broker_unreachable_marks_the_run_failed_with_a_message(client_for, users):
+    from dla_web.celery import app
+
+    original = app.conf.broker_url
+    app.pool.force_close_all()
+    app._pool = None
+    app.conf.broker_url = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
+    try:
+        response = client_for("admin").post("/api/task-runs/selftest/", {"steps": 1}, format="json")
+    finally:
+        app.pool.force_close_all()
+        app._pool = None
+        app.conf.broker_url = original
+    assert response.status_code == 202
+    run = TaskRun.objects.get(pk=response.json()["id"])
+    assert run.state == "failed" and "could not reach the task broker" in run.error
+    assert run.message == "not started: task broker unreachable"
+    again = client_for("admin").post("/api/task-runs/selftest/", {"steps": 1, "step_s": 0}, format="json")
+    assert again.status_code == 202  # the broker is back: new work is accepted again
