@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from .models import Study, Volume
+from .models import PseudonymMap, Study, Volume
 
 
 class VolumeInline(admin.TabularInline):
@@ -35,6 +35,27 @@ class VolumeAdmin(admin.ModelAdmin):
     list_display = ["id", "study", "role", "shape", "sha256", "created_at"]
     list_filter = ["role"]
     readonly_fields = [f.name for f in Volume._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PseudonymMap)
+class PseudonymMapAdmin(admin.ModelAdmin):
+    """Re-identification map (only filled when DLA_KEEP_PSEUDONYM_MAP is on); read-only."""
+
+    list_display = ["study", "original_patient_id", "created_at"]
+    search_fields = ["study__pseudonym", "original_patient_id"]
+    readonly_fields = [
+        "study",
+        "original_patient_id",
+        "original_patient_name",
+        "original_study_uid",
+        "created_at",
+    ]
 
     def has_add_permission(self, request):
         return False

@@ -20,7 +20,7 @@ from django.db import transaction
 from . import volume_store
 from .deidentify import UidMap, deidentify_series_volume
 from .dicom_io import IngestError, SeriesVolume, read_dicom_series
-from .models import Study, Volume
+from .models import PseudonymMap, Study, Volume
 from .nifti_io import read_nifti
 from .safe_archive import extract_zip
 
@@ -154,6 +154,11 @@ def ingest_files(
     _check_same_grid(grid)
 
     original_patient = next((s.patient_id for _, s in assigned if s.patient_id), "")
+    original_identity = {
+        "original_patient_id": original_patient,
+        "original_patient_name": next((str(s.patient_name) for _, s in assigned if s.patient_name), ""),
+        "original_study_uid": next((s.study_uid for _, s in assigned if s.study_uid), ""),
+    }
     study_pseudonym = study.pseudonym if study else (pseudonym or new_study_pseudonym())
     uid_map = project_uid_map()
     if deidentify:
@@ -185,6 +190,8 @@ def ingest_files(
                     created_by=user,
                     metadata={"import": source_tag} if source_tag else {},
                 )
+                if settings.DLA_KEEP_PSEUDONYM_MAP:
+                    PseudonymMap.objects.create(study=study, **original_identity)
                 if cohort != Study.Cohort.UNASSIGNED:
                     study.check_cohort_assignment(cohort)
                     study.cohort = cohort

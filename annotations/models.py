@@ -204,3 +204,18 @@ class Draft(models.Model):
 
     def __str__(self):
         return f"draft of {self.study.pseudonym} by {self.user}"
+
+
+class PseudonymMap(models.Model):
+    """The original identity behind a study's pseudonym. Written only when the deployment enables it
+    (``DLA_KEEP_PSEUDONYM_MAP=1``, e.g. to re-identify incidental findings); visible to admins in Django admin
+    only, never through the API."""
+
+    study = models.OneToOneField(Study, on_delete=models.CASCADE, related_name="pseudonym_map")
+    original_patient_id = models.CharField(max_length=128, blank=True, default="")
+    original_patient_name = models.CharField(max_length=200, blank=True, default="")
+    original_study_uid = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"identity of {self.study.pseudonym}"

@@ -191,3 +191,23 @@ def _truncated_dicom(directory: Path) -> Path:
     path = directory / "cut.dcm"
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+@pytest.mark.parametrize("keep_map", [False, True])
+def test_pseudonym_map_is_kept_only_when_enabled(tmp_path, settings, keep_map):
+    from annotations.ingest import ingest_files
+    from annotations.models import PseudonymMap
+
+    settings.DLA_KEEP_PSEUDONYM_MAP = keep_map
+    volume = np.zeros((3, 8, 8), dtype=np.int16)
+    study_uid = new_uid()
+    paths = write_series(tmp_path / "s", volume, "FILL", study_uid)
+    study, _ = ingest_files(paths, work_dir=tmp_path / "w", pseudonym="MAP-1")
+    if keep_map:
+        identity = PseudonymMap.objects.get(study=study)
+        assert identity.original_patient_id == PATIENT_ID and "Doe" in identity.original_patient_name
+        assert identity.original_study_uid == study_uid and study.study_uid != study_uid
+    else:
+        assert not PseudonymMap.objects.exists()
+        everything = repr(list(Study.objects.values())) + repr(list(Volume.objects.values()))
+        assert PATIENT_ID not in everything and study_uid not in everything
