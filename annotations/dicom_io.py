@@ -657,16 +657,32 @@ def read_dicom_series(paths: Iterable[Path | str]) -> list[SeriesVolume]:
     for p in paths:
         path = Path(p)
         seen_any = True
-        ds = _open(path)
-        if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MediaStorageDirectoryStorage:
-            continue
-        frames = _frames_of(path, ds)
-        series.setdefault(_series_key(ds, path), []).extend(frames)
+        try:
+            ds = _open(path)
+            if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MediaStorageDirectoryStorage:
+                continue
+            frames = _frames_of(path, ds)
+            series.setdefault(_series_key(ds, path), []).extend(frames)
+        except IngestError:
+            raise
+        except Exception as exc:  # a damaged value pydicom cannot interpret (bad VR, non-numeric DS, ...)
+            raise IngestError(f"{path.name}: damaged DICOM header ({type(exc).__name__}: {exc})") from exc
     if not seen_any:
         raise IngestError("no files given")
     if not series:
         raise IngestError("no DICOM image files found (only DICOMDIR)")
-    return [_build_volume(uid, frames) for uid, frames in series.items()]
+    volumes = []
+    for uid, frames in series.items():
+        try:
+            volumes.append(_build_volume(uid, frames))
+        except IngestError:
+            raise
+        except Exception as exc:
+            first = frames[0].path.name if frames else uid
+            raise IngestError(
+                f"series {uid} ({first}, ...): damaged geometry or pixel tags ({type(exc).__name__}: {exc})"
+            ) from exc
+    return volumes
 
 
 # ----------------------------------------------------------------------------------------------------------

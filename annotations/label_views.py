@@ -73,7 +73,7 @@ class DraftViewSet(
         return draft
 
     def create(self, request, *args, **kwargs):
-        study_id = request.data.get("study")
+        study_id = request.data.get("study") if isinstance(request.data, dict) else None
         study = Study.objects.filter(pk=study_id).first() if str(study_id or "").isdigit() else None
         if study is None:
             return Response(

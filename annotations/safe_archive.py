@@ -69,8 +69,8 @@ def extract_zip(
         zf = zipfile.ZipFile(zip_path)
     except FileNotFoundError:
         raise ArchiveError(f"{zip_path}: file not found")
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError(f"{zip_path.name}: not a valid zip archive ({exc})")
+    except Exception as exc:  # BadZipFile, OSError, undecodable names, unsupported features...
+        raise ArchiveError(f"{zip_path.name}: not a valid zip archive ({type(exc).__name__}: {exc})")
 
     with zf:
         infos = zf.infolist()
@@ -171,7 +171,7 @@ def extract_zip(
         except ArchiveError:
             _cleanup(created_files, created_dirs, dest if not dest_existed else None)
             raise
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # damaged data: zlib/lzma errors, unsupported zip versions, CRC, EOF...
             _cleanup(created_files, created_dirs, dest if not dest_existed else None)
             name = info.filename if "info" in locals() else "?"
             raise ArchiveError(f"member {name!r}: damaged or unreadable ({type(exc).__name__}: {exc})")

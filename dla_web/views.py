@@ -110,6 +110,8 @@ class TokenView(APIView):
         from django.contrib.auth import authenticate
         from rest_framework.authtoken.models import Token
 
+        if not isinstance(request.data, dict):
+            return Response({"detail": "send a JSON object with username and password"}, status=400)
         user = authenticate(
             request, username=request.data.get("username"), password=request.data.get("password")
         )

@@ -224,6 +224,7 @@ class ReadingStudyViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [IsReader]
     serializer_class = None
     pagination_class = None
+    lookup_value_regex = r"\d+"
 
     def get_queryset(self):
         return (

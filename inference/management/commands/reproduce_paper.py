@@ -123,6 +123,13 @@ class Command(BaseCommand):
             "--reuse", action="store_true", help="keep studies/labels/model of an earlier run"
         )
         parser.add_argument("--vessel-threshold-hu", type=float, default=600.0)
+        parser.add_argument(
+            "--reject-motion-train-labels",
+            action="store_true",
+            help="the reviewer rejects training label versions of subjects with inter-sweep motion (their recipe "
+            "labels carry residual bone edges as vessel; the paper removed those by hand); the phantom's motion "
+            "flag stands in for the reviewer's look at the subtracted MIP",
+        )
         parser.add_argument("--roi-margin-mm", type=float, default=10.0)
         parser.add_argument("--lr", type=floats, default=[1e-3], help="learning rates, e.g. 1e-2,1e-3")
         parser.add_argument(
@@ -272,9 +279,20 @@ class Command(BaseCommand):
                     apply_draft_op(draft.pk, {"op": "set_roi", "box_zyx": box})
                 how = "whole volume" if box is None else "ROI, balanced classes"
                 version = commit(draft.pk, self.user, f"reproduce_paper: recipe labels ({how})")
-                review(
-                    version, self.user, LabelVersion.Review.APPROVED, "reproduce_paper: automatic approval"
-                )
+                if self.o["reject_motion_train_labels"] and entry["split"] == "train" and entry["motion"]:
+                    review(
+                        version,
+                        self.user,
+                        LabelVersion.Review.REJECTED,
+                        "residual bone edges from inter-sweep motion labelled as vessel",
+                    )
+                else:
+                    review(
+                        version,
+                        self.user,
+                        LabelVersion.Review.APPROVED,
+                        "reproduce_paper: automatic approval",
+                    )
             quality.append(self.label_quality(study, entry, version, fill, sub, truth, spacing))
         bar(1.0, f"{len(plan)} label versions approved")
         by_cohort = {}
