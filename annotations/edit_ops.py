@@ -97,11 +97,13 @@ OP_TYPES = ("brush", "remove_island", "keep_connected", "scissors", "set_roi", "
 
 @dataclass
 class OpResult:
-    """``bbox_zyx`` (z0, z1, y0, y1, x0, x1) half-open of changed voxels or None; ``delta_counts`` per class 0..3."""
+    """``bbox_zyx`` (z0, z1, y0, y1, x0, x1) half-open of changed voxels or None; ``delta_counts`` per class 0..3;
+    ``previous``: uint8 copy of the labels inside ``bbox_zyx`` before the op (the undo patch; not serialized)."""
 
     bbox_zyx: tuple[int, int, int, int, int, int] | None
     changed_voxels: int
     delta_counts: dict[int, int]
+    previous: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {
@@ -356,7 +358,8 @@ def _finish(labels: np.ndarray, region: tuple[slice, slice, slice], old: np.ndar
     xa = np.flatnonzero(changed.any(axis=(0, 1)))
     oz, oy, ox = (s.start or 0 for s in region)
     bbox = (oz + za[0], oz + za[-1] + 1, oy + ya[0], oy + ya[-1] + 1, ox + xa[0], ox + xa[-1] + 1)
-    return OpResult(tuple(int(v) for v in bbox), n, delta)
+    previous = np.ascontiguousarray(old[za[0] : za[-1] + 1, ya[0] : ya[-1] + 1, xa[0] : xa[-1] + 1])
+    return OpResult(tuple(int(v) for v in bbox), n, delta, previous)
 
 
 def _full(shape) -> tuple[slice, slice, slice]:

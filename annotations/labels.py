@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import volume_store
-from .edit_ops import OpResult, VolumeContext, apply_op
+from .edit_ops import EditOpError, OpResult, VolumeContext, apply_op
 from .label_codec import class_counts, decode_labels, diff_labels, encode_labels, labels_sha256
 from .models import Draft, LabelVersion, Study, Volume
 
@@ -142,31 +142,34 @@ def get_or_create_draft(study: Study, user) -> Draft:
 def _apply_and_record(
     draft: Draft, labels: np.ndarray, op: dict, ctx: VolumeContext
 ) -> tuple[dict, OpResult]:
-    before = np.array(labels)  # one copy, so the undo patch holds exactly the voxels the op changed
-    _mark_dirty = _draft_paths(draft)[1]
-    _mark_dirty.write_text("dirty")
+    """Apply ``op`` in place and store its undo patch. The op reports the previous voxels of its bounding box, so
+    no whole-volume copy is made. A refused op changes nothing; a crash mid-op leaves the cache marked dirty and
+    the next load rebuilds it by replaying the recorded ops."""
+    _draft_paths(draft)[1].write_text("dirty")
     try:
         result = apply_op(labels, op, ctx)
-    except BaseException:
-        labels[...] = before
-        labels.flush()
-        _mark_revision(draft)
+    except EditOpError:
+        _mark_revision(draft)  # validated before any voxel changed
         raise
     labels.flush()
     undo = None
     if result.bbox_zyx is not None:
-        z0, z1, y0, y1, x0, x1 = result.bbox_zyx
-        patch = np.ascontiguousarray(before[z0:z1, y0:y1, x0:x1])
         undo = {
-            "file": _save_blob(encode_labels(patch), f"drafts/{draft.pk}/undo"),
+            "file": _save_blob(encode_labels(result.previous), f"drafts/{draft.pk}/undo"),
             "bbox_zyx": list(result.bbox_zyx),
         }
     return {"op": op, "result": result.to_dict(), "undo": undo}, result
 
 
-def _finish_change(draft: Draft, labels: np.ndarray) -> None:
+def _finish_change(draft: Draft, labels: np.ndarray, delta_counts: dict | None = None) -> None:
+    """Bump the revision and update the per-class counts (from the op's delta when given: no full recount)."""
     draft.revision += 1
-    draft.counts = class_counts(np.asarray(labels))
+    if delta_counts is not None and draft.counts:
+        draft.counts = {
+            k: int(v) + int(delta_counts.get(k, delta_counts.get(int(k), 0))) for k, v in draft.counts.items()
+        }
+    else:
+        draft.counts = {str(k): v for k, v in class_counts(np.asarray(labels)).items()}
     draft.save()
     _mark_revision(draft)
 
@@ -182,7 +185,7 @@ def apply_draft_op(draft_id: int, op: dict) -> tuple[Draft, OpResult]:
             if undone.get("undo"):
                 volume_store.delete_file(undone["undo"]["file"])
         draft.redo = []
-        _finish_change(draft, labels)
+        _finish_change(draft, labels, result.delta_counts)
     return draft, result
 
 
@@ -201,7 +204,9 @@ def undo(draft_id: int) -> Draft:
             volume_store.delete_file(entry["undo"]["file"])
         draft.ops = draft.ops[:-1]
         draft.redo = [*draft.redo, {"op": entry["op"]}]
-        _finish_change(draft, labels)
+        _finish_change(
+            draft, labels, {k: -int(v) for k, v in (entry["result"] or {}).get("delta_counts", {}).items()}
+        )
     return draft
 
 
@@ -214,7 +219,7 @@ def redo(draft_id: int) -> Draft:
         entry, _ = _apply_and_record(draft, labels, draft.redo[-1]["op"], volume_context(draft.study))
         draft.ops = [*draft.ops, entry]
         draft.redo = draft.redo[:-1]
-        _finish_change(draft, labels)
+        _finish_change(draft, labels, entry["result"]["delta_counts"])
     return draft
 
 
