@@ -56,7 +56,7 @@ class DraftViewSet(
     permission_classes = [IsAnnotator]
 
     def get_queryset(self):
-        drafts = Draft.objects.select_related("user", "base_version", "study")
+        drafts = Draft.objects.select_related("user", "base_version", "study").order_by("-updated_at", "-id")
         study = self.request.query_params.get("study")
         if study:
             drafts = drafts.filter(study_id=study)
