@@ -2,6 +2,8 @@
 own 404/403 and validation errors, so clients always get a message that names the problem.
 """
 
+import errno
+
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -19,6 +21,17 @@ class Conflict(exceptions.APIException):
         self.extra = extra or {}
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps: pydicom re-raises I/O errors with the errno only in the text) is a
+    'no space left on device' error."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or f"[Errno {errno.ENOSPC}]" in str(exc)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def exception_handler(exc, context):
     from django.db import InterfaceError, OperationalError
 
@@ -28,6 +41,13 @@ def exception_handler(exc, context):
             {"detail": "The database connection was lost; nothing was saved. Please try again."},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
+        )
+    if _disk_full(exc):
+        return Response(
+            {
+                "detail": "The server ran out of disk space while writing; nothing was kept. Please tell an admin."
+            },
+            status=status.HTTP_507_INSUFFICIENT_STORAGE,
         )
     if isinstance(exc, ValidationError) and not isinstance(exc, exceptions.ValidationError):
         exc = exceptions.ValidationError(detail={"detail": exc.messages[0] if exc.messages else str(exc)})

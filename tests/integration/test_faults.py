@@ -174,3 +174,60 @@ def test_broker_unreachable_marks_the_run_failed_with_a_message(users):
     run = TaskRun.objects.get(pk=int(out.stdout.split("RUN")[1].split()[0]))
     assert run.state == "failed" and "could not reach the task broker" in run.error
     assert run.message == "not started: task broker unreachable"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs (a disk that fills up), unmounted afterwards."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_during_export_is_a_507_and_leaves_nothing(client_for, phantom_study, tiny_disk, settings):
+    study = phantom_study(
+        seed=71, shape=(32, 96, 96)
+    )  # a DICOM export of ~0.6 MB of int16 + headers x2 (zip)
+    fill = study.volume("fill")
+    settings.VAR_DIR = tiny_disk
+    (tiny_disk / "ballast").write_bytes(b"\0" * (1536 * 1024))  # leave ~0.5 MiB free
+    client = client_for("annotator")
+    response = client.get(f"/api/volumes/{fill.pk}/download/?as=dicom")
+    assert response.status_code == 507
+    assert "ran out of disk space" in response.json()["detail"]
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["ballast"], "a half-written export was left behind"
+    (tiny_disk / "ballast").unlink()
+    again = client.get(f"/api/volumes/{fill.pk}/download/?as=dicom")
+    assert again.status_code == 200 and len(b"".join(again.streaming_content)) > 0
+    np.testing.assert_array_equal(fill.array(), study.subject.fill_hu)  # the stored volume is intact
+
+
+def test_worker_killed_during_cohort_inference_stores_each_study_once(
+    celery_worker, client_for, phantom_study
+):
+    from annotations.models import Volume
+    from tests.integration.test_inference_api import register_tiny
+
+    model = register_tiny(client_for("admin"))
+    studies = [phantom_study(seed=80 + i, shape=(48, 96, 96), cohort="test") for i in range(8)]
+    started = client_for("annotator").post("/api/inference/", {"cohort": "test"}, format="json")
+    assert started.status_code == 202, started.content
+    run_id = started.json()["id"]
+    for _ in range(600):  # crash the worker once the first study's volumes are stored
+        if Volume.objects.filter(model_version_id=model["id"], role="dla").exists():
+            break
+        time.sleep(0.05)
+    celery_worker.kill()
+    celery_worker.start()
+    run = wait_for_run(run_id, timeout_s=180, worker=celery_worker)
+    assert run.state == "succeeded", run.error
+    assert run.attempts == 2, "the worker was not killed mid-run"
+    for study in studies:
+        roles = sorted(
+            Volume.objects.filter(study=study, model_version_id=model["id"]).values_list("role", flat=True)
+        )
+        assert roles == ["class_map", "dla", "vessel_prob"], (study.pseudonym, roles)
