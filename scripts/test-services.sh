@@ -17,6 +17,9 @@ if ! psql -h /var/run/postgresql -d postgres -Atc "select 1" >/dev/null 2>&1; th
   echo "creating PostgreSQL role $me"
   runuser -u postgres -- psql -q -c "CREATE ROLE \"$me\" SUPERUSER LOGIN" >/dev/null
 fi
+if ! psql -h /var/run/postgresql -d postgres -Atc "select 1 from pg_database where datname = 'dla'" | grep -q 1; then
+  createdb -h /var/run/postgresql dla  # the default DATABASE_URL of the tests and of manage.py checks
+fi
 if ! command -v redis-server >/dev/null; then
   echo "Redis is not installed: apt-get install -y redis-server (or set CELERY_BROKER_URL)" >&2; exit 1
 fi
