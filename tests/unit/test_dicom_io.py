@@ -165,18 +165,24 @@ def test_jpeg2000_decodes_or_is_refused():
             read_dicom_series([path])
 
 
-def test_undecodable_transfer_syntax_named():
+def test_jpeg_ls_decoded_with_a_handler_or_refused_naming_the_syntax():
+    """highdicom brings pyjpegls, a JPEG-LS decoder; without one the syntax must be named in the refusal."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import JPEGLSLossless
 
+    path = get_testdata_file("MR_small_jpeg_ls_lossless.dcm")
     if get_decoder(JPEGLSLossless).is_available:
-        pytest.skip("a JPEG-LS handler is installed")
-    with pytest.raises(
-        IngestError,
-        match=r"MR_small_jpeg_ls_lossless.dcm: JPEG-LS Lossless Image Compression \(1\.2\.840\.10008\.1\.2\.4\.80\) "
-        r"cannot be decoded: no pixel data handler installed",
-    ):
-        read_dicom_series([get_testdata_file("MR_small_jpeg_ls_lossless.dcm")])
+        reference = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+        expected = reference.pixel_array.astype(np.float64) * float(getattr(reference, "RescaleSlope", 1))
+        expected += float(getattr(reference, "RescaleIntercept", 0))
+        np.testing.assert_array_equal(read_dicom_series([path])[0].volume_hu[0], np.round(expected))
+    else:
+        with pytest.raises(
+            IngestError,
+            match=r"MR_small_jpeg_ls_lossless.dcm: JPEG-LS Lossless Image Compression \(1\.2\.840\.10008\.1\.2\.4\.80\) "
+            r"cannot be decoded: no pixel data handler installed",
+        ):
+            read_dicom_series([path])
 
 
 def test_unknown_transfer_syntax_refused(tmp_path):
