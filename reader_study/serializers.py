@@ -138,20 +138,11 @@ class IdListSerializer(serializers.Serializer):
 
 
 class ReadingQuestionSerializer(serializers.ModelSerializer):
+    """A question as a reader sees it: the admin's view without the bookkeeping."""
+
     class Meta:
         model = Question
-        fields = [
-            "id",
-            "key",
-            "text",
-            "type",
-            "choices",
-            "scale_min",
-            "scale_max",
-            "scale_labels",
-            "required",
-            "order",
-        ]
+        fields = [f for f in QuestionSerializer.Meta.fields if f != "has_answers"]
         read_only_fields = fields
 
 
