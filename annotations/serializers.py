@@ -99,8 +99,12 @@ class ImportSerializer(serializers.Serializer):
 
 class LabelVersionSerializer(serializers.ModelSerializer):
     author = serializers.CharField(source="author.username", default=None, read_only=True)
-    reviewed_by = serializers.CharField(source="reviewed_by.username", default=None, read_only=True)
-    parent_number = serializers.IntegerField(source="parent.number", default=None, read_only=True)
+    reviewed_by = serializers.CharField(
+        source="reviewed_by.username", default=None, read_only=True, allow_null=True
+    )
+    parent_number = serializers.IntegerField(
+        source="parent.number", default=None, read_only=True, allow_null=True
+    )
 
     class Meta:
         model = LabelVersion

@@ -55,7 +55,9 @@ TRAIN_FIELDS = [
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(
+        source="created_by.username", default=None, read_only=True, allow_null=True
+    )
     summary = serializers.SerializerMethodField()
     final_metrics = serializers.SerializerMethodField()
 

@@ -59,10 +59,10 @@ class ReaderSerializer(serializers.ModelSerializer):
         fields = ["id", "user", "username", "submitted", "total", "added_at"]
         read_only_fields = fields
 
-    def get_submitted(self, obj):
+    def get_submitted(self, obj) -> int:
         return obj.assignments.exclude(submitted_at=None).count()
 
-    def get_total(self, obj):
+    def get_total(self, obj) -> int:
         return obj.assignments.count()
 
 
@@ -96,13 +96,13 @@ class ReaderStudySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["status", "created_by", "created_at", "opened_at", "closed_at"]
 
-    def get_n_cases(self, obj):
+    def get_n_cases(self, obj) -> int:
         return obj.cases.count()
 
-    def get_n_readers(self, obj):
+    def get_n_readers(self, obj) -> int:
         return obj.readers.count()
 
-    def get_n_questions(self, obj):
+    def get_n_questions(self, obj) -> int:
         return obj.questions.count()
 
     def validate_window_preset(self, value):

@@ -180,33 +180,10 @@ def _declare_token_request(raw):
 # (what the server does that its schema does not say, where to fix it, the amendment that declares it)
 KNOWN_SCHEMA_BUGS = [
     (
-        "LabelVersion.reviewed_by and .parent_number are null for unreviewed and first versions",
-        "annotations/serializers.py LabelVersionSerializer: allow_null=True on both fields",
-        lambda raw: _nullable(raw, "LabelVersion", "reviewed_by", "parent_number"),
-    ),
-    (
-        "ModelVersion(.Detail).created_by is null for models registered without a user",
-        "inference/serializers.py: allow_null=True on created_by",
-        lambda raw: (
-            _nullable(raw, "ModelVersion", "created_by"),
-            _nullable(raw, "ModelVersionDetail", "created_by"),
-        ),
-    ),
-    (
         "PATCH /api/models/{id}/ omits created_by when the model has no creator (DRF skips a dotted-source "
         "field with a default in partial updates)",
         "inference/serializers.py: a SerializerMethodField (or allow_null without default) for created_by",
         _patch_model_response_without_creator,
-    ),
-    (
-        "ReaderStudy(.Detail).n_cases/n_readers/n_questions and Reader.submitted/total are integers, declared as "
-        "strings (SerializerMethodField without a type hint)",
-        "reader_study/serializers.py: annotate the get_* methods '-> int'",
-        lambda raw: (
-            _integer(raw, "ReaderStudy", "n_cases", "n_readers", "n_questions"),
-            _integer(raw, "ReaderStudyDetail", "n_cases", "n_readers", "n_questions"),
-            _integer(raw, "Reader", "submitted", "total"),
-        ),
     ),
     (
         "GET /api/reading-studies/, /api/reader-studies/eligible-readers/ and eligible-studies/ answer a JSON "
