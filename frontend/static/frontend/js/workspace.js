@@ -389,6 +389,20 @@ function closeScissors(view) {
   runOp(op, "Scissors");
 }
 
+function finishRoi(view, drag) {
+  view.polygon = [];
+  view.draw();
+  if (!drag.end) return;
+  // the dragged rectangle bounds the two in-plane axes; the view's own axis keeps its full extent
+  const box = [];
+  ["z", "y", "x"].forEach((axis, i) => {
+    if (axis === view.axis) { box.push(0, view.count); return; }
+    const a = drag.start.zyx[i], b = drag.end.zyx[i];
+    box.push(Math.min(a, b), Math.max(a, b) + 1);
+  });
+  runOp({ op: "set_roi", box_zyx: box }, "ROI set");
+}
+
 let activeView = views.z;
 const readout = $("readout");
 
@@ -432,6 +446,8 @@ for (const view of allViews()) {
     } else if (ws.tool === "brush" || ws.tool === "erase") {
       drag = { kind: "brush", last: hit };
       brushOp(hit, view);
+    } else if (ws.tool === "roi") {
+      drag = { kind: "roi", start: hit, end: null };
     } else if (ws.tool === "scissors") {
       if (e.detail >= 2) { closeScissors(view); return; }
       view.polygon.push([hit.row, hit.col]);
@@ -452,6 +468,11 @@ for (const view of allViews()) {
       view.draw();
     } else if (drag.kind === "window") {
       setWindow(drag.win.center - (e.clientY - drag.y) * 4, Math.max(1, drag.win.width + (e.clientX - drag.x) * 8));
+    } else if (drag.kind === "roi" && hit) {
+      const a = drag.start;
+      drag.end = hit;
+      view.polygon = [[a.row, a.col], [a.row, hit.col], [hit.row, hit.col], [hit.row, a.col]];
+      view.draw();
     } else if (drag.kind === "navigate" && hit) {
       moveCrosshair(hit.zyx, view);
     } else if (drag.kind === "brush" && hit) {
@@ -461,7 +482,10 @@ for (const view of allViews()) {
       if (dist >= radius) { drag.last = hit; brushOp(hit, view); }
     }
   });
-  const end = () => { drag = null; };
+  const end = () => {
+    if (drag && drag.kind === "roi") finishRoi(view, drag);
+    drag = null;
+  };
   canvas.addEventListener("pointerup", end);
   canvas.addEventListener("pointercancel", end);
 }
@@ -493,7 +517,7 @@ document.addEventListener("keydown", (e) => {
     if (previewBox.checked) updatePreview();
     return;
   }
-  const tools = { n: "navigate", w: "window", i: "island", b: "brush", e: "erase", s: "scissors" };
+  const tools = { n: "navigate", w: "window", i: "island", b: "brush", e: "erase", s: "scissors", c: "roi" };
   if (tools[key.toLowerCase()]) { setTool(tools[key.toLowerCase()]); return; }
   const presetKeys = Object.keys(presets);
   if (/^[1-9]$/.test(key) && presetKeys[Number(key) - 1]) { applyPreset(presetKeys[Number(key) - 1]); return; }
