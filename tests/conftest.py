@@ -22,6 +22,20 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(settings.VAR_DIR, ignore_errors=True)
 
 
+# A Celery worker consuming both queues with one process, as `make run` starts it.
+WORKER_ARGV = [
+    sys.executable,
+    "-m",
+    "celery",
+    "-A",
+    "dla_web",
+    "worker",
+    "-Q",
+    "default,gpu",
+    "--concurrency",
+    "1",
+]
+
 ROLE_USERS = {"annotator": "Annotator", "reader": "Reader", "admin": "Admin"}
 
 
@@ -97,16 +111,7 @@ class WorkerProcess:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "dla_web",
-                "worker",
-                "-Q",
-                "default,gpu",
-                "--concurrency",
-                "1",
+                *WORKER_ARGV,
                 "--pool",
                 "prefork",
                 "-n",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WORKER_ARGV
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -64,20 +66,7 @@ def test_embedded_defaults_boot_and_run_a_task(embedded_env):
         stderr=subprocess.DEVNULL,
     )
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "dla_web",
-            "worker",
-            "-Q",
-            "default,gpu",
-            "--concurrency",
-            "1",
-            "--loglevel",
-            "WARNING",
-        ],
+        [*WORKER_ARGV, "--loglevel", "WARNING"],
         cwd=REPO,
         env=embedded_env,
         stdout=subprocess.DEVNULL,
