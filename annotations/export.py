@@ -14,14 +14,13 @@ from .nifti_io import write_nifti
 DERIVED_ROLES = {Volume.Role.DLA, Volume.Role.VESSEL_PROB, Volume.Role.CLASS_MAP, Volume.Role.TRUTH}
 
 
-def export_volume(volume: Volume, fmt: str, work_dir: Path) -> Path:
-    """Write ``volume`` into ``work_dir`` as ``fmt`` ('nifti' or 'dicom'); returns the file to send."""
+def _volume_stem(volume: Volume) -> str:
+    return f"{volume.study.pseudonym}_{volume.role}_{volume.pk}"
+
+
+def _write_series(volume: Volume, array: np.ndarray, series_dir: Path) -> list[Path]:
+    """Write ``volume`` as a CT series into ``series_dir``; derived volumes reference the study's fill series."""
     study = volume.study
-    stem = f"{study.pseudonym}_{volume.role}_{volume.pk}"
-    array = np.asarray(volume.array())
-    affine = np.asarray(volume.affine_lps, dtype=float)
-    if fmt == "nifti":
-        return write_nifti(array, tuple(volume.spacing_mm), affine, work_dir / f"{stem}.nii.gz")
     uid_map = project_uid_map()
     study_uid = study.study_uid or uid_map.map(f"study:{study.pk}")
     fill = study.volume(Volume.Role.FILL)
@@ -32,12 +31,11 @@ def export_volume(volume: Volume, fmt: str, work_dir: Path) -> Path:
             study_uid=study_uid,
             derivation_description=f"{volume.get_role_display()} computed by DLA Workbench",
         )
-    series_dir = work_dir / stem
     series_dir.mkdir(parents=True)
-    write_dicom_series(
+    return write_dicom_series(
         array.astype(np.int16, copy=False),
         tuple(volume.spacing_mm),
-        affine,
+        np.asarray(volume.affine_lps, dtype=float),
         series_dir,
         study_uid=study_uid,
         series_uid=new_uid(),
@@ -48,11 +46,24 @@ def export_volume(volume: Volume, fmt: str, work_dir: Path) -> Path:
         patient_name=f"{study.patient_pseudonym}^",
         derived_from=derived_from,
     )
-    archive = work_dir / f"{stem}_dicom.zip"
+
+
+def _zip(archive: Path, members: list[tuple[Path, str]]) -> Path:
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for path in sorted(series_dir.iterdir()):
-            zf.write(path, f"{stem}/{path.name}")
+        for path, name in members:
+            zf.write(path, name)
     return archive
+
+
+def export_volume(volume: Volume, fmt: str, work_dir: Path) -> Path:
+    """Write ``volume`` into ``work_dir`` as ``fmt`` ('nifti' or 'dicom'); returns the file to send."""
+    stem = _volume_stem(volume)
+    array = np.asarray(volume.array())
+    if fmt == "nifti":
+        affine = np.asarray(volume.affine_lps, dtype=float)
+        return write_nifti(array, tuple(volume.spacing_mm), affine, work_dir / f"{stem}.nii.gz")
+    paths = _write_series(volume, array, work_dir / stem)
+    return _zip(work_dir / f"{stem}_dicom.zip", [(p, f"{stem}/{p.name}") for p in paths])
 
 
 def export_label_version(version, fmt: str, work_dir: Path) -> Path:
@@ -70,14 +81,11 @@ def export_label_version(version, fmt: str, work_dir: Path) -> Path:
     affine = np.asarray(fill.affine_lps, dtype=float)
     if fmt == "nifti":
         return write_nifti(labels, tuple(fill.spacing_mm), affine, work_dir / f"{stem}.nii.gz")
-    series_zip = export_volume(fill, "dicom", work_dir)
-    series_dir = work_dir / f"{study.pseudonym}_{fill.role}_{fill.pk}"
-    slices = [pydicom.dcmread(path) for path in sorted(series_dir.glob("*.dcm"))]
+    fill_stem = _volume_stem(fill)
+    paths = _write_series(fill, np.asarray(fill.array()), work_dir / fill_stem)
+    slices = [pydicom.dcmread(path) for path in paths]
     seg = label_seg(labels, slices, series_description=f"Labels v{version.number}: {version.message}"[:64])
     seg_path = work_dir / f"{stem}_seg.dcm"
     seg.save_as(seg_path)
-    with zipfile.ZipFile(series_zip, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        zf.write(seg_path, f"{stem}/seg.dcm")
-    final = work_dir / f"{stem}_seg.zip"
-    series_zip.rename(final)
-    return final
+    members = [(p, f"{fill_stem}/{p.name}") for p in paths] + [(seg_path, f"{stem}/seg.dcm")]
+    return _zip(work_dir / f"{stem}_seg.zip", members)
