@@ -1,7 +1,7 @@
 """Validated, JSON-serializable and replayable edit operations on uint8 [z, y, x] label maps.
 
 An operation is a plain dict with an ``"op"`` key (brush, remove_island, keep_connected, scissors, set_roi,
-relabel, recipe). ``parse_op`` validates it against the volume shape and spacing and returns a frozen
+relabel, balance, recipe). ``parse_op`` validates it against the volume shape and spacing and returns a frozen
 dataclass (``op_to_dict`` gives the canonical JSON form back); ``apply_op`` modifies the label map in place,
 working inside the op's bounding region where possible, and returns an ``OpResult`` (bounding box of the
 changed voxels, number changed, per-class count deltas). Validation happens before any voxel is touched, so
@@ -18,11 +18,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from annotations.classes import UNLABELED
-from annotations.recipe import RecipeError, RecipeParams, run_recipe
+from annotations.classes import LABELED_CLASSES, UNLABELED
+from annotations.recipe import RecipeError, RecipeParams, balance_indices, run_recipe
 
 ALL_CLASSES = (0, 1, 2, 3)
 MAX_RADIUS_MM = 50.0
+MAX_STROKE_POINTS = 1_000_000
 STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 AXES = ("z", "y", "x")
 
@@ -44,6 +45,9 @@ class BrushOp:
     )
     axis: str = "z"
     only_class: int | None = None  # paint only over voxels of this class
+    stroke_zyx: tuple[
+        tuple[int, int, int], ...
+    ] = ()  # further centres of the same drag: one op, one undo step
     op: str = field(default="brush", init=False)
 
 
@@ -86,13 +90,21 @@ class RelabelOp:
 
 
 @dataclass(frozen=True)
+class BalanceOp:
+    """Random undersampling: every labeled class reduced to the smallest labeled class's voxel count."""
+
+    seed: int = 0
+    op: str = field(default="balance", init=False)
+
+
+@dataclass(frozen=True)
 class RecipeOp:
     params: RecipeParams
     op: str = field(default="recipe", init=False)
 
 
-Op = BrushOp | RemoveIslandOp | KeepConnectedOp | ScissorsOp | SetRoiOp | RelabelOp | RecipeOp
-OP_TYPES = ("brush", "remove_island", "keep_connected", "scissors", "set_roi", "relabel", "recipe")
+Op = BrushOp | RemoveIslandOp | KeepConnectedOp | ScissorsOp | SetRoiOp | RelabelOp | BalanceOp | RecipeOp
+OP_TYPES = ("brush", "remove_island", "keep_connected", "scissors", "set_roi", "relabel", "balance", "recipe")
 
 
 @dataclass
@@ -229,6 +241,11 @@ def parse_op(d: dict, shape_zyx, spacing_mm) -> Op:
         shp = _field(d, "shape", kind, "circle")
         if shp not in ("circle", "sphere"):
             raise EditOpError(f"brush shape must be 'circle' or 'sphere', got {shp!r}")
+        stroke = _field(d, "stroke_zyx", kind, [])
+        if not isinstance(stroke, (list, tuple)) or len(stroke) > MAX_STROKE_POINTS:
+            raise EditOpError(
+                f"brush stroke_zyx must be a list of at most {MAX_STROKE_POINTS:,} [z, y, x] points"
+            )
         return BrushOp(
             center_zyx=_point(_field(d, "center_zyx", kind), shape, "brush center_zyx"),
             radius_mm=r,
@@ -236,6 +253,7 @@ def parse_op(d: dict, shape_zyx, spacing_mm) -> Op:
             shape=shp,
             axis=_axis(_field(d, "axis", kind, "z"), kind),
             only_class=_class(_field(d, "only_class", kind, None), "brush only_class", allow_none=True),
+            stroke_zyx=tuple(_point(p, shape, "brush stroke_zyx point") for p in stroke),
         )
     if kind == "remove_island":
         return RemoveIslandOp(at_zyx=_point(_field(d, "at_zyx", kind), shape, "remove_island at_zyx"))
@@ -299,6 +317,11 @@ def parse_op(d: dict, shape_zyx, spacing_mm) -> Op:
         return RelabelOp(
             from_class=a, to_class=b, box_zyx=None if box is None else _box(box, shape, "relabel box_zyx")
         )
+    if kind == "balance":
+        seed = _int(_field(d, "seed", kind, 0), "balance seed")
+        if not 0 <= seed < 2**32:
+            raise EditOpError(f"balance seed must be in [0, 2^32), got {seed}")
+        return BalanceOp(seed=seed)
     # recipe
     try:
         params = RecipeParams.from_dict(_field(d, "params", kind, {}))
@@ -309,12 +332,13 @@ def parse_op(d: dict, shape_zyx, spacing_mm) -> Op:
 
 
 _KNOWN_FIELDS = {
-    "brush": {"center_zyx", "radius_mm", "label", "shape", "axis", "only_class"},
+    "brush": {"center_zyx", "radius_mm", "label", "shape", "axis", "only_class", "stroke_zyx"},
     "remove_island": {"at_zyx"},
     "keep_connected": {"label", "seeds_zyx"},
     "scissors": {"axis", "slice", "polygon", "mode", "slab", "label"},
     "set_roi": {"box_zyx"},
     "relabel": {"from", "to", "box_zyx"},
+    "balance": {"seed"},
     "recipe": {"params"},
 }
 
@@ -335,7 +359,11 @@ def op_to_dict(op: Op) -> dict:
             return [conv(x) for x in v]
         return v
 
-    return {k: conv(v) for k, v in d.items() if not (v is None and k in ("only_class", "slab", "label"))}
+    return {
+        k: conv(v)
+        for k, v in d.items()
+        if not (v is None and k in ("only_class", "slab", "label")) and not (k == "stroke_zyx" and not v)
+    }
 
 
 # ----------------------------------------------------------------------------------------------- apply
@@ -367,22 +395,29 @@ def _full(shape) -> tuple[slice, slice, slice]:
 
 
 def _apply_brush(labels, op: BrushOp, spacing):
+    """Paint a ball (sphere) or disc (circle, in the plane normal to ``axis``) of ``radius_mm`` around the
+    centre and every stroke point: the points are dilated by the ball inside their bounding region."""
     r = op.radius_mm
     dims = (0, 1, 2) if op.shape == "sphere" else tuple(i for i in range(3) if AXES[i] != op.axis)
-    region = []
-    for i in range(3):
-        c = op.center_zyx[i]
-        h = int(math.floor(r / spacing[i] + 1e-9)) if i in dims else 0
-        region.append(slice(max(0, c - h), min(labels.shape[i], c + h + 1)))
-    region = tuple(region)
-    grids = np.ogrid[tuple(region)]
-    d2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, op.center_zyx, spacing, strict=True))
-    ball = d2 <= r * r + 1e-9
+    half = [int(math.floor(r / spacing[i] + 1e-9)) if i in dims else 0 for i in range(3)]
+    points = np.asarray((op.center_zyx, *op.stroke_zyx), dtype=np.int64)  # [n, 3]
+    region = tuple(
+        slice(
+            max(0, int(points[:, i].min()) - half[i]),
+            min(labels.shape[i], int(points[:, i].max()) + half[i] + 1),
+        )
+        for i in range(3)
+    )
+    offsets = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    ball = sum((g * s) ** 2 for g, s in zip(offsets, spacing, strict=True)) <= r * r + 1e-9
+    seeds = np.zeros(tuple(s.stop - s.start for s in region), dtype=bool)
+    seeds[tuple(points[:, i] - region[i].start for i in range(3))] = True
+    paint = seeds if ball.size == 1 else ndi.binary_dilation(seeds, structure=ball)
     old = labels[region].copy()
     sub = labels[region]
     if op.only_class is not None:
-        ball &= sub == op.only_class
-    sub[ball] = op.label
+        paint &= sub == op.only_class
+    sub[paint] = op.label
     return _finish(labels, region, old)
 
 
@@ -542,6 +577,17 @@ def _apply_relabel(labels, op: RelabelOp):
     return _finish(labels, region, old)
 
 
+def _apply_balance(labels, op: BalanceOp):
+    flat = labels.reshape(-1)
+    rng = np.random.default_rng(op.seed)
+    keep = balance_indices({c: np.flatnonzero(flat == c) for c in LABELED_CLASSES}, rng)
+    old = labels.copy()
+    flat[:] = UNLABELED
+    for c, idx in keep.items():
+        flat[idx] = c
+    return _finish(labels, _full(labels.shape), old)
+
+
 def _apply_recipe(labels, op: RecipeOp, ctx: VolumeContext):
     fill, sub = ctx.fill_hu, ctx.subtracted_hu
     if fill.shape != labels.shape:
@@ -568,7 +614,16 @@ def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext) -> OpResult:
             f"labels must be a uint8 [z, y, x] array, got {getattr(labels, 'dtype', type(labels))} "
             f"{getattr(labels, 'shape', '')}"
         )
-    _op_classes = (BrushOp, RemoveIslandOp, KeepConnectedOp, ScissorsOp, SetRoiOp, RelabelOp, RecipeOp)
+    _op_classes = (
+        BrushOp,
+        RemoveIslandOp,
+        KeepConnectedOp,
+        ScissorsOp,
+        SetRoiOp,
+        RelabelOp,
+        BalanceOp,
+        RecipeOp,
+    )
     d = op_to_dict(op) if isinstance(op, _op_classes) else op
     parsed = parse_op(d, labels.shape, ctx.spacing_mm)
     if isinstance(parsed, BrushOp):
@@ -583,6 +638,8 @@ def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext) -> OpResult:
         return _apply_set_roi(labels, parsed)
     if isinstance(parsed, RelabelOp):
         return _apply_relabel(labels, parsed)
+    if isinstance(parsed, BalanceOp):
+        return _apply_balance(labels, parsed)
     return _apply_recipe(labels, parsed, ctx)
 
 

@@ -112,6 +112,35 @@ def test_brush_only_class_and_erase():
     np.testing.assert_array_equal(changed, (d <= 4.0) & (before == VESSEL))
 
 
+@pytest.mark.parametrize("shape, axis", [("sphere", "z"), ("circle", "y")])
+def test_brush_stroke_is_the_union_of_its_dabs_in_one_op(shape, axis):
+    """A drag sent as one op (centre + stroke points) paints exactly what one op per dab paints."""
+    points = [[16, 12, 20], [16, 14, 22], [17, 16, 25], [31, 47, 55], [0, 0, 0]]  # incl. two corners
+    common = {"op": "brush", "radius_mm": 2.5, "label": 0, "only_class": VESSEL, "shape": shape, "axis": axis}
+    one_by_one = make_labels()
+    for p in points:
+        run(one_by_one, {**common, "center_zyx": p})
+    stroke = make_labels()
+    res = run(stroke, {**common, "center_zyx": points[0], "stroke_zyx": points[1:]})
+    np.testing.assert_array_equal(stroke, one_by_one)
+    assert res.changed_voxels == int((make_labels() != stroke).sum()) > 0
+
+
+def test_balance_undersamples_every_class_to_the_smallest():
+    lab = make_labels()
+    before = lab.copy()
+    counts = {c: int((before == c).sum()) for c in (VESSEL, BONE, SOFT_TISSUE)}
+    res = run(lab, {"op": "balance", "seed": 3})
+    n = min(counts.values())
+    assert {c: int((lab == c).sum()) for c in counts} == dict.fromkeys(counts, n)
+    kept = lab != UNLABELED
+    np.testing.assert_array_equal(lab[kept], before[kept])  # only unlabels, never changes a class
+    assert res.changed_voxels == sum(counts.values()) - 3 * n
+    again = before.copy()
+    run(again, {"op": "balance", "seed": 3})
+    np.testing.assert_array_equal(again, lab)  # seeded: replay gives the same map
+
+
 def test_remove_island_exact_component():
     for at in ([16, 12, 30], [5, 20, 30]):  # on the long vessel; on the branch (same component)
         lab = make_labels()
@@ -263,6 +292,13 @@ def test_op_dict_roundtrip():
         {"op": "set_roi", "box_zyx": [0, 4, 0, 4, 0, 4]},
         {"op": "recipe", "params": {"vessel_threshold_hu": 550}},
         {"op": "brush", "center_zyx": [1, 1, 1], "radius_mm": 1, "label": 0, "only_class": 1, "axis": "y"},
+        {
+            "op": "brush",
+            "center_zyx": [1, 1, 1],
+            "radius_mm": 1,
+            "label": 2,
+            "stroke_zyx": [[2, 2, 2], [3, 3, 3]],
+        },
     ]:
         op = parse_op(d, SHAPE, SPACING)
         again = parse_op(json.loads(json.dumps(op_to_dict(op))), SHAPE, SPACING)
@@ -289,6 +325,22 @@ BAD = [
     ),
     ({"op": "brush", "center_zyx": [1, 1, 1], "radius_mm": 2}, "missing field 'label'"),
     ({"op": "brush", "center_zyx": [1, 1, 1], "radius_mm": 2, "label": 1, "colour": 3}, "unknown field"),
+    (
+        {
+            "op": "brush",
+            "center_zyx": [1, 1, 1],
+            "radius_mm": 2,
+            "label": 1,
+            "stroke_zyx": [[1, 1, 1], [1, 60, 1]],
+        },
+        "brush stroke_zyx point [1, 60, 1]: y=60 is outside the volume",
+    ),
+    (
+        {"op": "brush", "center_zyx": [1, 1, 1], "radius_mm": 2, "label": 1, "stroke_zyx": 5},
+        "list of at most",
+    ),
+    ({"op": "balance", "seed": -1}, "balance seed must be in"),
+    ({"op": "balance", "seed": 1.5}, "must be an integer"),
     ({"op": "remove_island", "at_zyx": [0, 0, 99]}, "x=99"),
     ({"op": "remove_island", "at_zyx": [0, 0, 0]}, "no labeled island"),
     ({"op": "keep_connected", "label": 1, "seeds_zyx": []}, "non-empty"),

@@ -358,6 +358,8 @@ FIELDS = {
     "axis": st.sampled_from(["z", "y", "x", "z", "w"]),
     "only_class": st.one_of(st.none(), CLASS),
     "seeds_zyx": st.lists(POINT, max_size=3),
+    "stroke_zyx": mostly(st.lists(POINT, max_size=4), JUNK),
+    "seed": mostly(st.integers(0, 2**32 - 1), st.integers(-5, 2**33)),
     "slice": mostly(st.integers(0, 2), st.integers(-2, 14)),
     "polygon": st.lists(
         st.lists(st.floats(-3, 16, allow_nan=False), min_size=2, max_size=2), min_size=2, max_size=6
@@ -380,10 +382,12 @@ REQUIRED = {
     "scissors": ("axis", "slice", "polygon"),
     "set_roi": ("box_zyx",),
     "relabel": ("from", "to"),
+    "balance": (),
     "recipe": (),
 }
 OPTIONAL = {
-    "brush": ("shape", "axis", "only_class"),
+    "brush": ("shape", "axis", "only_class", "stroke_zyx"),
+    "balance": ("seed",),
     "keep_connected": (),
     "scissors": ("mode", "slab", "label"),
     "relabel": ("box_zyx",),

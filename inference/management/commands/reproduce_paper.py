@@ -43,10 +43,18 @@ from django.core.management.base import BaseCommand, CommandError
 from scipy import ndimage as ndi
 
 from annotations.classes import BONE, SOFT_TISSUE, VESSEL
-from annotations.labels import apply_draft_op, commit, get_or_create_draft, review
+from annotations.labels import (
+    apply_draft_op,
+    commit,
+    draft_array,
+    get_or_create_draft,
+    review,
+    version_labels,
+)
 from annotations.models import LabelVersion, Study, Volume
 from annotations.phantom import cohort_plan, default_spacing_mm, subject_from_plan
 from annotations.phantom_import import import_subject
+from annotations.phantom_review import artifact_mask, eraser_strokes
 from annotations.recipe import MAX_COMPONENT_VOXELS, RecipeParams, run_recipe
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
@@ -129,6 +137,13 @@ class Command(BaseCommand):
             help="the reviewer rejects training label versions of subjects with inter-sweep motion (their recipe "
             "labels carry residual bone edges as vessel; the paper removed those by hand); the phantom's motion "
             "flag stands in for the reviewer's look at the subtracted MIP",
+        )
+        parser.add_argument(
+            "--simulated-artifact-removal",
+            action="store_true",
+            help="the paper's manual artifact removal, simulated for every subject of every cohort: recipe-vessel "
+            "voxels more than one voxel from any truth vessel are erased with eraser strokes "
+            "(annotations.phantom_review); removes labels only, never adds one",
         )
         parser.add_argument("--roi-margin-mm", type=float, default=10.0)
         parser.add_argument("--lr", type=floats, default=[1e-3], help="learning rates, e.g. 1e-2,1e-3")
@@ -257,7 +272,7 @@ class Command(BaseCommand):
             if not kept.any():
                 kept = first.labels == VESSEL
             box = roi_box(kept, self.o["roi_margin_mm"], spacing)
-            params.update(roi_boxes_zyx=[box], balance=True, seed=int(self.o["seed"]))
+            params.update(roi_boxes_zyx=[box])
         return params, box
 
     def make_labels(self, plan, studies) -> dict:
@@ -274,10 +289,16 @@ class Command(BaseCommand):
             if version is None:
                 params, box = self.recipe_params(fill, sub, truth, spacing, entry["split"])
                 draft = get_or_create_draft(study, self.user)
-                apply_draft_op(draft.pk, {"op": "recipe", "params": params})
+                draft, _ = apply_draft_op(draft.pk, {"op": "recipe", "params": params})
+                how = "whole volume" if box is None else "ROI, balanced classes"
+                if self.o["simulated_artifact_removal"]:
+                    artifacts = artifact_mask(draft_array(draft), truth)
+                    for stroke in eraser_strokes(artifacts, spacing):
+                        apply_draft_op(draft.pk, stroke)
+                    how += f", {int(np.count_nonzero(artifacts))} artifact voxels erased"
                 if box is not None:
                     apply_draft_op(draft.pk, {"op": "set_roi", "box_zyx": box})
-                how = "whole volume" if box is None else "ROI, balanced classes"
+                    apply_draft_op(draft.pk, {"op": "balance", "seed": int(self.o["seed"])})
                 version = commit(draft.pk, self.user, f"reproduce_paper: recipe labels ({how})")
                 if self.o["reject_motion_train_labels"] and entry["split"] == "train" and entry["motion"]:
                     review(
@@ -293,7 +314,7 @@ class Command(BaseCommand):
                         LabelVersion.Review.APPROVED,
                         "reproduce_paper: automatic approval",
                     )
-            quality.append(self.label_quality(study, entry, version, fill, sub, truth, spacing))
+            quality.append(self.label_quality(study, entry, version, truth))
         bar(1.0, f"{len(plan)} label versions approved")
         by_cohort = {}
         for cohort in COHORTS:
@@ -312,15 +333,12 @@ class Command(BaseCommand):
             }
         return {"per_study": quality, "by_cohort": by_cohort}
 
-    def label_quality(self, study, entry, version, fill, sub, truth, spacing) -> dict:
-        """Recipe vessel mask vs truth vessel (whole volume for train, inside the ROI for validation/test: the
-        recipe's unbalanced vessel mask, since balancing only drops bone/soft-tissue voxels), and the share of
-        labeled voxels whose class equals the truth."""
-        from annotations.labels import version_labels
-
+    def label_quality(self, study, entry, version, truth) -> dict:
+        """Label vessel mask vs truth vessel (whole volume for train, inside the ROI for validation/test; the
+        vessel class is the smallest in every ROI, so balancing keeps all of it), and the share of labeled
+        voxels whose class equals the truth."""
         labels = version_labels(version)
-        params = RecipeParams.from_dict({**version.recipe, "balance": False})
-        vessel = run_recipe(fill, sub, spacing, params).labels == VESSEL
+        vessel = labels == VESSEL
         region = np.ones(truth.shape, dtype=bool)
         if version.roi_box_zyx:
             z0, z1, y0, y1, x0, x1 = version.roi_box_zyx
@@ -566,6 +584,8 @@ _OPTION_KEYS = (
     "reuse",
     "vessel_threshold_hu",
     "roi_margin_mm",
+    "simulated_artifact_removal",
+    "reject_motion_train_labels",
     "lr",
     "lr_boundaries",
     "slabs_per_batch",
