@@ -146,6 +146,8 @@ VOLUME_CACHE_DIR = Path(env_str("DLA_VOLUME_CACHE_DIR", str(STORAGE_ROOT)))
 # Uploads wait here for the ingest worker (shared by web and workers; never served over HTTP).
 UPLOAD_DIR = Path(env_str("DLA_UPLOAD_DIR", str(STORAGE_ROOT / "uploads")))
 DLA_KEEP_PSEUDONYM_MAP = env_bool("DLA_KEEP_PSEUDONYM_MAP", False)
+# processes per training run (DDP): 0 = one per visible CUDA GPU (1 without CUDA); N > 1 = N ranks (gloo on CPU)
+DLA_TRAIN_PROCESSES = env_int("DLA_TRAIN_PROCESSES", 0, minimum=0)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int(
     "DLA_MAX_UPLOAD_FILES", 5000, minimum=1
 )  # a series is one file per slice

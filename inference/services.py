@@ -37,6 +37,7 @@ from annotations.labels import version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla_web.tasks import TaskCancelled
 
+from .ddp import backend_and_devices, train_distributed
 from .dense import InferenceCancelled, dla_volume, intensity_candidates, predict_volume
 from .models import ModelVersion, TrainingRun, thin_curve
 from .network import (
@@ -396,34 +397,52 @@ def run_training(
         f"validation on {len(plan['validation'])}"
     )
     ctx.progress(0.0, f"loading {len(plan['train']) + len(plan['validation'])} volumes", force=True)
-    train_data = TrainingData(_load_pairs(plan["train"]), name=f"training cohort {train_cohort!r}")
+    train_pairs = _load_pairs(plan["train"])
+    train_data = TrainingData(train_pairs, name=f"training cohort {train_cohort!r}")
     if plan["validation"]:
-        val_data = TrainingData(
-            _load_pairs(plan["validation"]), name=f"validation cohort {validation_cohort!r}"
-        )
+        val_pairs = _load_pairs(plan["validation"])
+        val_data = TrainingData(val_pairs, name=f"validation cohort {validation_cohort!r}")
     else:
-        val_data = train_data
+        val_pairs, val_data = train_pairs, train_data
         ctx.log("no validation cohort: monitoring on the training data")
     device = device_name()
+    processes = settings.DLA_TRAIN_PROCESSES or max(1, torch.cuda.device_count())
     ctx.log(
         f"network {config_fingerprint(net_cfg)}, {train_data.n_labeled:,} labelled training voxels, "
         f"mode {cfg.mode}, device {device}"
+        + (f", DDP over {processes} processes ({backend_and_devices(processes)[0]})" if processes > 1 else "")
     )
-    torch.manual_seed(cfg.seed)
-    model = DLANet(net_cfg)
     recorder = _CurveRecorder(record, ctx, cfg.max_iterations, start_iteration)
     try:
-        result = train(
-            model,
-            train_data,
-            val_data,
-            cfg,
-            device=device,
-            on_progress=recorder,
-            should_cancel=recorder.should_cancel,
-            checkpoint_path=ckpt,
-            checkpoint_every=checkpoint_every,
-        )
+        if processes > 1:
+            result, model = train_distributed(
+                processes,
+                model_config=net_cfg.to_dict(),
+                train_config=cfg.to_dict(),
+                train_pairs=train_pairs,
+                val_pairs=val_pairs,
+                train_name=train_data.name,
+                val_name=val_data.name,
+                on_progress=recorder,
+                should_cancel=recorder.should_cancel,
+                checkpoint_path=ckpt,
+                checkpoint_every=checkpoint_every,
+                scratch_dir=settings.VAR_DIR,
+            )
+        else:
+            torch.manual_seed(cfg.seed)
+            model = DLANet(net_cfg)
+            result = train(
+                model,
+                train_data,
+                val_data,
+                cfg,
+                device=device,
+                on_progress=recorder,
+                should_cancel=recorder.should_cancel,
+                checkpoint_path=ckpt,
+                checkpoint_every=checkpoint_every,
+            )
     except TrainingCancelled as exc:
         recorder.flush()
         ctx.log(f"{exc}; checkpoint kept at {ckpt}")
@@ -440,6 +459,7 @@ def run_training(
         "elapsed_s": result.elapsed_s,
         "voxels_per_s": result.voxels_per_s,
         "device": device,
+        "processes": processes,
     }
     final = {k: v for k, v in result.final_metrics.items() if isinstance(v, int | float)}
     tmp_dir = Path(tempfile.mkdtemp(prefix="weights-", dir=settings.VAR_DIR))

@@ -14,8 +14,8 @@ early stopping on a plateau. Two sampling modes give the same per-voxel objectiv
 
 An "epoch" is one pass worth of labelled training voxels (``epoch_voxels``, default: all labelled voxels).
 ``train`` supports checkpoint/resume (atomic), cancellation, divergence detection and torch.distributed
-(DistributedDataParallel, gloo on CPU) when a process group is initialised; ``train_ddp_entry`` is the
-per-process entry for torch.multiprocessing.spawn and ``python -m inference.trainer`` works under torchrun.
+(DistributedDataParallel, gloo on CPU) when a process group is initialised; ``inference.ddp`` launches the
+processes.
 """
 
 from __future__ import annotations
@@ -511,78 +511,3 @@ def train(
         elapsed_s=elapsed,
         voxels_per_s=voxels_this_run / max(elapsed, 1e-9),
     )
-
-
-def train_ddp_entry(
-    rank: int,
-    world_size: int,
-    init_method: str,
-    model_config: dict,
-    train_pairs: list,
-    val_pairs: list,
-    train_config: dict,
-    weights_out: str,
-    backend: str = "gloo",
-) -> None:
-    """Per-process DDP worker (for torch.multiprocessing.spawn): init the process group, build the model
-    (same seed -> same init; DDP also broadcasts rank 0's weights), train, save this rank's final weights
-    to ``weights_out.format(rank=rank)``."""
-    from inference.network import DLANet, NetworkConfig, save_weights
-
-    torch.set_num_threads(1)
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
-    try:
-        cfg = TrainConfig.from_dict(train_config)
-        torch.manual_seed(cfg.seed)
-        model = DLANet(NetworkConfig.from_dict(model_config))
-        train(model, TrainingData(train_pairs), TrainingData(val_pairs, name="validation"), cfg, device="cpu")
-        save_weights(model, weights_out.format(rank=rank))
-    finally:
-        dist.destroy_process_group()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """torchrun entry: ``torchrun --nproc-per-node 2 -m inference.trainer --data d.npz --out w.pt``.
-
-    ``d.npz`` holds arrays fill_0, labels_0, fill_1, labels_1, ... (training) and val_fill_0, val_labels_0...
-    """
-    import argparse
-
-    from inference.network import build_model, save_weights
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--iterations", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if "RANK" in os.environ:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, _ = _dist_info()
-    device = torch.device(
-        f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    )
-    npz = np.load(args.data)
-
-    def pairs(prefix: str) -> list:
-        out, i = [], 0
-        while f"{prefix}fill_{i}" in npz:
-            out.append((npz[f"{prefix}fill_{i}"], npz[f"{prefix}labels_{i}"]))
-            i += 1
-        return out
-
-    cfg = TrainConfig(preset=args.preset, max_iterations=args.iterations, seed=args.seed)
-    torch.manual_seed(args.seed)
-    model = build_model(args.preset)
-    val = pairs("val_") or pairs("")
-    result = train(model, TrainingData(pairs("")), TrainingData(val, name="validation"), cfg, device=device)
-    if rank == 0:
-        save_weights(model, args.out)
-        print(f"done: {result.iterations} iterations, val_error {result.final_metrics['val_error']:.4f}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

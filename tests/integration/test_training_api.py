@@ -22,7 +22,7 @@ from inference import services
 from inference.models import ModelVersion, TrainingRun
 from inference.network import build_model, config_fingerprint, preset_config, save_weights
 from inference.tasks import train_model
-from tests.conftest import wait_for_run
+from tests.conftest import ARTIFACTS, WorkerProcess, wait_for_run
 
 SHAPE = (24, 48, 48)
 SPACING = (3.0, 3.0, 3.0)  # a coarse grid puts more of the phantom's vessels into 24x48x48 voxels
@@ -119,6 +119,52 @@ def test_train_end_to_end_registers_active_model_with_curves(client_for, cohorts
     assert hashlib.sha256(body).hexdigest() == version.sha256 == download["X-Checksum-SHA256"]
     runs = admin.get("/api/training-runs/").json()["results"]
     assert runs[0]["id"] == run.pk and "train_curve" not in runs[0]
+
+
+class DDPWorker(WorkerProcess):
+    """A worker machine configured for two training processes per run (DDP on gloo here, NCCL on GPUs)."""
+
+    def env(self) -> dict:
+        return {**super().env(), "DLA_TRAIN_PROCESSES": "2"}
+
+
+@pytest.fixture
+def ddp_worker(celery_worker):
+    """The session's worker is stopped while a DDP-configured worker serves the queues."""
+    celery_worker.stop()
+    worker = DDPWorker(ARTIFACTS / "celery-ddp-worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+    celery_worker.start()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_training_task_launches_ddp_processes_and_cancels_them(client_for, cohorts, ddp_worker):
+    admin = client_for("admin")
+    started = admin.post("/api/training-runs/", {**TINY, "name": "ddp"}, format="json").json()
+    run = wait_for_run(started["id"], timeout_s=120, worker=ddp_worker)
+    assert run.state == "succeeded", (run.error, run.log_tail, ddp_worker.tail())
+    assert "DDP over 2 processes (gloo)" in run.log_tail
+    live = admin.get(f"/api/training-runs/{run.pk}/").json()
+    assert [p[0] for p in live["train_curve"]] == list(range(1, 21)), "rank 0's curve reaches the page"
+    assert [p["iteration"] for p in live["val_curve"]] == [10, 20]
+    version = ModelVersion.objects.get(pk=live["model_version"])
+    assert version.metrics["summary"]["processes"] == 2 and version.metrics["summary"]["iterations"] == 20
+    assert not services.checkpoint_path(run.pk).exists()
+    assert services.load_model(version).config == preset_config("tiny"), "the registered weights load"
+
+    body = {**TINY, "max_iterations": 1_000_000, "val_every": 1000, "checkpoint_every": 100_000}
+    started = admin.post("/api/training-runs/", body, format="json").json()
+    deadline = time.monotonic() + 90
+    while TrainingRun.objects.get(pk=started["id"]).iteration < 3:
+        assert time.monotonic() < deadline, ddp_worker.tail()
+        time.sleep(0.2)
+    assert admin.post(f"/api/task-runs/{started['id']}/cancel/", {}, format="json").status_code == 202
+    run = wait_for_run(started["id"], timeout_s=30, worker=ddp_worker)
+    assert run.state == "cancelled", (run.error, run.log_tail)
+    assert services.checkpoint_path(run.pk).exists(), "rank 0 checkpointed before all ranks stopped"
+    assert ModelVersion.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from annotations.classes import BONE, SOFT_TISSUE, UNLABELED, VESSEL
+from inference.ddp import train_distributed
 from inference.dense import predict_volume
-from inference.network import build_model, load_weights, preset_config
+from inference.network import build_model, preset_config
 from inference.trainer import (
     TrainConfig,
     TrainingCancelled,
@@ -21,7 +21,6 @@ from inference.trainer import (
     balanced_dense_loss,
     load_checkpoint,
     train,
-    train_ddp_entry,
 )
 
 
@@ -245,23 +244,61 @@ def test_early_stopping_on_plateau():
     assert result.best_iteration == 2 and math.isfinite(result.best_val_error)
 
 
-def test_ddp_two_processes_gloo_identical_weights(tmp_path):
+def test_ddp_two_processes_gloo_trains_and_relays_progress(tmp_path):
     cfg = small_config(max_iterations=4, val_every=2, dense_slabs_per_batch=4)
-    out = str(tmp_path / "w{rank}.pt")
-    mp.spawn(
-        train_ddp_entry,
-        args=(
-            2,
-            f"file://{tmp_path / 'pg'}",
-            preset_config("tiny").to_dict(),
-            TRAIN_PAIRS[:2],
-            VAL_PAIRS,
-            cfg.to_dict(),
-            out,
-        ),
-        nprocs=2,
-        join=True,
+    seen = []
+    result, model = train_distributed(
+        2,
+        model_config=preset_config("tiny").to_dict(),
+        train_config=cfg.to_dict(),
+        train_pairs=TRAIN_PAIRS[:2],
+        val_pairs=VAL_PAIRS,
+        on_progress=lambda it, m: seen.append((it, "val_error" in m)),
+        checkpoint_path=tmp_path / "ckpt.pt",
+        checkpoint_every=2,
     )
-    w0, w1 = load_weights(out.format(rank=0)), load_weights(out.format(rank=1))
-    assert same_weights(w0, w1)
-    assert not same_weights(w0, fresh_model(cfg.seed))  # it trained
+    assert result.iterations == 4 and result.stopped_reason == "max_iterations"
+    assert seen == [(1, False), (2, True), (3, False), (4, True)], "rank 0's progress reaches the caller"
+    assert not same_weights(model, fresh_model(cfg.seed)), "it trained"
+    blob = load_checkpoint(tmp_path / "ckpt.pt")
+    assert blob["state"]["iteration"] == 4 and len(blob["rng_states"]) == 2, "one RNG state per rank"
+    final = model.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in blob["model_state"].items()), (
+        "rank 0 checkpointed its weights"
+    )
+
+
+def test_ddp_cancel_stops_all_ranks_and_resumes_from_the_checkpoint(tmp_path):
+    cfg = small_config(max_iterations=6, val_every=3, dense_slabs_per_batch=2)
+    common = dict(
+        model_config=preset_config("tiny").to_dict(),
+        train_config=cfg.to_dict(),
+        train_pairs=TRAIN_PAIRS[:2],
+        val_pairs=VAL_PAIRS,
+        checkpoint_path=tmp_path / "ckpt.pt",
+        checkpoint_every=100,
+    )
+    seen = []
+    with pytest.raises(TrainingCancelled, match="cancelled at iteration"):
+        train_distributed(
+            2, on_progress=lambda it, m: seen.append(it), should_cancel=lambda: bool(seen), **common
+        )
+    stopped_at = load_checkpoint(tmp_path / "ckpt.pt")["state"]["iteration"]
+    assert 1 <= stopped_at < 6
+    result, _ = train_distributed(2, **common)
+    assert result.iterations == 6, "the second launch continued from the cancelled run's checkpoint"
+
+
+def test_ddp_rank_errors_reach_the_caller_with_their_type_and_message():
+    no_vessel = [(f, np.where(lab == VESSEL, SOFT_TISSUE, lab).astype(np.uint8)) for f, lab in VAL_PAIRS]
+    with pytest.raises(TrainingDataError, match="validation cohort"):
+        train_distributed(
+            2,
+            model_config=preset_config("tiny").to_dict(),
+            train_config=small_config().to_dict(),
+            train_pairs=TRAIN_PAIRS[:2],
+            val_pairs=no_vessel,
+            val_name="validation cohort",
+        )
+    with pytest.raises(ValueError, match="at least 2 processes"):
+        train_distributed(1, model_config={}, train_config={}, train_pairs=[], val_pairs=[])
