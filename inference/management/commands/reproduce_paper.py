@@ -132,6 +132,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--vessel-threshold-hu", type=float, default=600.0)
         parser.add_argument(
+            "--bone-threshold-hu",
+            type=float,
+            default=RecipeParams.bone_threshold_hu,
+            help="fill-scan bone threshold of the labels (the paper's 'manual thresholding'; recipe default 700)",
+        )
+        parser.add_argument(
             "--reject-motion-train-labels",
             action="store_true",
             help="the reviewer rejects training label versions of subjects with inter-sweep motion (their recipe "
@@ -260,7 +266,11 @@ class Command(BaseCommand):
         return studies
 
     def recipe_params(self, fill, sub, truth, spacing, cohort) -> tuple[dict, list[int] | None]:
-        base = RecipeParams(vessel_threshold_hu=self.o["vessel_threshold_hu"], min_vessel_component_voxels=30)
+        base = RecipeParams(
+            vessel_threshold_hu=self.o["vessel_threshold_hu"],
+            bone_threshold_hu=self.o["bone_threshold_hu"],
+            min_vessel_component_voxels=30,
+        )
         first = run_recipe(fill, sub, spacing, base)
         seed = vessel_seed_zyx(first.labels == VESSEL, truth)
         params = base.to_dict()
@@ -583,6 +593,7 @@ _OPTION_KEYS = (
     "out",
     "reuse",
     "vessel_threshold_hu",
+    "bone_threshold_hu",
     "roi_margin_mm",
     "simulated_artifact_removal",
     "reject_motion_train_labels",
