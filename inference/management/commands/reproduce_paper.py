@@ -374,9 +374,12 @@ class Command(BaseCommand):
 
     def model_name(self) -> str:
         o = self.o
+        lr = ",".join(f"{v:g}" for v in o["lr"]) + (
+            "@" + ",".join(f"{b:g}" for b in o["lr_boundaries"]) if o["lr_boundaries"] else ""
+        )
         return (
             f"reproduce_paper {o['subjects']} {'x'.join(map(str, o['shape']))} {o['preset']} "
-            f"it{o['iterations']} seed{o['seed']}"
+            f"it{o['iterations']} lr{lr} b{o['slabs_per_batch']}x{o['slab_px']} seed{o['seed']}"
         )[:120]
 
     def train(self):
