@@ -10,8 +10,10 @@ Steps (each with a terminal progress bar; wall time of each step in the results)
    not connected to a large vessel"; we do the same with one annotator click (a recipe seed point) on the largest
    vessel component and ``min_vessel_component_voxels`` above any component size, so only the clicked tree is
    kept. The click is the one place the phantom truth is used (the seed is a recipe vessel voxel inside the
-   largest truth-vessel component, standing in for the annotator recognising the ICA); the paper's further
-   *manual* artifact removal is not simulated. Train: whole volume. Validation/test: labels restricted to an ROI
+   largest truth-vessel component, standing in for the annotator recognising the ICA). The paper's further
+   *manual* artifact removal is simulated by default (``annotations.phantom_review``: eraser strokes over the
+   recipe-vessel voxels more than one voxel from any truth vessel; ``--no-simulated-artifact-removal`` skips
+   it), and bone is thresholded at ``--bone-threshold-hu`` (550). Train: whole volume. Validation/test: labels restricted to an ROI
    box (the clicked vessel tree's bounding box + ``--roi-margin-mm``, i.e. vessels, skull base and the bone and
    soft tissue around them) and balanced to equal voxel counts per class; the box is also stored as the label
    version's ROI, so evaluation scores inside it.
@@ -29,6 +31,7 @@ train/validation/test cohorts (they would be trained or evaluated on): use a fre
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -123,7 +126,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--spacing", type=float, default=None, help="isotropic mm (default: the head fits the grid)"
         )
-        parser.add_argument("--iterations", type=int, default=1500, help="max training iterations")
+        parser.add_argument("--iterations", type=int, default=24000, help="max training iterations")
         parser.add_argument("--preset", default="cpu")
         parser.add_argument("--seed", type=int, default=0, help="cohort and training seed")
         parser.add_argument("--out", type=Path, default=None, help="results folder (default var/reproduce)")
@@ -134,8 +137,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--bone-threshold-hu",
             type=float,
-            default=RecipeParams.bone_threshold_hu,
-            help="fill-scan bone threshold of the labels (the paper's 'manual thresholding'; recipe default 700)",
+            default=550.0,
+            help="fill-scan bone threshold of the labels (the paper's 'manual thresholding'; the recipe's own "
+            "default is 700, which leaves 500-700 HU bone edges unlabeled)",
         )
         parser.add_argument(
             "--reject-motion-train-labels",
@@ -146,17 +150,18 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--simulated-artifact-removal",
-            action="store_true",
+            action=argparse.BooleanOptionalAction,
+            default=True,
             help="the paper's manual artifact removal, simulated for every subject of every cohort: recipe-vessel "
             "voxels more than one voxel from any truth vessel are erased with eraser strokes "
             "(annotations.phantom_review); removes labels only, never adds one",
         )
         parser.add_argument("--roi-margin-mm", type=float, default=10.0)
-        parser.add_argument("--lr", type=floats, default=[1e-3], help="learning rates, e.g. 1e-2,1e-3")
+        parser.add_argument("--lr", type=floats, default=[3e-3, 3e-4], help="learning rates, e.g. 1e-2,1e-3")
         parser.add_argument(
             "--lr-boundaries",
             type=floats,
-            default=[],
+            default=[0.75],
             help="iteration fractions where the lr steps down, e.g. 0.7 (converted to epochs)",
         )
         parser.add_argument("--slabs-per-batch", type=int, default=8)
