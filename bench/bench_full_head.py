@@ -5,7 +5,7 @@ preset DLANet (random weights: speed does not depend on the weights), and the in
 as it runs on a study: intensity candidates (fill >= DEFAULT_CANDIDATE_MIN_HU, dilated), dense tiled
 prediction of the candidates, the 3D-DLA volume. Also the whole volume without candidates on the first 40
 slices, for the per-voxel rate. Prints a table and writes bench/results/full_head_inference.json with the
-wall time of each step, voxels/s and the process's peak RSS. About 5 minutes on 2 cores.
+wall time of each step, voxels/s and the process's peak RSS. About 2 minutes on 2 cores.
 Run: .venv/bin/python bench/bench_full_head.py
 """
 
@@ -23,6 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_inference import timed  # noqa: E402  (bench/ is the script's folder, first on sys.path)
+
 from annotations.phantom import default_spacing_mm, make_subject  # noqa: E402
 from inference.dense import (  # noqa: E402
     DEFAULT_CANDIDATE_MIN_HU,
@@ -35,12 +37,6 @@ from inference.network import build_model  # noqa: E402
 SHAPE_ZYX = (400, 512, 512)
 PAPER_VOXELS_PER_S_PER_GPU = 2500.0
 BUDGET_S = 300.0  # DESIGN.md performance contract: whole-head DLA inference, CPU preset, < 5 min
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def main() -> None:
