@@ -124,6 +124,7 @@ def _run_rank(folder: Path) -> None:
         if rank == 0:
             save_weights(model, folder / "final-weights.pt")
             (folder / "result.json").write_text(json.dumps(asdict(result)))
+        dist.barrier()  # no rank tears its gloo connections down while another still uses them
     except BaseException as exc:
         (folder / f"error-{rank}.json").write_text(json.dumps([type(exc).__name__, str(exc)]))
         raise

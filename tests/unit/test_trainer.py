@@ -269,24 +269,32 @@ def test_ddp_two_processes_gloo_trains_and_relays_progress(tmp_path):
 
 
 def test_ddp_cancel_stops_all_ranks_and_resumes_from_the_checkpoint(tmp_path):
-    cfg = small_config(max_iterations=6, val_every=3, dense_slabs_per_batch=2)
-    common = dict(
-        model_config=preset_config("tiny").to_dict(),
-        train_config=cfg.to_dict(),
-        train_pairs=TRAIN_PAIRS[:2],
-        val_pairs=VAL_PAIRS,
-        checkpoint_path=tmp_path / "ckpt.pt",
-        checkpoint_every=100,
-    )
+    """A run far too long to finish before the caller's cancel arrives; the next launch resumes from the
+    checkpoint that rank 0 wrote when all ranks stopped (a longer run may continue a shorter one's checkpoint)."""
+
+    def common(max_iterations):
+        return dict(
+            model_config=preset_config("tiny").to_dict(),
+            train_config=small_config(
+                max_iterations=max_iterations, val_every=10**6, dense_slabs_per_batch=2
+            ).to_dict(),
+            train_pairs=TRAIN_PAIRS[:2],
+            val_pairs=VAL_PAIRS,
+            checkpoint_path=tmp_path / "ckpt.pt",
+            checkpoint_every=10**6,
+        )
+
     seen = []
     with pytest.raises(TrainingCancelled, match="cancelled at iteration"):
         train_distributed(
-            2, on_progress=lambda it, m: seen.append(it), should_cancel=lambda: bool(seen), **common
+            2, on_progress=lambda it, m: seen.append(it), should_cancel=lambda: bool(seen), **common(10**7)
         )
     stopped_at = load_checkpoint(tmp_path / "ckpt.pt")["state"]["iteration"]
-    assert 1 <= stopped_at < 6
-    result, _ = train_distributed(2, **common)
-    assert result.iterations == 6, "the second launch continued from the cancelled run's checkpoint"
+    assert 1 <= stopped_at < 10**7 and stopped_at >= seen[-1]
+    result, _ = train_distributed(2, **common(stopped_at + 2))
+    assert result.iterations == stopped_at + 2, (
+        "the second launch continued from the cancelled run's checkpoint"
+    )
 
 
 def test_ddp_rank_errors_reach_the_caller_with_their_type_and_message():
