@@ -16,15 +16,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from annotations.classes import LABELED_CLASSES, UNLABELED
+from annotations.components import label_components
 from annotations.recipe import RecipeError, RecipeParams, balance_indices, run_recipe
 
 ALL_CLASSES = (0, 1, 2, 3)
 MAX_RADIUS_MM = 50.0
 MAX_STROKE_POINTS = 1_000_000
-STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 AXES = ("z", "y", "x")
 
 
@@ -396,7 +395,7 @@ def _full(shape) -> tuple[slice, slice, slice]:
 
 def _apply_brush(labels, op: BrushOp, spacing):
     """Paint a ball (sphere) or disc (circle, in the plane normal to ``axis``) of ``radius_mm`` around the
-    centre and every stroke point: the points are dilated by the ball inside their bounding region."""
+    centre and every stroke point, inside the points' bounding region."""
     r = op.radius_mm
     dims = (0, 1, 2) if op.shape == "sphere" else tuple(i for i in range(3) if AXES[i] != op.axis)
     half = [int(math.floor(r / spacing[i] + 1e-9)) if i in dims else 0 for i in range(3)]
@@ -410,9 +409,16 @@ def _apply_brush(labels, op: BrushOp, spacing):
     )
     offsets = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
     ball = sum((g * s) ** 2 for g, s in zip(offsets, spacing, strict=True)) <= r * r + 1e-9
-    seeds = np.zeros(tuple(s.stop - s.start for s in region), dtype=bool)
-    seeds[tuple(points[:, i] - region[i].start for i in range(3))] = True
-    paint = seeds if ball.size == 1 else ndi.binary_dilation(seeds, structure=ball)
+    paint = np.zeros(tuple(s.stop - s.start for s in region), dtype=bool)
+    local = points - np.array([s.start for s in region])
+    if ball.size == 1:
+        paint[tuple(local.T)] = True
+    else:  # union of balls, clipped at the region's faces (cost: points x ball voxels)
+        for p in local:
+            lo = [max(0, int(p[i]) - half[i]) for i in range(3)]
+            hi = [min(paint.shape[i], int(p[i]) + half[i] + 1) for i in range(3)]
+            cut = tuple(slice(lo[i] - (p[i] - half[i]), hi[i] - (p[i] - half[i])) for i in range(3))
+            paint[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] |= ball[cut]
     old = labels[region].copy()
     sub = labels[region]
     if op.only_class is not None:
@@ -433,7 +439,7 @@ def _component_at(mask_fn: Callable, shape, point, start_half: int = 24):
             slice(max(0, p - half), min(n, p + half + 1)) for p, n in zip(point, shape, strict=True)
         )
         m = mask_fn(region)
-        lab, _ = ndi.label(m, structure=STRUCTURE_26)
+        lab, _ = label_components(m)
         local = tuple(p - s.start for p, s in zip(point, region, strict=True))
         comp = lab == lab[local]
         full = all(s.start == 0 and s.stop == n for s, n in zip(region, shape, strict=True))
@@ -458,9 +464,20 @@ def _apply_remove_island(labels, op: RemoveIslandOp):
     if c == UNLABELED:
         raise EditOpError(f"no labeled island at {list(op.at_zyx)} (voxel is unlabeled)")
     region, comp = _component_at(lambda reg: labels[reg] == c, labels.shape, op.at_zyx)
-    old = labels[region].copy()
-    labels[region][comp] = UNLABELED
-    return _finish(labels, region, old)
+    # the change is exactly ``comp`` (class c -> unlabeled): no copy and compare of the whole region
+    za = np.flatnonzero(comp.any(axis=(1, 2)))
+    ya = np.flatnonzero(comp.any(axis=(0, 2)))
+    xa = np.flatnonzero(comp.any(axis=(0, 1)))
+    local = (slice(za[0], za[-1] + 1), slice(ya[0], ya[-1] + 1), slice(xa[0], xa[-1] + 1))
+    target = labels[region][local]
+    previous = target.copy()
+    changed = comp[local]
+    n = int(np.count_nonzero(changed))
+    target[changed] = UNLABELED
+    oz, oy, ox = (s.start for s in region)
+    bbox = (oz + za[0], oz + za[-1] + 1, oy + ya[0], oy + ya[-1] + 1, ox + xa[0], ox + xa[-1] + 1)
+    delta = {**dict.fromkeys(ALL_CLASSES, 0), c: -n, UNLABELED: n}
+    return OpResult(tuple(int(v) for v in bbox), n, delta, previous)
 
 
 def _class_bbox(labels, c):
@@ -479,7 +496,7 @@ def _apply_keep_connected(labels, op: KeepConnectedOp):
     region, m = _class_bbox(labels, op.label)
     if region is None:
         return OpResult(None, 0, dict.fromkeys(ALL_CLASSES, 0))
-    lab, n = ndi.label(m, structure=STRUCTURE_26)
+    lab, n = label_components(m)
     keep = np.zeros(n + 1, dtype=bool)
     for s in op.seeds_zyx:
         local = tuple(p - r.start for p, r in zip(s, region, strict=True))

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from annotations.classes import UNLABELED, VESSEL
+from annotations.components import label_components
 
 STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -37,7 +38,7 @@ def eraser_strokes(mask: np.ndarray, spacing_mm) -> list[dict]:
     """One brush op per 26-connected cluster of ``mask`` (bool [z, y, x]) erasing exactly its vessel voxels:
     a one-voxel brush (radius half the smallest spacing) dragged over every voxel of the cluster, painting
     unlabeled over the vessel class only. Largest clusters first."""
-    components, n = ndi.label(mask, STRUCTURE_26)
+    components, n = label_components(mask)
     if n == 0:
         return []
     radius_mm = 0.5 * float(min(spacing_mm))

@@ -20,11 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from annotations.classes import BONE, LABELED_CLASSES, SOFT_TISSUE, UNLABELED, VESSEL
-
-STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+from annotations.components import label_components
 
 VESSEL_THRESHOLD_RANGE_HU = (300.0, 1000.0)
 BONE_THRESHOLD_RANGE_HU = (200.0, 2000.0)
@@ -294,7 +292,7 @@ def _components(mask: np.ndarray):
     if bb is None:
         return None
     crop = mask[bb]
-    lab, n = ndi.label(crop, structure=STRUCTURE_26)
+    lab, n = label_components(crop)
     idx = np.flatnonzero(crop)
     comp = lab.ravel()[idx]
     sizes = np.bincount(comp, minlength=n + 1)

@@ -381,3 +381,18 @@ def test_bad_labels_array():
         apply_op(np.zeros(SHAPE, np.int32), OPS[0], ctx())
     with pytest.raises(EditOpError, match="op #1"):
         replay(make_labels(), [OPS[0], {"op": "nope"}], ctx())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_component_labelling_matches_scipy(seed):
+    """annotations.components (cc3d) gives scipy's 26-connected partition, component for component."""
+    from annotations.components import label_components
+
+    rng = np.random.default_rng(seed)
+    mask = ndi.binary_opening(rng.random((30, 40, 50)) < 0.45)
+    ours, n = label_components(mask)
+    ref, n_ref = ndi.label(mask, ST26)
+    assert n == n_ref > 1
+    pairs = np.unique(np.stack([ours[mask], ref[mask]]), axis=1)
+    assert pairs.shape[1] == n, "each of our components is exactly one scipy component"
+    assert not ours[~mask].any()

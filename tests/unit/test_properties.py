@@ -462,6 +462,7 @@ def test_edit_ops_refuse_cleanly_or_report_exactly_what_changed(op, shape, spaci
         assert result.bbox_zyx == (lo[0], hi[0], lo[1], hi[1], lo[2], hi[2])
         z0, z1, y0, y1, x0, x1 = result.bbox_zyx
         assert changed[z0:z1, y0:y1, x0:x1].sum() == changed.sum()  # the box covers every changed voxel
+        np.testing.assert_array_equal(result.previous, before[z0:z1, y0:y1, x0:x1])  # the undo patch
     delta = (
         np.bincount(labels.ravel(), minlength=4)[:4].astype(int)
         - np.bincount(before.ravel(), minlength=4)[:4]
