@@ -19,7 +19,7 @@ import numpy as np
 
 from annotations.classes import LABELED_CLASSES, UNLABELED
 from annotations.components import label_components
-from annotations.recipe import RecipeError, RecipeParams, balance_indices, run_recipe
+from annotations.recipe import RecipeError, RecipeParams, balance_indices, mask_bbox, run_recipe
 
 ALL_CLASSES = (0, 1, 2, 3)
 MAX_RADIUS_MM = 50.0
@@ -44,9 +44,8 @@ class BrushOp:
     )
     axis: str = "z"
     only_class: int | None = None  # paint only over voxels of this class
-    stroke_zyx: tuple[
-        tuple[int, int, int], ...
-    ] = ()  # further centres of the same drag: one op, one undo step
+    # further centres of the same drag: one op, one undo step
+    stroke_zyx: tuple[tuple[int, int, int], ...] = ()
     op: str = field(default="brush", init=False)
 
 
@@ -380,13 +379,17 @@ def _finish(labels: np.ndarray, region: tuple[slice, slice, slice], old: np.ndar
     after = np.bincount(new[changed], minlength=256)
     for c in ALL_CLASSES:
         delta[c] = int(after[c] - before[c])
-    za = np.flatnonzero(changed.any(axis=(1, 2)))
-    ya = np.flatnonzero(changed.any(axis=(0, 2)))
-    xa = np.flatnonzero(changed.any(axis=(0, 1)))
-    oz, oy, ox = (s.start or 0 for s in region)
-    bbox = (oz + za[0], oz + za[-1] + 1, oy + ya[0], oy + ya[-1] + 1, ox + xa[0], ox + xa[-1] + 1)
-    previous = np.ascontiguousarray(old[za[0] : za[-1] + 1, ya[0] : ya[-1] + 1, xa[0] : xa[-1] + 1])
-    return OpResult(tuple(int(v) for v in bbox), n, delta, previous)
+    local = mask_bbox(changed)
+    return OpResult(_global_bbox(region, local), n, delta, np.ascontiguousarray(old[local]))
+
+
+def _global_bbox(region, local) -> tuple[int, int, int, int, int, int]:
+    """(z0, z1, y0, y1, x0, x1) in volume coordinates of ``local`` slices taken inside ``region`` slices."""
+    return tuple(
+        int(v)
+        for r, b in zip(region, local, strict=True)
+        for v in ((r.start or 0) + b.start, (r.start or 0) + b.stop)
+    )
 
 
 def _full(shape) -> tuple[slice, slice, slice]:
@@ -465,31 +468,20 @@ def _apply_remove_island(labels, op: RemoveIslandOp):
         raise EditOpError(f"no labeled island at {list(op.at_zyx)} (voxel is unlabeled)")
     region, comp = _component_at(lambda reg: labels[reg] == c, labels.shape, op.at_zyx)
     # the change is exactly ``comp`` (class c -> unlabeled): no copy and compare of the whole region
-    za = np.flatnonzero(comp.any(axis=(1, 2)))
-    ya = np.flatnonzero(comp.any(axis=(0, 2)))
-    xa = np.flatnonzero(comp.any(axis=(0, 1)))
-    local = (slice(za[0], za[-1] + 1), slice(ya[0], ya[-1] + 1), slice(xa[0], xa[-1] + 1))
+    local = mask_bbox(comp)
     target = labels[region][local]
     previous = target.copy()
     changed = comp[local]
     n = int(np.count_nonzero(changed))
     target[changed] = UNLABELED
-    oz, oy, ox = (s.start for s in region)
-    bbox = (oz + za[0], oz + za[-1] + 1, oy + ya[0], oy + ya[-1] + 1, ox + xa[0], ox + xa[-1] + 1)
     delta = {**dict.fromkeys(ALL_CLASSES, 0), c: -n, UNLABELED: n}
-    return OpResult(tuple(int(v) for v in bbox), n, delta, previous)
+    return OpResult(_global_bbox(region, local), n, delta, previous)
 
 
 def _class_bbox(labels, c):
     m = labels == c
-    za = np.flatnonzero(m.any(axis=(1, 2)))
-    if za.size == 0:
-        return None, None
-    sub = m[za[0] : za[-1] + 1]
-    ya = np.flatnonzero(sub.any(axis=(0, 2)))
-    xa = np.flatnonzero(sub.any(axis=(0, 1)))
-    region = (slice(za[0], za[-1] + 1), slice(ya[0], ya[-1] + 1), slice(xa[0], xa[-1] + 1))
-    return region, m[region]
+    region = mask_bbox(m)
+    return (None, None) if region is None else (region, m[region])
 
 
 def _apply_keep_connected(labels, op: KeepConnectedOp):
