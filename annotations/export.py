@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_io import SeriesRef, new_uid, write_dicom_series
+from dla.io.dicom import SeriesRef, new_uid, write_dicom_series
+from dla.io.nifti import write_nifti
+
 from .ingest import project_uid_map
 from .models import Volume
-from .nifti_io import write_nifti
 
 DERIVED_ROLES = {Volume.Role.DLA, Volume.Role.VESSEL_PROB, Volume.Role.CLASS_MAP, Volume.Role.TRUTH}
 
@@ -71,8 +72,9 @@ def export_label_version(version, fmt: str, work_dir: Path) -> Path:
     references it (``fmt`` 'nifti' or 'seg')."""
     import pydicom
 
+    from dla.io.seg import label_seg
+
     from .labels import version_labels
-    from .seg_export import label_seg
 
     study = version.study
     fill = study.volume(Volume.Role.FILL)

@@ -17,12 +17,13 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
+from dla.io.archive import extract_zip
+from dla.io.deidentify import UidMap, deidentify_series_volume
+from dla.io.dicom import IngestError, SeriesVolume, read_dicom_series
+from dla.io.nifti import read_nifti
+
 from . import volume_store
-from .deidentify import UidMap, deidentify_series_volume
-from .dicom_io import IngestError, SeriesVolume, read_dicom_series
 from .models import PseudonymMap, Study, Volume
-from .nifti_io import read_nifti
-from .safe_archive import extract_zip
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 GRID_ROLES = {Volume.Role.FILL, Volume.Role.MASK, Volume.Role.SUBTRACTED, Volume.Role.DLA}

@@ -15,6 +15,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
+from dla.labeling.samples import save_samples_npz, training_samples
 from dla_web.api import Conflict
 from dla_web.audit import record
 from dla_web.roles import IsAdmin, IsAnnotator
@@ -22,7 +23,6 @@ from dla_web.serializers import TaskRunSerializer
 
 from . import export, labels
 from .models import Draft, LabelVersion, Study
-from .samples import save_samples_npz, training_samples
 from .serializers import (
     CommitSerializer,
     DraftSerializer,

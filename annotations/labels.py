@@ -18,9 +18,10 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from dla.labeling.codec import class_counts, decode_labels, diff_labels, encode_labels, labels_sha256
+from dla.labeling.edit_ops import EditOpError, OpResult, VolumeContext, apply_op
+
 from . import volume_store
-from .edit_ops import EditOpError, OpResult, VolumeContext, apply_op
-from .label_codec import class_counts, decode_labels, diff_labels, encode_labels, labels_sha256
 from .models import Draft, LabelVersion, Study, Volume
 
 

@@ -21,7 +21,8 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from .rendering import MipVolume, Window, prepare_mip_volume
+from dla.render.mip import MipVolume, prepare_mip_volume
+from dla.render.slices import Window
 
 CINE_ANGLES = 36
 CINE_SIZE = 256
@@ -146,7 +147,8 @@ def volume_mip_png(
     sha256: str, load, spacing_mm, *, angle_deg: float, tilt_deg: float, window: Window, size: int
 ) -> tuple[str, bytes, bool]:
     """(key, PNG bytes, cache hit) of a windowed MIP of an image volume; renders and stores on a miss."""
-    from .rendering import encode_png, rotated_mip, window_to_uint8
+    from dla.render.mip import rotated_mip
+    from dla.render.slices import encode_png, window_to_uint8
 
     key = image_key(sha256, angle_deg=angle_deg, tilt_deg=tilt_deg, window=window, size=size)
     data = get(key)
@@ -164,7 +166,8 @@ def label_mip_rgba(labels: np.ndarray, spacing_mm, *, class_id: int, angle_deg, 
     projected (interpolated) class fraction so thin vessels fade rather than vanish."""
     import torch
 
-    from .rendering import CLASS_COLORS_RGBA, rotated_mip
+    from dla.classes import CLASS_COLORS_RGBA
+    from dla.render.mip import rotated_mip
 
     prepared = prepare_mip_volume(labels, spacing_mm, background=0.0)
     mask = MipVolume(

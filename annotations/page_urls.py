@@ -12,10 +12,10 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from django.shortcuts import get_object_or_404, render
 from django.urls import path
 
+from dla.render.slices import WINDOW_PRESETS_HU
 from dla_web.roles import is_annotator
 
 from .models import Draft, LabelVersion, Study, Volume
-from .rendering import WINDOW_PRESETS_HU
 
 LABEL_STATUSES = {
     "unlabeled": "no label version yet",

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_io import new_uid, write_dicom_series
+from dla.io.dicom import new_uid, write_dicom_series
+from dla.io.nifti import write_nifti
+from dla.phantoms import PhantomSubject
+
 from .ingest import ingest_files
 from .models import Study, Volume
-from .nifti_io import write_nifti
-from .phantom import PhantomSubject
 
 RUNS = (
     ("fill", "FILL contrast-enhanced CBCT", 1),

@@ -1,6 +1,6 @@
 """Rendering API for the viewer: slices of volumes (raw int16 or windowed PNG), label slices of drafts and
 versions (raw uint8 class ids), MIPs at any angle (PNG, served from the MIP cache) and the cine of precomputed
-angles. Thin: the numeric work is in ``annotations.rendering``; caching in ``annotations.mip_cache``.
+angles. Thin: the numeric work is in ``dla.render.rendering``; caching in ``annotations.mip_cache``.
 
 Volumes and label versions are immutable, so their responses carry an ETag derived from the content's sha256
 and ``Cache-Control: immutable``; a draft's slices carry an ETag of its revision and must be revalidated.
@@ -18,15 +18,15 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from dla.classes import CLASS_NAMES, VESSEL
+from dla.render.slices import WINDOW_PRESETS_HU, RenderError, Window, encode_png, slice_2d, window_to_uint8
 from dla_web.models import TaskRun
 from dla_web.roles import IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
 from . import labels as label_rules
 from . import mip_cache
-from .classes import CLASS_NAMES, VESSEL
 from .models import Draft, LabelVersion, Volume
-from .rendering import WINDOW_PRESETS_HU, RenderError, Window, encode_png, slice_2d, window_to_uint8
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "private, no-cache"

@@ -90,10 +90,11 @@ def compute_cine(
 ) -> dict:
     """Render the MIPs of ``angles`` evenly spaced angles (tilt 0) of a volume (windowed) or of one class of a
     label version into the MIP cache. Idempotent: angles already cached are skipped."""
+    from dla.render.slices import WINDOW_PRESETS_HU, Window, encode_png
+
     from . import mip_cache
     from .labels import label_grid, version_labels
     from .models import LabelVersion, Volume
-    from .rendering import WINDOW_PRESETS_HU, Window, encode_png
 
     all_angles = mip_cache.cine_angles(angles)
     computed = 0

@@ -25,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_inference import timed  # noqa: E402  (bench/ is the script's folder, first on sys.path)
 
-from annotations.phantom import default_spacing_mm, make_subject  # noqa: E402
-from inference.dense import (  # noqa: E402
+from dla.model.dense import (  # noqa: E402
     DEFAULT_CANDIDATE_MIN_HU,
     dla_volume,
     intensity_candidates,
     predict_volume,
 )
-from inference.network import build_model  # noqa: E402
+from dla.model.network import build_model  # noqa: E402
+from dla.phantoms import default_spacing_mm, make_subject  # noqa: E402
 
 SHAPE_ZYX = (400, 512, 512)
 PAPER_VOXELS_PER_S_PER_GPU = 2500.0

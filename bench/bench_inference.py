@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotations.classes import BONE, SOFT_TISSUE, VESSEL  # noqa: E402
-from inference.dense import intensity_candidates, predict_patches, predict_volume  # noqa: E402
-from inference.network import build_model, count_parameters  # noqa: E402
-from inference.trainer import TrainConfig, TrainingData, train  # noqa: E402
+from dla.classes import BONE, SOFT_TISSUE, VESSEL  # noqa: E402
+from dla.model.dense import intensity_candidates, predict_patches, predict_volume  # noqa: E402
+from dla.model.network import build_model, count_parameters  # noqa: E402
+from dla.model.train import TrainConfig, TrainingData, train  # noqa: E402
 
 PAPER_VOXELS_PER_S_PER_GPU = 2500.0  # paper: voxel-wise inference on a GTX 1080 Ti (stated throughput)
 
@@ -148,7 +148,7 @@ def main() -> None:
         except Exception as exc:  # TrainingCancelled ends the timed run
             if type(exc).__name__ != "TrainingCancelled":
                 raise
-        from inference.trainer import evaluate
+        from dla.model.train import evaluate
 
         vv, vc = vdata.fixed_validation_sample(500, 1)
         metrics = evaluate(m, vdata, vv, vc, device="cpu")

@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotations.dicom_io import new_uid, read_dicom_series, write_dicom_series  # noqa: E402
-from annotations.nifti_io import read_nifti, write_nifti  # noqa: E402
+from dla.io.dicom import new_uid, read_dicom_series, write_dicom_series  # noqa: E402
+from dla.io.nifti import read_nifti, write_nifti  # noqa: E402
 
 
 def _phantom(n_slices: int, size: int) -> np.ndarray:

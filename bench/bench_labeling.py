@@ -1,6 +1,6 @@
 """Benchmark of the labeling core: recipe, edit ops, label codec and training samples on a 512x512x400 volume.
 
-Uses annotations.phantom.make_subject when available (else a simple analytic head). Prints numbers and writes
+Uses dla.phantoms.make_subject when available (else a simple analytic head). Prints numbers and writes
 bench/results/labeling.json. Targets: recipe < 5 s, each edit op < 300 ms, encoded labels < 3% of raw uint8.
 Also reports recipe vessel Dice vs the phantom truth for a motion-free and a motion subject at 256^3
 (0.46 mm, the paper's spacing) before and after two scripted artifact-removal passes:
@@ -25,20 +25,20 @@ from scipy import ndimage as ndi
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotations.classes import BONE, SOFT_TISSUE, VESSEL  # noqa: E402
-from annotations.edit_ops import VolumeContext, apply_op  # noqa: E402
-from annotations.label_codec import (  # noqa: E402
+from dla.classes import BONE, SOFT_TISSUE, VESSEL  # noqa: E402
+from dla.labeling.codec import (  # noqa: E402
     class_counts,
     decode_labels,
     diff_labels,
     encode_labels,
     labels_sha256,
 )
-from annotations.recipe import RecipeParams, run_recipe  # noqa: E402
-from annotations.samples import training_samples  # noqa: E402
+from dla.labeling.edit_ops import VolumeContext, apply_op  # noqa: E402
+from dla.labeling.recipe import RecipeParams, run_recipe  # noqa: E402
+from dla.labeling.samples import training_samples  # noqa: E402
 
 try:
-    from annotations.phantom import make_subject
+    from dla.phantoms import make_subject
 except ImportError:  # pragma: no cover
     make_subject = None
 

@@ -6,7 +6,7 @@ Unix socket), a temporary var/ folder with the volume store, Redis database 13 a
 the cines that commits queue stay queued; the keys this run created are deleted at the end), gunicorn with
 ``--workers`` processes x ``--threads`` threads (gthread) on a free 127.0.0.1 port. Seed (``manage.py shell``):
 one phantom subject of ``--shape`` (default 400x512x512, the performance contract's volume) made by
-``annotations.phantom.make_subject``, stored as one study per annotator (fill and subtracted volumes, same voxels);
+``dla.phantoms.make_subject``, stored as one study per annotator (fill and subtracted volumes, same voxels);
 ``--cases`` small phantom studies (``--case-shape``, default 96^3) with a DLA volume (vessel truth voxels of the
 fill, as the reader tests do), an open reader study with the default questions, every reader assigned, and the
 cines precomputed as the worker would at opening.
@@ -55,9 +55,9 @@ import numpy as np
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
-from annotations.classes import VESSEL
+from dla.classes import VESSEL
 from annotations.models import Study, Volume
-from annotations.phantom import make_subject
+from dla.phantoms import make_subject
 from reader_study import services
 from reader_study.models import Assignment, ReaderStudy
 

@@ -1,4 +1,4 @@
-"""Benchmark of annotations.phantom.make_subject: wall time at 64^3, 128^3 and 256^3 (prints a table and
+"""Benchmark of dla.phantoms.make_subject: wall time at 64^3, 128^3 and 256^3 (prints a table and
 writes bench/results/phantom.json).  ``--preview PATH`` also saves a PNG (axial slice and MIPs of the fill and
 the motion-corrupted subtraction) for visual checking; ``--skip-256`` skips the large grid.
 """
@@ -19,8 +19,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotations.classes import BONE, VESSEL  # noqa: E402
-from annotations.phantom import make_subject  # noqa: E402
+from dla.classes import BONE, VESSEL  # noqa: E402
+from dla.phantoms import make_subject  # noqa: E402
 
 
 def _window(img, lo, hi):

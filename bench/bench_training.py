@@ -51,7 +51,7 @@ def main():
     call_command("migrate", verbosity=0)
     from annotations.labels import _create_version, review
     from annotations.models import Study, Volume
-    from annotations.phantom import make_subject
+    from dla.phantoms import make_subject
     from dla_web.models import TaskRun
     from inference import services
 

@@ -63,7 +63,7 @@ CINE = r"""
 import json, time
 from annotations import mip_cache
 from annotations.models import Volume
-from annotations.rendering import Window
+from dla.render.slices import Window
 v = Volume.objects.get(pk=VOLUME_ID)
 window = Window(250.0, 1100.0)  # not the served window: nothing cached yet
 t0 = time.perf_counter()

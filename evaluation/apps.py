@@ -1,4 +1,4 @@
-"""App config for evaluation runs and reports (the metrics themselves are pure code in inference/metrics.py)."""
+"""App config for evaluation runs and reports (the metrics themselves are pure code in dla/stats/metrics.py)."""
 
 from django.apps import AppConfig
 

@@ -2,7 +2,7 @@
 an ``evaluate`` TaskRun) and ``StudyResult`` (one row per evaluated study: 2x2 table, metrics, 3x3 class
 confusion, vessel volume, residual bone of DSA vs DLA, and on phantoms the metrics against the exact truth).
 
-The numbers come from the pure modules ``inference.metrics`` and ``inference.artifacts``; ``services.py``
+The numbers come from the pure modules ``dla.stats.metrics`` and ``dla.stats.artifacts``; ``services.py``
 loads, checks, calls and saves. A run's rows are written in one transaction at its end, so a failed or
 cancelled run leaves no half-written results.
 """

@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from inference.metrics import PAPER_TABLE1, TABLE1_METRICS
+from dla.stats.metrics import PAPER_TABLE1, TABLE1_METRICS
 
 from .models import Evaluation
 from .services import DATASET_NAMES, METRIC_LABELS, REGION_NAMES

@@ -1,8 +1,8 @@
 """Evaluation services: check that a model version x cohorts can be evaluated (``evaluation_plan``), run the
 evaluation (``run_evaluation``, called by the ``evaluate`` task), compare two evaluations (``compare``).
 
-All numbers come from ``inference.metrics`` (2x2 tables, metrics, class confusion, cohort summaries, paired
-differences, Table 1) and ``inference.artifacts`` (residual bone); this module loads volumes, checks the
+All numbers come from ``dla.stats.metrics`` (2x2 tables, metrics, class confusion, cohort summaries, paired
+differences, Table 1) and ``dla.stats.artifacts`` (residual bone); this module loads volumes, checks the
 inputs, calls those functions and saves. Decisions:
 
 * Reference: ``approved`` = the study's newest APPROVED label version (its ROI box, when set, limits the scored
@@ -10,9 +10,9 @@ inputs, calls those functions and saves. Decisions:
   scored against their truth inside the same ROI and reported separately ("label quality" is then visible).
 * Prediction: the newest ``class_map`` volume whose ``model_version_id`` is the model's pk. The 3D-DLA volume is
   the newest ``dla`` volume of that model; when inference did not store one it is derived exactly as inference
-  does (``inference.dense.dla_volume``: fill HU where the class map says vessel, 0 HU (a DSA background) elsewhere).
+  does (``dla.model.dense.dla_volume``: fill HU where the class map says vessel, 0 HU (a DSA background) elsewhere).
 * Residual bone: bright voxels of the DSA (``subtracted``) and of the 3D-DLA inside the reference's bone class
-  (``inference.artifacts.residual_bone`` with the evaluation's ``bright_hu`` / ``min_cluster_voxels``). The
+  (``dla.stats.artifacts.residual_bone`` with the evaluation's ``bright_hu`` / ``min_cluster_voxels``). The
   location breakdown (otic capsule, nasal cavity, skull base, vault) needs the phantom's region masks, which are
   not stored: they are regenerated from ``study.metadata["phantom"]["params"]`` (seed, grid, spacing; the
   anatomy depends on these only) and used only when the regenerated bone class equals the stored truth's bone
@@ -32,12 +32,12 @@ import time
 import numpy as np
 from django.db import transaction
 
-from annotations.classes import BONE, VESSEL
 from annotations.labels import version_labels
 from annotations.models import Study, Volume
-from inference.artifacts import ArtifactError, ResidualBone, cohort_artifact_rate, residual_bone
-from inference.dense import dla_volume
-from inference.metrics import (
+from dla.classes import BONE, VESSEL
+from dla.model.dense import dla_volume
+from dla.stats.artifacts import ArtifactError, ResidualBone, cohort_artifact_rate, residual_bone
+from dla.stats.metrics import (
     CLASS_CONFUSION_ORDER,
     METRIC_NAMES,
     TABLE1_METRICS,
@@ -60,7 +60,7 @@ from .models import Evaluation, StudyResult
 
 COHORTS = (Study.Cohort.TRAIN, Study.Cohort.VALIDATION, Study.Cohort.TEST)
 DATASET_NAMES = {"train": "Training", "validation": "Validation", "test": "Testing"}
-"""Table 1 row names; "Validation" and "Testing" match the keys of inference.metrics.PAPER_TABLE1."""
+"""Table 1 row names; "Validation" and "Testing" match the keys of dla.stats.metrics.PAPER_TABLE1."""
 REGION_NAMES = ("otic_capsule", "nasal_cavity", "skull_base", "vault")
 METRIC_LABELS = {
     "sensitivity": "Sensitivity (recall)",
@@ -231,7 +231,7 @@ def phantom_regions(study: Study, truth: np.ndarray | None, shape) -> tuple[dict
     if truth is None:
         return None, "no location breakdown: the phantom's truth volume is missing"
     try:
-        from annotations.phantom import make_subject
+        from dla.phantoms import make_subject
 
         if list(params.get("shape_zyx", [])) != list(shape):
             return None, "no location breakdown: the stored phantom grid differs from the study's"

@@ -28,8 +28,8 @@ class ModelVersion(models.Model):
     sha256 = models.CharField(max_length=64, help_text="of the weights file bytes")
     size_bytes = models.BigIntegerField(default=0)
     fingerprint = models.CharField(max_length=120, help_text="architecture + input normalisation id")
-    network_config = models.JSONField(help_text="inference.network.NetworkConfig as a dict")
-    train_config = models.JSONField(default=dict, blank=True, help_text="inference.trainer.TrainConfig")
+    network_config = models.JSONField(help_text="dla.model.network.NetworkConfig as a dict")
+    train_config = models.JSONField(default=dict, blank=True, help_text="dla.model.train.TrainConfig")
     training_run = models.OneToOneField(
         TaskRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version"
     )

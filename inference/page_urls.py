@@ -18,9 +18,9 @@ from django.urls import path
 from django.views.decorators.http import require_GET
 
 from annotations.models import Study
+from dla.model.network import PRESETS, build_model, config_fingerprint, count_parameters
 from dla_web.roles import is_admin, is_annotator
 
-from .network import PRESETS, build_model, config_fingerprint, count_parameters
 from .serializers import FORM_DEFAULTS
 
 

@@ -4,11 +4,11 @@ hyper-parameter is a 400 naming the field, never a failed run)."""
 from rest_framework import serializers
 
 from annotations.models import Study
+from dla.model.network import PRESETS
+from dla.model.train import InvalidTrainConfigError, TrainConfig
 from dla_web.serializers import TaskRunSerializer
 
 from .models import ModelVersion, TrainingRun
-from .network import PRESETS
-from .trainer import InvalidTrainConfigError, TrainConfig
 
 PAPER = TrainConfig()  # the paper's hyper-parameters are TrainConfig's defaults
 COHORTS = [c for c in Study.Cohort.values if c != Study.Cohort.UNASSIGNED]
@@ -97,7 +97,7 @@ class ModelVersionDetailSerializer(ModelVersionSerializer):
 
 class WeightsUploadSerializer(serializers.Serializer):
     file = serializers.FileField(
-        help_text="DLANet weights (.pt) as written by inference.network.save_weights"
+        help_text="DLANet weights (.pt) as written by dla.model.network.save_weights"
     )
     name = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
     notes = serializers.CharField(required=False, allow_blank=True, default="")

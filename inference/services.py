@@ -2,14 +2,14 @@
 
 Training data are the newest APPROVED label version of every study in a cohort (``training_plan`` checks the
 cohorts before anything is queued: approved labels present, every class labelled, no patient in two cohorts,
-fill volumes on the labels' grid). ``run_training`` feeds them to ``inference.trainer.train`` with a
+fill volumes on the labels' grid). ``run_training`` feeds them to ``dla.model.train.train`` with a
 checkpoint keyed by the TaskRun id (a redelivered run resumes from it), records the curves for the live page
 and registers a ``ModelVersion``. ``run_inference`` turns fill volumes into class map, vessel probability and
 3D-DLA volumes, idempotently per (run, study). Both take a ``ctx`` with ``progress(fraction, message)``,
 ``should_cancel()``, ``log(line)`` and ``run_id`` (a TaskContext, or the management commands' terminal one).
 
 Stored outputs of inference (all on the fill's grid, ``model_version_id`` set, ``source = "infer-run-<id>"``):
-``class_map`` uint8 class ids (annotations.classes), ``vessel_prob`` uint8 = round(255 * P(vessel)) (0 where
+``class_map`` uint8 class ids (dla.classes), ``vessel_prob`` uint8 = round(255 * P(vessel)) (0 where
 the network was not run because the voxel cannot be vessel or bone by intensity), ``dla`` int16 HU (fill HU
 where the class is vessel, 0 HU (a DSA-like background) elsewhere).
 """
@@ -32,15 +32,12 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from annotations import volume_store
-from annotations.classes import CLASS_NAMES, LABELED_CLASSES
 from annotations.labels import version_labels
 from annotations.models import LabelVersion, Study, Volume
-from dla_web.tasks import TaskCancelled
-
-from .ddp import backend_and_devices, train_distributed
-from .dense import InferenceCancelled, dla_volume, intensity_candidates, predict_volume
-from .models import ModelVersion, TrainingRun, thin_curve
-from .network import (
+from dla.classes import CLASS_NAMES, LABELED_CLASSES
+from dla.model.ddp import backend_and_devices, train_distributed
+from dla.model.dense import InferenceCancelled, dla_volume, intensity_candidates, predict_volume
+from dla.model.network import (
     PRESETS,
     DLANet,
     IncompatibleWeightsError,
@@ -50,7 +47,7 @@ from .network import (
     preset_config,
     save_weights,
 )
-from .trainer import (
+from dla.model.train import (
     TrainConfig,
     TrainingCancelled,
     TrainingData,
@@ -58,6 +55,9 @@ from .trainer import (
     load_checkpoint,
     train,
 )
+from dla_web.tasks import TaskCancelled
+
+from .models import ModelVersion, TrainingRun, thin_curve
 
 CURVE_WRITE_INTERVAL_S = 1.0
 CANCEL_POLL_INTERVAL_S = 0.5

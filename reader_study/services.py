@@ -1,6 +1,6 @@
 """Domain rules of reader studies: design changes (cases, readers, questions, which freeze once answered),
 opening with seeded randomization, saving and submitting answers with an append-only history, the blinded
-image frames, and the results (frequencies, paired tests and agreement via ``reader_study.statistics``).
+image frames, and the results (frequencies, paired tests and agreement via ``dla.stats.reader``).
 
 Views stay thin: they look up objects (a reader only ever finds their own assignments) and call these.
 Errors on bad input are ``ReaderStudyError`` (400) or ``dla_web.api.Conflict`` (409), both with a message.
@@ -21,13 +21,15 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from annotations import rendering, volume_store
+from annotations import volume_store
 from annotations.models import Study, Volume
+from dla.render.mip import rotated_mip
+from dla.render.slices import WINDOW_PRESETS_HU, Window, window_to_uint8
+from dla.stats import reader as st
+from dla.stats.metrics import format_frequency
 from dla_web.api import Conflict
 from dla_web.roles import READER, roles_of
-from inference.metrics import format_frequency
 
-from . import statistics as st
 from .models import (
     METHOD_LABELS,
     METHOD_ROLES,
@@ -46,11 +48,11 @@ from .models import (
 FRAME_SIZE = 320
 N_ANGLES = 36  # one frame every 10 degrees
 MAX_TIME_PER_CALL_S = 600.0
-# Window presets offered to readers (names say nothing about methods; values from annotations.rendering).
+# Window presets offered to readers (names say nothing about methods; values from dla.render.rendering).
 READER_WINDOWS = {
-    "vessel": rendering.WINDOW_PRESETS_HU["vessel"],
-    "narrow": rendering.WINDOW_PRESETS_HU["dsa"],
-    "wide": rendering.WINDOW_PRESETS_HU["bone"],
+    "vessel": WINDOW_PRESETS_HU["vessel"],
+    "narrow": WINDOW_PRESETS_HU["dsa"],
+    "wide": WINDOW_PRESETS_HU["bone"],
 }
 
 DEFAULT_QUESTIONS = [
@@ -465,7 +467,7 @@ def render_cine(
     """int16 HU rotating MIP frames [n_angles, out_size, out_size] at angles 0, 360/n, ... degrees."""
     frames = np.empty((n_angles, out_size, out_size), dtype=np.int16)
     for i in range(n_angles):
-        mip = rendering.rotated_mip(volume_array, spacing_mm, i * 360.0 / n_angles, out_size=out_size)
+        mip = rotated_mip(volume_array, spacing_mm, i * 360.0 / n_angles, out_size=out_size)
         frames[i] = np.clip(np.round(mip), -32768, 32767).astype(np.int16)
         if progress:
             progress((i + 1) / n_angles)
@@ -489,9 +491,7 @@ def frame_hu(volume: Volume, frame_index: int) -> np.ndarray:
     cine = Cine.objects.filter(volume=volume, out_size=FRAME_SIZE, n_angles=N_ANGLES).first()
     if cine is not None:
         return np.asarray(volume_store.load_array(cine.file)[frame_index], dtype=np.float32)
-    return rendering.rotated_mip(
-        volume.array(), volume.spacing_mm, frame_index * 360.0 / N_ANGLES, out_size=FRAME_SIZE
-    )
+    return rotated_mip(volume.array(), volume.spacing_mm, frame_index * 360.0 / N_ANGLES, out_size=FRAME_SIZE)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -526,7 +526,7 @@ def blinded_frame_png(assignment: Assignment, image: str, angle, window: str | N
         raise ReaderStudyError(f"unknown window {window!r}; use one of {', '.join(READER_WINDOWS)}")
     volume = assignment.case.volume(assignment.method_of(image))
     hu = frame_hu(volume, snap_angle(angle))
-    return fixed_size_png(rendering.window_to_uint8(hu, rendering.Window(*READER_WINDOWS[window])))
+    return fixed_size_png(window_to_uint8(hu, Window(*READER_WINDOWS[window])))
 
 
 # --------------------------------------------------------------------------------------------- results

@@ -189,7 +189,7 @@ def phantom_study(db):
     """``phantom_study(seed=0, shape=(40, 48, 48), motion=None)`` -> a Study with fill, mask, subtracted and truth
     volumes made by the project's phantom generator (stored through the real volume store)."""
     from annotations.models import Study, Volume
-    from annotations.phantom import make_subject
+    from dla.phantoms import make_subject
 
     def make(
         seed: int = 0, shape=(40, 48, 48), motion=None, cohort="unassigned", pseudonym=None, spacing_mm=None

@@ -4,8 +4,8 @@ the new study; a bad file shows the server's message."""
 import numpy as np
 import pytest
 
-from annotations.dicom_io import new_uid, write_dicom_series
 from annotations.models import Study
+from dla.io.dicom import new_uid, write_dicom_series
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from annotations.classes import VESSEL
+from dla.classes import VESSEL
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from annotations.classes import BONE, VESSEL
+from dla.classes import BONE, VESSEL
 from tests.browser.test_workspace import (
     SCREEN_POS_JS,
     SPACING,

@@ -8,8 +8,8 @@ SHAPE = (24, 32, 32)
 
 def add_dla(study):
     """A DLA volume for a phantom study: fill HU where the truth is vessel, -1000 elsewhere (no model needed)."""
-    from annotations.classes import VESSEL
     from annotations.models import Volume
+    from dla.classes import VESSEL
 
     fill = study.volume("fill")
     truth = study.volume("truth").array()

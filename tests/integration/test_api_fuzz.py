@@ -285,7 +285,7 @@ def tiny_weights() -> bytes:
 
     import torch
 
-    from inference.network import build_model, save_weights
+    from dla.model.network import build_model, save_weights
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:

@@ -10,13 +10,13 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
-from annotations.classes import BONE, SOFT_TISSUE, UNLABELED, VESSEL
 from annotations.labels import _create_version, review
 from annotations.models import Volume
+from dla.classes import BONE, SOFT_TISSUE, UNLABELED, VESSEL
+from dla.stats.artifacts import residual_bone
 from dla_web.models import TaskRun
 from evaluation import services
 from evaluation.models import Evaluation, StudyResult
-from inference.artifacts import residual_bone
 from inference.models import ModelVersion
 from tests.conftest import wait_for_run
 

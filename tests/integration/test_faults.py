@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from django.db import connection
 
-from annotations.dicom_io import new_uid, write_dicom_series
 from annotations.models import Draft, LabelVersion, Study
+from dla.io.dicom import new_uid, write_dicom_series
 from dla_web.models import TaskRun
 from tests.conftest import database_url_for_current_test_db, wait_for_run
 

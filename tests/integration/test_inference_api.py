@@ -12,13 +12,13 @@ import torch
 from django.conf import settings
 from django.db import transaction
 
-from annotations.classes import VESSEL
 from annotations.models import Study, Volume
+from dla.classes import VESSEL
+from dla.model.dense import DLA_BACKGROUND_HU, intensity_candidates, predict_volume
+from dla.model.network import build_model, save_weights
 from dla_web.models import TaskRun
 from inference import services
-from inference.dense import DLA_BACKGROUND_HU, intensity_candidates, predict_volume
 from inference.models import ModelVersion
-from inference.network import build_model, save_weights
 from inference.tasks import infer_studies
 from tests.conftest import wait_for_run
 

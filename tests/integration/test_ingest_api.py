@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings
 from pydicom.data import get_testdata_file
 
-from annotations.dicom_io import new_uid, write_dicom_series
 from annotations.models import Study, Volume
+from dla.io.dicom import new_uid, write_dicom_series
 from tests.conftest import wait_for_run
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -148,7 +148,7 @@ def test_import_without_files_is_a_400_naming_the_field(client_for):
 def test_download_nifti_and_dicom_round_trip(celery_worker, client_for, tmp_path):
     import nibabel as nib
 
-    from annotations.dicom_io import read_dicom_series
+    from dla.io.dicom import read_dicom_series
 
     volume = np.arange(6 * 12 * 10, dtype=np.int16).reshape(6, 12, 10)
     run = wait_for_run(

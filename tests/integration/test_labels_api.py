@@ -10,9 +10,9 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from annotations.classes import BONE, SOFT_TISSUE, VESSEL
 from annotations.labels import version_labels
 from annotations.models import Draft, LabelVersion
+from dla.classes import BONE, SOFT_TISSUE, VESSEL
 from tests.conftest import wait_for_run
 
 BRUSH = {"op": "brush", "center_zyx": [20, 24, 24], "radius_mm": 8, "label": VESSEL, "shape": "sphere"}

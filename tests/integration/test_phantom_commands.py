@@ -12,8 +12,8 @@ import pydicom
 import pytest
 from django.core.management import call_command
 
-from annotations.dicom_io import read_dicom_series
 from annotations.models import LabelVersion, Study
+from dla.io.dicom import read_dicom_series
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +77,7 @@ def test_cohort_mode_ingests_with_the_paper_split():
     call_command("make_phantoms", "--cohort", "--count", "3", "--shape", "16", "24", "24", "--ingest")
     studies = list(Study.objects.order_by("pseudonym"))
     assert [s.pseudonym for s in studies] == ["PH-001", "PH-002", "PH-003"]
-    from annotations.phantom import cohort_plan
+    from dla.phantoms import cohort_plan
 
     plan = {e["subject_id"]: e for e in cohort_plan(105, seed=0)}
     for study in studies:

@@ -53,7 +53,8 @@ def png_chunks(data: bytes):
 
 
 def test_nothing_a_reader_can_fetch_reveals_the_method(open_reader_study, users):
-    from annotations import rendering
+    from dla.render.mip import rotated_mip
+    from dla.render.slices import WINDOW_PRESETS_HU, Window, window_to_uint8
     from reader_study import services
     from reader_study.models import Assignment
 
@@ -106,9 +107,9 @@ def test_nothing_a_reader_can_fetch_reveals_the_method(open_reader_study, users)
         # the frames really are the two methods' MIPs, mapped as the assignment says (checked independently)
         for image in ("A", "B"):
             volume = asg.case.volume(asg.method_of(image))
-            expected = rendering.window_to_uint8(
-                rendering.rotated_mip(volume.array(), volume.spacing_mm, 90.0, out_size=services.FRAME_SIZE),
-                rendering.Window(*rendering.WINDOW_PRESETS_HU["vessel"]),
+            expected = window_to_uint8(
+                rotated_mip(volume.array(), volume.spacing_mm, 90.0, out_size=services.FRAME_SIZE),
+                Window(*WINDOW_PRESETS_HU["vessel"]),
             )
             assert np.abs(frames[(image, 90, "vessel")].astype(int) - expected).max() <= 1
         assert not np.array_equal(frames[("A", 0, "vessel")], frames[("B", 0, "vessel")])

@@ -12,7 +12,8 @@ from tests.integration.reader_support import open_reader_study, reader_cases  # 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_open_precomputes_cines_with_a_worker(reader_cases, users, client_for, celery_worker):
-    from annotations import rendering, volume_store
+    from annotations import volume_store
+    from dla.render.mip import rotated_mip
     from reader_study import services
     from reader_study.models import Assignment, Cine
 
@@ -32,9 +33,7 @@ def test_open_precomputes_cines_with_a_worker(reader_cases, users, client_for, c
     cine = Cine.objects.get(volume=study.volume("dla"))
     stack = volume_store.load_array(cine.file)
     assert stack.shape == (services.N_ANGLES, services.FRAME_SIZE, services.FRAME_SIZE)
-    direct = rendering.rotated_mip(
-        cine.volume.array(), cine.volume.spacing_mm, 90.0, out_size=services.FRAME_SIZE
-    )
+    direct = rotated_mip(cine.volume.array(), cine.volume.spacing_mm, 90.0, out_size=services.FRAME_SIZE)
     assert np.abs(stack[9].astype(np.float32) - direct).max() <= 0.5 + 1e-3
     cached = services.blinded_frame_png(asg_before, "A", 40, "vessel")
     assert len(cached) == len(on_demand)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotations.classes import VESSEL
+from dla.classes import VESSEL
 from tests.conftest import wait_for_run
 
 SHAPE = (20, 24, 28)
@@ -194,7 +194,8 @@ def test_cine_task_fills_the_cache_and_mips_are_hits(phantom_study, client_for, 
     hit = api.get(f"/api/volumes/{fill.pk}/mip/", {"angle": 30, "size": 64})
     assert hit["X-Cache"] == "hit"
     # the cached bytes are the windowed MIP rendered here independently
-    from annotations.rendering import WINDOW_PRESETS_HU, Window, rotated_mip, window_to_uint8
+    from dla.render.mip import rotated_mip
+    from dla.render.slices import WINDOW_PRESETS_HU, Window, window_to_uint8
 
     expected = window_to_uint8(
         rotated_mip(study.subject.fill_hu, study.subject.spacing_mm, 30.0, out_size=64),

@@ -15,10 +15,10 @@ from scipy import ndimage as ndi
 from scipy import stats
 from sklearn.metrics import f1_score, recall_score
 
-from annotations.classes import VESSEL
 from annotations.labels import version_labels
 from annotations.models import LabelVersion, Study, Volume
-from annotations.phantom import cohort_plan
+from dla.classes import VESSEL
+from dla.phantoms import cohort_plan
 from inference.models import ModelVersion
 from inference.services import newest_approved
 

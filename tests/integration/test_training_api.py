@@ -13,14 +13,14 @@ import pytest
 import torch
 from django.conf import settings
 
-from annotations.classes import BONE
 from annotations.labels import _create_version, review
 from annotations.models import Study
+from dla.classes import BONE
+from dla.model.network import build_model, config_fingerprint, preset_config, save_weights
 from dla_web.models import TaskRun
 from dla_web.tasks import TaskCancelled
 from inference import services
 from inference.models import ModelVersion, TrainingRun
-from inference.network import build_model, config_fingerprint, preset_config, save_weights
 from inference.tasks import train_model
 from tests.conftest import ARTIFACTS, WorkerProcess, wait_for_run
 

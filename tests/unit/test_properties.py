@@ -28,9 +28,10 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from annotations.dicom_io import IngestError, new_uid, read_dicom_series, write_dicom_series
-from annotations.edit_ops import OP_TYPES, EditOpError, VolumeContext, apply_op, op_to_dict, parse_op
-from annotations.label_codec import (
+from dla.io.archive import ArchiveError, extract_zip
+from dla.io.dicom import IngestError, new_uid, read_dicom_series, write_dicom_series
+from dla.io.nifti import read_nifti
+from dla.labeling.codec import (
     LabelCodecError,
     class_counts,
     decode_labels,
@@ -38,8 +39,7 @@ from annotations.label_codec import (
     encode_labels,
     labels_sha256,
 )
-from annotations.nifti_io import read_nifti
-from annotations.safe_archive import ArchiveError, extract_zip
+from dla.labeling.edit_ops import OP_TYPES, EditOpError, VolumeContext, apply_op, op_to_dict, parse_op
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the damage it reads
 

@@ -5,12 +5,12 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from dla.io.archive import ArchiveError
+from dla.io.dicom import IngestError
 from dla_web.progress import TerminalProgress
 
-from ...dicom_io import IngestError
 from ...ingest import ingest_files
 from ...models import Study, Volume
-from ...safe_archive import ArchiveError
 
 
 class Command(BaseCommand):

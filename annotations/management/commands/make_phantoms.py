@@ -6,9 +6,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from dla.phantoms import PhantomParameterError, cohort_plan, make_subject, subject_from_plan
 from dla_web.progress import TerminalProgress
 
-from ...phantom import PhantomParameterError, cohort_plan, make_subject, subject_from_plan
 from ...phantom_import import import_subject, write_subject
 
 SPLIT_TO_COHORT = {"train": "train", "validation": "validation", "test": "test"}

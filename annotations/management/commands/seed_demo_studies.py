@@ -5,11 +5,11 @@ approved by the demo admin, so every page has something to show. Skips studies t
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from dla.phantoms import cohort_plan, subject_from_plan
 from dla_web.progress import TerminalProgress
 
 from ...labels import apply_draft_op, commit, get_or_create_draft, review
 from ...models import Study
-from ...phantom import cohort_plan, subject_from_plan
 from ...phantom_import import import_subject
 
 DEMO_SHAPE = (64, 96, 96)

@@ -19,9 +19,9 @@ class Command(BaseCommand):
     help = "Verify every stored file against the sha256 recorded in the database."
 
     def handle(self, *args, **options):
-        from annotations.label_codec import labels_sha256
         from annotations.labels import version_labels
         from annotations.models import LabelVersion
+        from dla.labeling.codec import labels_sha256
 
         targets = []
         for app_label, model_name, file_field, hash_field in CHECKED:

@@ -9,9 +9,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from dla.stats.metrics import TABLE1_METRICS
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
-from inference.metrics import TABLE1_METRICS
 from inference.models import ModelVersion
 
 from ... import reports, services

@@ -11,7 +11,7 @@ Steps (each with a terminal progress bar; wall time of each step in the results)
    vessel component and ``min_vessel_component_voxels`` above any component size, so only the clicked tree is
    kept. The click is the one place the phantom truth is used (the seed is a recipe vessel voxel inside the
    largest truth-vessel component, standing in for the annotator recognising the ICA). The paper's further
-   *manual* artifact removal is simulated by default (``annotations.phantom_review``: eraser strokes over the
+   *manual* artifact removal is simulated by default (``dla.phantoms.review``: eraser strokes over the
    recipe-vessel voxels more than one voxel from any truth vessel; ``--no-simulated-artifact-removal`` skips
    it), and bone is thresholded at ``--bone-threshold-hu`` (550). Train: whole volume. Validation/test: labels restricted to an ROI
    box (the clicked vessel tree's bounding box + ``--roi-margin-mm``, i.e. vessels, skull base and the bone and
@@ -45,7 +45,6 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from scipy import ndimage as ndi
 
-from annotations.classes import BONE, SOFT_TISSUE, VESSEL
 from annotations.labels import (
     apply_draft_op,
     commit,
@@ -55,16 +54,17 @@ from annotations.labels import (
     version_labels,
 )
 from annotations.models import LabelVersion, Study, Volume
-from annotations.phantom import cohort_plan, default_spacing_mm, subject_from_plan
 from annotations.phantom_import import import_subject
-from annotations.phantom_review import artifact_mask, eraser_strokes
-from annotations.recipe import MAX_COMPONENT_VOXELS, RecipeParams, run_recipe
+from dla.classes import BONE, SOFT_TISSUE, VESSEL
+from dla.labeling.recipe import MAX_COMPONENT_VOXELS, RecipeParams, run_recipe
+from dla.phantoms import cohort_plan, default_spacing_mm, subject_from_plan
+from dla.phantoms.review import artifact_mask, eraser_strokes
+from dla.stats.metrics import PAPER_TABLE1, TABLE1_METRICS, format_paper_pct
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from dla_web.tasks import TaskCancelled
 from evaluation.models import Evaluation
 from inference import services
-from inference.metrics import PAPER_TABLE1, TABLE1_METRICS, format_paper_pct
 from inference.models import ModelVersion
 from inference.serializers import TrainRequestSerializer
 
@@ -154,7 +154,7 @@ class Command(BaseCommand):
             default=True,
             help="the paper's manual artifact removal, simulated for every subject of every cohort: recipe-vessel "
             "voxels more than one voxel from any truth vessel are erased with eraser strokes "
-            "(annotations.phantom_review); removes labels only, never adds one",
+            "(dla.phantoms.review); removes labels only, never adds one",
         )
         parser.add_argument("--roi-margin-mm", type=float, default=10.0)
         parser.add_argument("--lr", type=floats, default=[3e-3, 3e-4], help="learning rates, e.g. 1e-2,1e-3")

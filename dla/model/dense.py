@@ -1,0 +1,294 @@
+"""Whole-volume DLA inference: tiled dense prediction, the paper's voxel-wise patch reference, 3D-DLA output.
+
+A DLANet (dla/model/network.py) has an exact 41x41x5 receptive field built from valid convolutions, so
+running it on a slab of 5 slices x (h+40) x (w+40) yields the same per-voxel probabilities as running it on
+the h*w individual 41x41x5 patches, at a tiny fraction of the cost. ``predict_volume`` tiles the volume in
+(slice batch, y, x) so memory stays bounded; ``predict_patches`` is the paper's voxel-wise mode used as the
+reference in tests and benchmarks. Both see the volume through ``pad_volume``: 2 slices of edge replication
+in z (beyond the scanned range the nearest slice is the best guess) and 20 voxels of constant -1000 HU air in
+y and x (outside the reconstructed field of view is air). ``dla_volume`` builds the 3D-DLA angiogram.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from dla.classes import SOFT_TISSUE, VESSEL
+from dla.model.network import HALO_YX, HALO_Z, PATCH_YX, PATCH_Z, normalize_hu
+
+AIR_HU = -1000
+DLA_BACKGROUND_HU = 0  # like a subtracted DSA: readers must not tell the methods apart by background
+DEFAULT_CANDIDATE_MIN_HU = 100
+MIN_TILE = 32
+
+
+class InferenceError(ValueError):
+    """Base class of inference errors."""
+
+
+class InferenceMemoryError(InferenceError):
+    """Ran out of memory even at the smallest tile size."""
+
+
+class InferenceCancelled(InferenceError):
+    """``should_cancel()`` returned True during inference."""
+
+
+class InvalidVolumeError(InferenceError):
+    """Input volume / mask / coordinates have the wrong shape or dtype."""
+
+
+@dataclass
+class PredictionResult:
+    """class_map uint8 [Z,Y,X] (class ids VESSEL/BONE/SOFT_TISSUE); vessel_prob float16 [Z,Y,X] in [0,1]
+    (0 where the network was not run; float32 with prob_dtype=np.float32); voxels_per_s = all volume voxels / wall time; network_voxels =
+    voxels the network actually classified (candidates)."""
+
+    class_map: np.ndarray
+    vessel_prob: np.ndarray
+    voxels_per_s: float
+    elapsed_s: float
+    network_voxels: int
+    tile_yx: tuple[int, int]
+    slab_batch: int
+    probs: np.ndarray | None = None  # float32 [3,Z,Y,X] softmax, only with return_probs=True
+
+
+def _check_volume(fill_hu: np.ndarray) -> np.ndarray:
+    fill_hu = np.asarray(fill_hu)
+    if fill_hu.ndim != 3:
+        raise InvalidVolumeError(f"fill volume must be 3D [Z,Y,X], got shape {fill_hu.shape}")
+    if not np.issubdtype(fill_hu.dtype, np.integer):
+        raise InvalidVolumeError(f"fill volume must be integer HU (int16), got {fill_hu.dtype}")
+    if min(fill_hu.shape) < 1:
+        raise InvalidVolumeError(f"fill volume is empty: shape {fill_hu.shape}")
+    return fill_hu
+
+
+def pad_volume(fill_hu: np.ndarray) -> np.ndarray:
+    """int16 [Z,Y,X] HU -> int16 [Z+4, Y+40, X+40]: z edge-replicated by 2, y/x constant -1000 HU by 20."""
+    fill_hu = _check_volume(fill_hu).astype(np.int16, copy=False)
+    p = np.pad(fill_hu, ((HALO_Z, HALO_Z), (0, 0), (0, 0)), mode="edge")
+    return np.pad(
+        p, ((0, 0), (HALO_YX, HALO_YX), (HALO_YX, HALO_YX)), mode="constant", constant_values=AIR_HU
+    )
+
+
+def extract_patches(padded_hu: np.ndarray, coords_zyx: np.ndarray) -> np.ndarray:
+    """Patches [n, 5, 41, 41] (padded dtype) around voxels ``coords_zyx`` (int [n,3], unpadded indices)."""
+    coords = np.asarray(coords_zyx, dtype=np.int64).reshape(-1, 3)
+    windows = np.lib.stride_tricks.sliding_window_view(padded_hu, (PATCH_Z, PATCH_YX, PATCH_YX))
+    return windows[coords[:, 0], coords[:, 1], coords[:, 2]]
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def predict_patches(
+    model: torch.nn.Module, fill_hu: np.ndarray, coords_zyx: np.ndarray, batch: int = 512
+) -> np.ndarray:
+    """Paper's voxel-wise inference: float32 softmax probs [n, 3] for voxels ``coords_zyx`` (int [n,3] z,y,x).
+
+    Each voxel's 5x41x41 patch is cut from ``pad_volume(fill_hu)`` and classified on its own.
+    """
+    fill_hu = _check_volume(fill_hu)
+    coords = np.asarray(coords_zyx, dtype=np.int64).reshape(-1, 3)
+    if len(coords) and ((coords < 0).any() or (coords >= np.array(fill_hu.shape)).any()):
+        raise InvalidVolumeError(f"coordinates outside the volume of shape {fill_hu.shape}")
+    padded = pad_volume(fill_hu)
+    device = _model_device(model)
+    model.eval()
+    out = np.empty((len(coords), 3), dtype=np.float32)
+    with torch.inference_mode():
+        for s in range(0, len(coords), batch):
+            patches = extract_patches(padded, coords[s : s + batch])
+            x = normalize_hu(torch.from_numpy(np.ascontiguousarray(patches)).to(device))
+            logits = model(x)[:, :, 0, 0]
+            out[s : s + batch] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return out
+
+
+def intensity_candidates(
+    fill_hu: np.ndarray, min_hu: int | None = DEFAULT_CANDIDATE_MIN_HU, dilate_vox: int = 1
+) -> np.ndarray:
+    """bool [Z,Y,X]: voxels that could be vessel or bone by intensity (fill >= ``min_hu`` HU, dilated by
+    ``dilate_vox`` voxels in 3D to keep partial-volume vessel walls). Opacified vessels and bone are bright
+    in the fill scan; everything else (soft tissue, CSF, fat, air) is labelled SOFT_TISSUE without running
+    the network (there is no separate air class). ``min_hu=None`` -> every voxel is a candidate.
+    """
+    fill_hu = _check_volume(fill_hu)
+    if min_hu is None:
+        return np.ones(fill_hu.shape, dtype=bool)
+    mask = fill_hu >= min_hu
+    if dilate_vox > 0 and mask.any():
+        mask = ndimage.binary_dilation(
+            mask, structure=ndimage.generate_binary_structure(3, 1), iterations=dilate_vox
+        )
+    return mask
+
+
+def dla_volume(
+    fill_hu: np.ndarray, class_map: np.ndarray, background_hu: int = DLA_BACKGROUND_HU
+) -> np.ndarray:
+    """3D-DLA angiogram int16 [Z,Y,X]: fill HU where ``class_map == VESSEL``, else ``background_hu``.
+
+    Default background 0 HU, the background of a subtracted 3D-DSA, so both angiograms share one window and a
+    blinded reader cannot tell DLA from DSA by its background alone.
+    """
+    fill_hu = _check_volume(fill_hu)
+    if class_map.shape != fill_hu.shape:
+        raise InvalidVolumeError(f"class_map shape {class_map.shape} != fill shape {fill_hu.shape}")
+    return np.where(class_map == VESSEL, fill_hu, np.int16(background_hu)).astype(np.int16)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def auto_tile(shape_zyx: tuple[int, int, int]) -> tuple[tuple[int, int], int]:
+    """Default (tile_yx, slab_batch): 256x256 tiles (measured fastest on 2 CPU cores with channels_last),
+    slice batch so that one forward covers ~2 * 256 * 256 output voxels."""
+    _, y, x = shape_zyx
+    ty, tx = min(256, y), min(256, x)
+    return (ty, tx), max(1, min(16, (2 * 256 * 256) // (ty * tx)))
+
+
+def predict_volume(
+    model: torch.nn.Module,
+    fill_hu: np.ndarray,
+    *,
+    tile_yx: tuple[int, int] | None = None,
+    slab_batch: int | None = None,
+    candidate_mask: np.ndarray | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    channels_last: bool = True,
+    min_tile: int = MIN_TILE,
+    prob_dtype: type = np.float16,
+    return_probs: bool = False,
+) -> PredictionResult:
+    """Dense tiled inference over int16 HU ``fill_hu`` [Z,Y,X].
+
+    Slices are processed in batches of ``slab_batch`` (each output slice gets its own 5 input slices),
+    in-plane in tiles of ``tile_yx`` output voxels whose inputs overlap by the 20-voxel halo. Where
+    ``candidate_mask`` (bool [Z,Y,X]) is False the class is SOFT_TISSUE and vessel_prob 0; tiles and slices
+    without candidates are skipped. On out-of-memory the tile size (then slab batch) is halved and the batch
+    retried; below ``min_tile`` InferenceMemoryError is raised. ``should_cancel`` is polled between tiles
+    (InferenceCancelled); ``progress(fraction, message)`` is called after each slice batch.
+    ``prob_dtype`` float16 (default, half the memory; abs error <= 5e-4) or float32; ``return_probs`` also
+    returns all three class probabilities as float32 [3,Z,Y,X] (tests / analysis; 12 bytes per voxel).
+    The model is moved to channels_last memory format in place when ``channels_last`` (measured ~1.5x faster
+    on CPU).
+    """
+    fill_hu = _check_volume(fill_hu)
+    Z, Y, X = fill_hu.shape
+    if candidate_mask is not None:
+        candidate_mask = np.asarray(candidate_mask, dtype=bool)
+        if candidate_mask.shape != fill_hu.shape:
+            raise InvalidVolumeError(
+                f"candidate_mask shape {candidate_mask.shape} != fill shape {fill_hu.shape}"
+            )
+    auto_t, auto_b = auto_tile(fill_hu.shape)
+    ty, tx = (min(tile_yx[0], Y), min(tile_yx[1], X)) if tile_yx else auto_t
+    nb = slab_batch or auto_b
+    if ty < 1 or tx < 1 or nb < 1:
+        raise InvalidVolumeError(f"tile_yx {tile_yx} / slab_batch {slab_batch} must be positive")
+
+    t0 = time.perf_counter()
+    device = _model_device(model)
+    model.eval()
+    run_model = model
+    if channels_last and device.type == "cpu":
+        run_model = model.to(memory_format=torch.channels_last)
+    padded = pad_volume(fill_hu)
+    class_map = np.full((Z, Y, X), SOFT_TISSUE, dtype=np.uint8)
+    vessel_prob = np.zeros((Z, Y, X), dtype=prob_dtype)
+    all_probs = np.zeros((3, Z, Y, X), dtype=np.float32) if return_probs else None
+    if candidate_mask is None:
+        z_todo = np.arange(Z)
+    else:
+        z_todo = np.flatnonzero(candidate_mask.reshape(Z, -1).any(axis=1))
+    network_voxels = 0
+    slice_offsets = np.arange(PATCH_Z)
+
+    def run_batch(zs: np.ndarray, ty: int, tx: int) -> int:
+        # [B, 5, Y+40, X+40] int16 -> float32 normalised
+        slab = normalize_hu(torch.from_numpy(padded[zs[:, None] + slice_offsets[None, :]]))
+        n = 0
+        for y0 in range(0, Y, ty):
+            y1 = min(Y, y0 + ty)
+            for x0 in range(0, X, tx):
+                x1 = min(X, x0 + tx)
+                if should_cancel is not None and should_cancel():
+                    raise InferenceCancelled("inference cancelled")
+                if candidate_mask is not None:
+                    m = candidate_mask[zs, y0:y1, x0:x1]
+                    if not m.any():
+                        continue
+                x = slab[:, :, y0 : y1 + 2 * HALO_YX, x0 : x1 + 2 * HALO_YX]
+                x = x.to(device).contiguous(
+                    memory_format=torch.channels_last if channels_last else torch.contiguous_format
+                )
+                probs = torch.softmax(run_model(x).float(), dim=1)
+                cls = (probs.argmax(dim=1) + VESSEL).to(torch.uint8).cpu().numpy()
+                pr = probs.cpu().numpy()
+                pv = pr[:, VESSEL - 1].astype(prob_dtype)
+                if candidate_mask is None:
+                    class_map[zs, y0:y1, x0:x1] = cls
+                    vessel_prob[zs, y0:y1, x0:x1] = pv
+                    if all_probs is not None:
+                        all_probs[:, zs, y0:y1, x0:x1] = pr.transpose(1, 0, 2, 3)
+                    n += cls.size
+                else:
+                    class_map[zs, y0:y1, x0:x1] = np.where(m, cls, np.uint8(SOFT_TISSUE))
+                    vessel_prob[zs, y0:y1, x0:x1] = np.where(m, pv, 0).astype(prob_dtype)
+                    if all_probs is not None:
+                        all_probs[:, zs, y0:y1, x0:x1] = np.where(m[:, None], pr, 0).transpose(1, 0, 2, 3)
+                    n += int(m.sum())
+        return n
+
+    with torch.inference_mode():
+        i = 0
+        while i < len(z_todo):
+            zs = z_todo[i : i + nb]
+            try:
+                network_voxels += run_batch(zs, ty, tx)
+            except (RuntimeError, MemoryError) as exc:
+                if not _is_oom(exc):
+                    raise
+                if max(ty, tx) > min_tile:
+                    ty, tx = max(min_tile, ty // 2), max(min_tile, tx // 2)
+                elif nb > 1:
+                    nb = max(1, nb // 2)
+                else:
+                    raise InferenceMemoryError(
+                        f"out of memory even with {ty}x{tx} tiles and 1 slice per batch "
+                        f"(volume {Z}x{Y}x{X}); free memory or use a smaller network"
+                    ) from exc
+                continue  # retry this batch with smaller tiles; earlier batches are complete
+            i += len(zs)
+            if progress is not None:
+                progress(i / len(z_todo), f"classified {i}/{len(z_todo)} slices")
+    if progress is not None and len(z_todo) == 0:
+        progress(1.0, "no candidate voxels")
+    elapsed = time.perf_counter() - t0
+    return PredictionResult(
+        class_map=class_map,
+        vessel_prob=vessel_prob,
+        voxels_per_s=Z * Y * X / max(elapsed, 1e-9),
+        elapsed_s=elapsed,
+        network_voxels=network_voxels,
+        tile_yx=(ty, tx),
+        slab_batch=nb,
+        probs=all_probs,
+    )

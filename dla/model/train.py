@@ -1,0 +1,513 @@
+"""Pure-torch DLA training loop (no Django, no Celery): data sampling, SGD schedule, validation, checkpoints.
+
+Follows the paper: SGD with momentum 0.9, batch 512, lr 1e-3 -> 1e-4 after 1 epoch -> 1e-5 after 1.5
+epochs, class-balanced re-sampling (each class equally likely in a batch), validation error monitored and
+early stopping on a plateau. Two sampling modes give the same per-voxel objective:
+
+* ``"patch"`` (paper): a batch is 512 independent 5x41x41 patches whose centre voxels are drawn class by
+  class with equal probability; loss = mean cross-entropy of the centre voxels.
+* ``"dense"`` (default, measured faster per labelled voxel, see bench/bench_inference.py): a batch is a few
+  5 x (P+40) x (P+40) slabs, each anchored on a random labelled voxel of a uniformly drawn class; the network
+  outputs P x P logits and the loss is a masked per-voxel cross-entropy over the labelled output voxels with
+  per-voxel weights 1 / (n_classes_present * n_voxels_of_that_class_in_batch), so every class contributes
+  equally - the same objective as balanced patch training, on thousands of voxels per forward pass.
+
+An "epoch" is one pass worth of labelled training voxels (``epoch_voxels``, default: all labelled voxels).
+``train`` supports checkpoint/resume (atomic), cancellation, divergence detection and torch.distributed
+(DistributedDataParallel, gloo on CPU) when a process group is initialised; ``dla.model.ddp`` launches the
+processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from dla.classes import CLASS_NAMES, LABELED_CLASSES, UNLABELED
+from dla.model.dense import extract_patches, pad_volume
+from dla.model.network import (
+    HALO_YX,
+    HALO_Z,
+    PATCH_YX,
+    IncompatibleWeightsError,
+    atomic_torch_save,
+    config_fingerprint,
+    load_state_checked,
+    normalize_hu,
+)
+
+CHECKPOINT_FORMAT = "dla-workbench/train-checkpoint"
+
+
+class TrainingDataError(ValueError):
+    """Training / validation data unusable (empty, class missing, shape mismatch)."""
+
+
+class TrainingDivergedError(ValueError):
+    """Loss became NaN/inf; the last checkpoint written before divergence is left intact."""
+
+
+class TrainingCancelled(Exception):
+    """``should_cancel()`` returned True; a checkpoint of the last completed iteration was written."""
+
+
+class InvalidTrainConfigError(ValueError):
+    """TrainConfig values are inconsistent."""
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters; defaults are the paper's (batch 512, SGD 0.9, 1e-3/1e-4/1e-5 at 1/1.5 ep).
+
+    ``batch_size``: patches per iteration in patch mode (split across DDP ranks). Dense mode uses
+    ``dense_slabs_per_batch`` slabs of ``dense_output_px``^2 output voxels instead.
+    ``val_every``: iterations between validations; ``early_stopping_patience``: validations without an
+    improvement of at least ``early_stopping_min_delta`` in balanced validation error before stopping.
+    """
+
+    preset: str = "cpu"
+    mode: str = "dense"
+    batch_size: int = 512
+    dense_output_px: int = 24
+    dense_slabs_per_batch: int = 8
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_values: tuple[float, ...] = (1e-3, 1e-4, 1e-5)
+    lr_boundaries_epochs: tuple[float, ...] = (1.0, 1.5)
+    epoch_voxels: int | None = None
+    max_iterations: int = 200_000
+    val_every: int = 1000
+    val_samples_per_class: int = 2000
+    early_stopping_patience: int = 10
+    early_stopping_min_delta: float = 1e-4
+    seed: int = 0
+    amp: bool = True  # autocast bf16/fp16 only on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        self.lr_values = tuple(float(v) for v in self.lr_values)
+        self.lr_boundaries_epochs = tuple(float(v) for v in self.lr_boundaries_epochs)
+        if self.mode not in ("dense", "patch"):
+            raise InvalidTrainConfigError(f"mode must be 'dense' or 'patch', got {self.mode!r}")
+        if len(self.lr_values) != len(self.lr_boundaries_epochs) + 1:
+            raise InvalidTrainConfigError("lr_values needs exactly one more entry than lr_boundaries_epochs")
+        if list(self.lr_boundaries_epochs) != sorted(self.lr_boundaries_epochs):
+            raise InvalidTrainConfigError("lr_boundaries_epochs must be increasing")
+        for name in ("batch_size", "dense_output_px", "dense_slabs_per_batch", "max_iterations", "val_every"):
+            if getattr(self, name) < 1:
+                raise InvalidTrainConfigError(f"{name} must be >= 1")
+
+    def lr_at(self, epoch: float) -> float:
+        """Learning rate at fractional epoch ``epoch`` (piecewise constant)."""
+        for boundary, lr in zip(self.lr_boundaries_epochs, self.lr_values, strict=False):
+            if epoch < boundary:
+                return lr
+        return self.lr_values[-1]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lr_values"] = list(self.lr_values)
+        d["lr_boundaries_epochs"] = list(self.lr_boundaries_epochs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InvalidTrainConfigError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+class TrainingData:
+    """In-memory labelled volumes: list of (fill_hu int16 [Z,Y,X], labels uint8 [Z,Y,X]) pairs.
+
+    Labels use dla.classes ids (0 = unlabeled, ignored). Volumes are kept padded (``pad_volume``)
+    as int16; per-class voxel indices allow class-balanced sampling. Raises TrainingDataError on no data,
+    shape mismatch, unknown label values, or a labelled class missing from all volumes.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, name: str = "training"):
+        self.name = name
+        if pairs is None or len(pairs) == 0:
+            raise TrainingDataError(f"{name} data: no volumes given")
+        self.padded: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        per_class: dict[int, list[np.ndarray]] = {c: [] for c in LABELED_CLASSES}
+        for i, (fill, lab) in enumerate(pairs):
+            fill, lab = np.asarray(fill), np.asarray(lab)
+            if fill.ndim != 3 or fill.shape != lab.shape:
+                raise TrainingDataError(
+                    f"{name} data: volume {i} fill shape {fill.shape} and labels shape {lab.shape} must be equal 3D"
+                )
+            if not np.issubdtype(fill.dtype, np.integer):
+                raise TrainingDataError(f"{name} data: volume {i} fill must be integer HU, got {fill.dtype}")
+            bad = np.setdiff1d(np.unique(lab), [UNLABELED, *LABELED_CLASSES])
+            if bad.size:
+                raise TrainingDataError(f"{name} data: volume {i} has unknown label values {bad.tolist()}")
+            lab = lab.astype(np.uint8, copy=False)
+            self.padded.append(pad_volume(fill.astype(np.int16, copy=False)))
+            self.labels.append(lab)
+            for c in LABELED_CLASSES:
+                z, y, x = np.nonzero(lab == c)
+                if z.size:
+                    per_class[c].append(np.stack([np.full_like(z, i), z, y, x], axis=1).astype(np.int32))
+        missing = [CLASS_NAMES[c] for c in LABELED_CLASSES if not per_class[c]]
+        if missing:
+            raise TrainingDataError(f"{name} data: no labelled voxels of class {', '.join(missing)}")
+        self.class_index = {c: np.concatenate(per_class[c]) for c in LABELED_CLASSES}
+        self.class_counts = {c: len(v) for c, v in self.class_index.items()}
+        self.n_labeled = sum(self.class_counts.values())
+
+    def sample_class_voxels(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n voxels (int [n,4] = vol,z,y,x) with class drawn uniformly per sample, then voxel uniformly."""
+        classes = rng.integers(0, len(LABELED_CLASSES), size=n)
+        out = np.empty((n, 4), dtype=np.int64)
+        for k, c in enumerate(LABELED_CLASSES):
+            sel = np.flatnonzero(classes == k)
+            if sel.size:
+                idx = rng.integers(0, self.class_counts[c], size=sel.size)
+                out[sel] = self.class_index[c][idx]
+        return out, np.asarray(LABELED_CLASSES)[classes]
+
+    def patches(self, vox: np.ndarray) -> np.ndarray:
+        """int16 [n,5,41,41] patches for voxels int [n,4] (vol, z, y, x)."""
+        out = np.empty((len(vox), 5, PATCH_YX, PATCH_YX), dtype=np.int16)
+        for v in np.unique(vox[:, 0]):
+            sel = np.flatnonzero(vox[:, 0] == v)
+            out[sel] = extract_patches(self.padded[v], vox[sel, 1:])
+        return out
+
+    def sample_patch_batch(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Balanced patch batch: x float32 [n,5,41,41] normalised, target int64 [n] (channel = class - 1)."""
+        vox, cls = self.sample_class_voxels(rng, n)
+        x = normalize_hu(torch.from_numpy(self.patches(vox)))
+        return x, torch.from_numpy(cls.astype(np.int64) - 1)
+
+    def sample_dense_batch(
+        self, rng: np.random.Generator, n_slabs: int, out_px: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slab batch: x float32 [n, 5, P+40, P+40], target int64 [n, P, P] (class - 1, -1 = unlabelled).
+
+        Each slab's P x P output window contains a voxel of a uniformly drawn class at a random position.
+        Windows are clipped to the volume, so P is reduced to the smallest in-plane size if needed.
+        """
+        p = min(out_px, *(lab.shape[1] for lab in self.labels), *(lab.shape[2] for lab in self.labels))
+        vox, _ = self.sample_class_voxels(rng, n_slabs)
+        offs = rng.integers(0, p, size=(n_slabs, 2))
+        xs = np.empty((n_slabs, 5, p + 2 * HALO_YX, p + 2 * HALO_YX), dtype=np.int16)
+        ts = np.empty((n_slabs, p, p), dtype=np.int64)
+        for i, (v, z, y, x) in enumerate(vox):
+            lab = self.labels[v]
+            y0 = int(np.clip(y - offs[i, 0], 0, lab.shape[1] - p))
+            x0 = int(np.clip(x - offs[i, 1], 0, lab.shape[2] - p))
+            # padded z index z .. z+4 covers original slices z-2 .. z+2
+            xs[i] = self.padded[v][
+                z : z + 2 * HALO_Z + 1, y0 : y0 + p + 2 * HALO_YX, x0 : x0 + p + 2 * HALO_YX
+            ]
+            ts[i] = lab[z, y0 : y0 + p, x0 : x0 + p].astype(np.int64) - 1
+        return normalize_hu(torch.from_numpy(xs)), torch.from_numpy(ts)
+
+    def fixed_validation_sample(self, n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Deterministic (seeded) sample of up to n_per_class voxels per class: (vox int [m,4], class ids [m])."""
+        rng = np.random.default_rng(seed)
+        voxs, classes = [], []
+        for c in LABELED_CLASSES:
+            idx = self.class_index[c]
+            take = (
+                idx
+                if len(idx) <= n_per_class
+                else idx[np.sort(rng.choice(len(idx), n_per_class, replace=False))]
+            )
+            voxs.append(take.astype(np.int64))
+            classes.append(np.full(len(take), c))
+        return np.concatenate(voxs), np.concatenate(classes)
+
+
+def balanced_dense_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Class-balanced masked cross-entropy. logits [n,3,P,P], target int64 [n,P,P] (-1 ignored).
+
+    Returns (loss, number of labelled voxels). Each class present gets total weight 1/(#classes present).
+    """
+    ce = F.cross_entropy(logits.float(), target.clamp(min=0), reduction="none")
+    valid = target >= 0
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        return logits.sum() * 0.0, 0
+    counts = torch.bincount(target[valid], minlength=logits.shape[1]).to(ce.dtype)
+    present = (counts > 0).sum()
+    w_class = torch.where(counts > 0, 1.0 / (counts.clamp(min=1) * present), torch.zeros_like(counts))
+    w = torch.where(valid, w_class[target.clamp(min=0)], torch.zeros_like(ce))
+    return (ce * w).sum(), n_valid
+
+
+@dataclass
+class TrainResult:
+    iterations: int
+    stopped_reason: str  # "max_iterations" | "early_stopping"
+    best_val_error: float
+    best_iteration: int
+    final_metrics: dict
+    history: list[dict] = field(default_factory=list)  # one entry per validation
+    elapsed_s: float = 0.0
+    voxels_per_s: float = 0.0  # labelled training voxels per second (all ranks)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    data: TrainingData,
+    vox: np.ndarray,
+    classes: np.ndarray,
+    *,
+    device,
+    batch: int = 512,
+) -> dict:
+    """Per-class accuracy / error on fixed voxels (patch mode, eval). Returns metrics dict with
+    ``val_acc_<class>``, ``val_err_<class>`` and ``val_error`` = mean per-class error (balanced)."""
+    was_training = model.training
+    model.eval()
+    pred = np.empty(len(vox), dtype=np.int64)
+    for s in range(0, len(vox), batch):
+        x = normalize_hu(torch.from_numpy(data.patches(vox[s : s + batch]))).to(device)
+        pred[s : s + batch] = (model(x)[:, :, 0, 0].argmax(1) + 1).cpu().numpy()
+    model.train(was_training)
+    metrics = {}
+    errs = []
+    for c in LABELED_CLASSES:
+        sel = classes == c
+        acc = float((pred[sel] == c).mean()) if sel.any() else float("nan")
+        metrics[f"val_acc_{CLASS_NAMES[c]}"] = acc
+        metrics[f"val_err_{CLASS_NAMES[c]}"] = 1.0 - acc
+        errs.append(1.0 - acc)
+    metrics["val_error"] = float(np.nanmean(errs))
+    return metrics
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    return copy.deepcopy(rng.bit_generator.state)
+
+
+def _gather_objects(obj):
+    rank, world = _dist_info()
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _save_checkpoint(
+    path, model, optimizer, state: dict, config: TrainConfig, rng: np.random.Generator
+) -> None:
+    rank, _ = _dist_info()
+    rng_states = _gather_objects({"numpy": _rng_state(rng), "torch": torch.get_rng_state()})
+    if rank != 0:
+        return
+    net = getattr(model, "module", model)
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": config_fingerprint(net.config),
+            "model_config": net.config.to_dict(),
+            "train_config": config.to_dict(),
+            "model_state": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "optimizer_state": optimizer.state_dict(),
+            "state": state,
+            "rng_states": rng_states,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a training checkpoint written by ``train`` (CPU tensors)."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise IncompatibleWeightsError(f"{path}: not a DLA training checkpoint")
+    return blob
+
+
+def train(
+    model: torch.nn.Module,
+    train_data: TrainingData,
+    val_data: TrainingData,
+    config: TrainConfig,
+    *,
+    device: str | torch.device = "cpu",
+    on_progress: Callable[[int, dict], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int = 1000,
+    resume: bool = True,
+) -> TrainResult:
+    """Train ``model`` (a DLANet) in place; see module docstring. Returns TrainResult.
+
+    ``on_progress(iteration, metrics)`` after every iteration (metrics: iteration, epoch, lr, loss,
+    voxels_per_s, plus validation metrics on validation iterations). Checkpoints every ``checkpoint_every``
+    iterations, at the end and on cancel (rank 0 writes). With ``resume`` and an existing checkpoint,
+    training continues from it bit-identically on CPU. Final weights are those of the last iteration.
+    """
+    device = torch.device(device)
+    rank, world = _dist_info()
+    distributed = world > 1
+    net = getattr(model, "module", model)
+    net.to(device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng([config.seed, rank])
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=config.lr_values[0], momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    state = {
+        "iteration": 0,
+        "voxels_seen": 0,
+        "best_val_error": math.inf,
+        "best_iteration": 0,
+        "bad_validations": 0,
+        "history": [],
+        "last_checkpoint_iteration": 0,
+    }
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if ckpt is not None and resume and ckpt.exists():
+        blob = load_checkpoint(ckpt)
+        if blob["fingerprint"] != config_fingerprint(net.config):
+            raise IncompatibleWeightsError(
+                f"checkpoint {ckpt} is for {blob['fingerprint']}, model is {config_fingerprint(net.config)}"
+            )
+        load_state_checked(net, blob["model_state"], source=f"checkpoint {ckpt}")
+        optimizer.load_state_dict(blob["optimizer_state"])
+        state = blob["state"]
+        rs = blob["rng_states"][rank] if rank < len(blob["rng_states"]) else blob["rng_states"][0]
+        rng.bit_generator.state = rs["numpy"]
+        torch.set_rng_state(rs["torch"])
+    train_model = model
+    if distributed and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        train_model = torch.nn.parallel.DistributedDataParallel(net, device_ids=None)
+    epoch_voxels = config.epoch_voxels or train_data.n_labeled
+    val_vox, val_cls = val_data.fixed_validation_sample(config.val_samples_per_class, config.seed + 7919)
+    use_amp = config.amp and device.type == "cuda"
+    local_batch = max(1, config.batch_size // world)
+    local_slabs = max(1, config.dense_slabs_per_batch // world)
+
+    def save():
+        if ckpt is not None:
+            state["last_checkpoint_iteration"] = state["iteration"]
+            _save_checkpoint(ckpt, train_model, optimizer, state, config, rng)
+
+    def any_rank(flag: bool) -> bool:
+        if not distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    net.train()
+    t_start = time.perf_counter()
+    voxels_this_run = 0
+    stopped_reason = "max_iterations"
+    metrics: dict = {}
+    while state["iteration"] < config.max_iterations:
+        if any_rank(bool(should_cancel is not None and should_cancel())):
+            save()
+            raise TrainingCancelled(f"training cancelled at iteration {state['iteration']}")
+        epoch = state["voxels_seen"] / epoch_voxels
+        lr = config.lr_at(epoch)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        if config.mode == "patch":
+            x, target = train_data.sample_patch_batch(rng, local_batch)
+        else:
+            x, target = train_data.sample_dense_batch(rng, local_slabs, config.dense_output_px)
+        x, target = x.to(device), target.to(device)
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            logits = train_model(x)
+        if config.mode == "patch":
+            loss = F.cross_entropy(logits[:, :, 0, 0].float(), target)
+            n_vox = len(target)
+        else:
+            loss, n_vox = balanced_dense_loss(logits, target)
+        loss_value = float(loss.detach())
+        if distributed:
+            t = torch.tensor([loss_value, float(n_vox)], dtype=torch.float64)
+            dist.all_reduce(t)
+            loss_value, n_vox = float(t[0]) / world, int(t[1])
+        if not math.isfinite(loss_value):
+            raise TrainingDivergedError(
+                f"loss is {loss_value} at iteration {state['iteration'] + 1} (lr {lr:g}); "
+                f"last good checkpoint is iteration {state['last_checkpoint_iteration']}"
+                + (f" in {ckpt}" if ckpt else " (no checkpoint path given)")
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+            raise TrainingDivergedError(
+                f"weights became NaN/inf at iteration {state['iteration'] + 1} (lr {lr:g}, loss {loss_value:g}); "
+                f"last good checkpoint is iteration {state['last_checkpoint_iteration']}"
+                + (f" in {ckpt}" if ckpt else " (no checkpoint path given)")
+            )
+        state["iteration"] += 1
+        state["voxels_seen"] += n_vox
+        voxels_this_run += n_vox
+        it = state["iteration"]
+        elapsed = time.perf_counter() - t_start
+        metrics = {
+            "iteration": it,
+            "epoch": state["voxels_seen"] / epoch_voxels,
+            "lr": lr,
+            "loss": loss_value,
+            "voxels_per_s": voxels_this_run / max(elapsed, 1e-9),
+        }
+        stop = False
+        if it % config.val_every == 0:
+            metrics.update(evaluate(net, val_data, val_vox, val_cls, device=device))
+            state["history"].append(dict(metrics))
+            if metrics["val_error"] < state["best_val_error"] - config.early_stopping_min_delta:
+                state["best_val_error"] = metrics["val_error"]
+                state["best_iteration"] = it
+                state["bad_validations"] = 0
+            else:
+                state["bad_validations"] += 1
+                if state["bad_validations"] >= config.early_stopping_patience:
+                    stop = True
+                    stopped_reason = "early_stopping"
+        if on_progress is not None:
+            on_progress(it, metrics)
+        if ckpt is not None and it % checkpoint_every == 0:
+            save()
+        if stop:
+            break
+    if ckpt is not None and state["last_checkpoint_iteration"] != state["iteration"]:
+        save()
+    if "val_error" not in metrics:
+        metrics = {**metrics, **evaluate(net, val_data, val_vox, val_cls, device=device)}
+    elapsed = time.perf_counter() - t_start
+    best = state["best_val_error"]
+    if not math.isfinite(best):
+        best = metrics["val_error"]
+    return TrainResult(
+        iterations=state["iteration"],
+        stopped_reason=stopped_reason,
+        best_val_error=best,
+        best_iteration=state["best_iteration"],
+        final_metrics=metrics,
+        history=list(state["history"]),
+        elapsed_s=elapsed,
+        voxels_per_s=voxels_this_run / max(elapsed, 1e-9),
+    )

@@ -1,0 +1,161 @@
+"""Tests for dla.model.dense: dense tiled inference == voxel-wise patch inference, candidates, DLA volume."""
+
+import numpy as np
+import pytest
+import torch
+
+from dla.classes import BONE, SOFT_TISSUE, VESSEL
+from dla.model.dense import (
+    InferenceCancelled,
+    InferenceMemoryError,
+    InvalidVolumeError,
+    dla_volume,
+    intensity_candidates,
+    pad_volume,
+    predict_patches,
+    predict_volume,
+)
+from dla.model.network import build_model
+
+
+def _volume(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(100, 600, size=shape)
+    return np.clip(v, -1024, 3000).astype(np.int16)
+
+
+def _all_coords(shape):
+    return np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu"])
+def test_dense_equals_patches_at_every_voxel_with_tiling(preset):
+    torch.manual_seed(0)
+    model = build_model(preset)
+    vol = _volume((6, 27, 30))
+    coords = _all_coords(vol.shape)
+    ref = predict_patches(model, vol, coords, batch=700)
+    # small odd tiles force many tile boundaries, partial edge tiles and several slice batches
+    res = predict_volume(model, vol, tile_yx=(8, 11), slab_batch=4, prob_dtype=np.float32, return_probs=True)
+    dense = res.probs.reshape(3, -1).T
+    assert np.abs(dense - ref).max() <= 1e-4
+    assert np.abs(res.vessel_prob.ravel() - ref[:, 0]).max() <= 1e-4
+    assert np.allclose(ref.sum(1), 1, atol=1e-5)
+    # class map: argmax + 1 wherever the top probability is not a near-tie
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-4
+    assert np.array_equal(res.class_map.ravel()[clear], ref.argmax(1)[clear] + VESSEL)
+    # default tiling (whole slices) gives the same result; float16 output within float16 precision
+    res2 = predict_volume(model, vol)
+    assert res2.vessel_prob.dtype == np.float16
+    assert np.abs(res2.vessel_prob.astype(np.float32).ravel() - ref[:, 0]).max() <= 1e-3
+    assert res.voxels_per_s > 0 and res.network_voxels == vol.size
+
+
+def test_padding_convention():
+    vol = _volume((3, 4, 5))
+    p = pad_volume(vol)
+    assert p.shape == (7, 44, 45) and p.dtype == np.int16
+    assert np.array_equal(p[0, 20:24, 20:25], vol[0]) and np.array_equal(p[1, 20:24, 20:25], vol[0])
+    assert np.array_equal(p[6, 20:24, 20:25], vol[2])
+    assert (p[:, :20] == -1000).all() and (p[:, :, -20:] == -1000).all()
+
+
+def test_patch_matches_manual_crop():
+    torch.manual_seed(1)
+    model = build_model("tiny").eval()
+    vol = _volume((7, 50, 45), seed=3)
+    z, y, x = 3, 25, 22  # interior voxel: the patch is a plain crop of the volume
+    crop = vol[z - 2 : z + 3, y - 20 : y + 21, x - 20 : x + 21].astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.clip(crop / 1000, -1, 3)[None]))[0, :, 0, 0]
+    expected = torch.softmax(logits, 0).numpy()
+    got = predict_patches(model, vol, np.array([[z, y, x]]))[0]
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_candidate_mask_skips_and_labels_soft_tissue():
+    torch.manual_seed(2)
+    model = build_model("tiny")
+    vol = _volume((5, 24, 24), seed=4)
+    vol[:, :, :12] = 0  # left half soft tissue
+    cand = intensity_candidates(vol, min_hu=300, dilate_vox=1)
+    raw = vol >= 300
+    assert (cand >= raw).all() and cand.sum() > raw.sum()  # dilation only adds voxels
+    assert not cand[:, :, :11].any()  # voxels 2+ away from any bright voxel are not candidates
+    full = predict_volume(model, vol, prob_dtype=np.float32)
+    masked = predict_volume(model, vol, candidate_mask=cand, prob_dtype=np.float32, tile_yx=(8, 8))
+    assert (masked.class_map[~cand] == SOFT_TISSUE).all() and (masked.vessel_prob[~cand] == 0).all()
+    assert np.array_equal(masked.class_map[cand], full.class_map[cand])
+    assert np.abs(masked.vessel_prob[cand] - full.vessel_prob[cand]).max() <= 1e-5
+    assert masked.network_voxels == int(cand.sum())
+    assert intensity_candidates(vol, min_hu=None).all()
+    nothing = predict_volume(model, vol, candidate_mask=np.zeros(vol.shape, bool))
+    assert (nothing.class_map == SOFT_TISSUE).all() and nothing.network_voxels == 0
+
+
+def test_progress_and_cancel():
+    torch.manual_seed(3)
+    model = build_model("tiny")
+    vol = _volume((6, 16, 16))
+    seen = []
+    predict_volume(model, vol, slab_batch=2, progress=lambda f, msg: seen.append(f))
+    assert seen == pytest.approx([1 / 3, 2 / 3, 1.0])
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(InferenceCancelled):
+        predict_volume(model, vol, tile_yx=(8, 8), slab_batch=1, should_cancel=cancel)
+    assert len(calls) == 3
+
+
+class _OomAbove(torch.nn.Module):
+    """Wraps a model; raises a CUDA-style OOM RuntimeError when the input tile exceeds a size."""
+
+    def __init__(self, model, max_side, exc=None):
+        super().__init__()
+        exc = exc if exc is not None else RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+        self.model, self.max_side, self.exc, self.sizes = model, max_side, exc, []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[-1] - 40)
+        if x.shape[-1] - 40 > self.max_side:
+            raise self.exc
+        return self.model(x)
+
+
+def test_out_of_memory_halves_tile_then_gives_up():
+    torch.manual_seed(4)
+    model = build_model("tiny")
+    vol = _volume((3, 64, 64))
+    ref = predict_volume(model, vol, prob_dtype=np.float32)
+    wrapped = _OomAbove(model, max_side=32)
+    res = predict_volume(wrapped, vol, tile_yx=(64, 64), prob_dtype=np.float32)
+    assert res.tile_yx == (32, 32) and 64 in wrapped.sizes
+    assert np.abs(res.vessel_prob - ref.vessel_prob).max() <= 1e-5
+    with pytest.raises(InferenceMemoryError, match="out of memory"):
+        predict_volume(_OomAbove(model, max_side=8, exc=MemoryError()), vol, tile_yx=(64, 64), min_tile=16)
+    with pytest.raises(RuntimeError, match="other failure"):
+        predict_volume(_OomAbove(model, 8, exc=RuntimeError("other failure")), vol, tile_yx=(64, 64))
+
+
+def test_dla_volume_and_input_checks():
+    vol = _volume((2, 3, 4))
+    cls = np.full(vol.shape, SOFT_TISSUE, np.uint8)
+    cls[0, 1, :2] = VESSEL
+    cls[1, 2, 3] = BONE
+    out = dla_volume(vol, cls)
+    assert out.dtype == np.int16
+    assert np.array_equal(out[cls == VESSEL], vol[cls == VESSEL]) and (out[cls != VESSEL] == 0).all()
+    assert (dla_volume(vol, cls, background_hu=-1000)[cls != VESSEL] == -1000).all()
+    with pytest.raises(InvalidVolumeError, match="shape"):
+        dla_volume(vol, cls[:1])
+    with pytest.raises(InvalidVolumeError, match="3D"):
+        predict_volume(build_model("tiny"), vol[0])
+    with pytest.raises(InvalidVolumeError, match="integer"):
+        pad_volume(vol.astype(np.float32))
+    with pytest.raises(InvalidVolumeError, match="outside"):
+        predict_patches(build_model("tiny"), vol, np.array([[0, 3, 0]]))

@@ -1,0 +1,312 @@
+"""Tests for dla.model.train: data checks, schedule, balanced losses, overfitting, reproducibility,
+checkpoint/resume, divergence, cancellation, early stopping and 2-process DDP on CPU (gloo)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dla.classes import BONE, SOFT_TISSUE, UNLABELED, VESSEL
+from dla.model.ddp import train_distributed
+from dla.model.dense import predict_volume
+from dla.model.network import build_model, preset_config
+from dla.model.train import (
+    TrainConfig,
+    TrainingCancelled,
+    TrainingData,
+    TrainingDataError,
+    TrainingDivergedError,
+    balanced_dense_loss,
+    load_checkpoint,
+    train,
+)
+
+
+def phantom(seed, shape=(6, 32, 32)):
+    """Bright tubes along z (vessel, ~440 HU), a bright cylindrical shell (bone, ~1140 HU), rest soft (~40)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = shape
+    yy, xx = np.mgrid[:y, :x]
+    cy, cx = rng.uniform(12, 20, 2)
+    r = np.hypot(yy - cy, xx - cx)
+    shell = (r >= 10) & (r <= 12.5)
+    tube = np.zeros((y, x), bool)
+    for _ in range(4):
+        ty, tx = rng.uniform(3, y - 3, 2)
+        tube |= np.hypot(yy - ty, xx - tx) <= rng.uniform(1.5, 3)
+    lab = np.full(shape, SOFT_TISSUE, np.uint8)
+    lab[:, shell] = BONE
+    lab[:, tube] = VESSEL
+    fill = rng.normal(40, 30, shape)
+    fill[lab == BONE] += 1100
+    fill[lab == VESSEL] += 400
+    return fill.astype(np.int16), lab
+
+
+TRAIN_PAIRS = [phantom(s) for s in (1, 2, 4, 5)]
+VAL_PAIRS = [phantom(3)]
+
+
+def small_config(**kw):
+    base = dict(
+        preset="tiny",
+        lr_values=(0.01,),
+        lr_boundaries_epochs=(),
+        max_iterations=8,
+        val_every=4,
+        dense_output_px=16,
+        dense_slabs_per_batch=4,
+        batch_size=64,
+        val_samples_per_class=100,
+        early_stopping_patience=100,
+        seed=3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def fresh_model(seed=0):
+    torch.manual_seed(seed)
+    return build_model("tiny")
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_paper_schedule_and_defaults():
+    cfg = TrainConfig()
+    assert cfg.batch_size == 512 and cfg.momentum == 0.9 and cfg.weight_decay == 0
+    assert [cfg.lr_at(e) for e in (0, 0.5, 0.999, 1.0, 1.2, 1.499, 1.5, 3.0)] == [
+        1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-5, 1e-5,
+    ]  # fmt: skip
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="mode"):
+        TrainConfig(mode="voxel")
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"lr": 1})
+
+
+def test_training_data_errors():
+    fill, lab = phantom(1)
+    with pytest.raises(TrainingDataError, match="no volumes"):
+        TrainingData([])
+    no_bone = lab.copy()
+    no_bone[no_bone == BONE] = UNLABELED
+    with pytest.raises(TrainingDataError, match="bone"):
+        TrainingData([(fill, no_bone)])
+    with pytest.raises(TrainingDataError, match="shape"):
+        TrainingData([(fill, lab[:, :-1])])
+    with pytest.raises(TrainingDataError, match="unknown label"):
+        TrainingData([(fill, np.where(lab == BONE, 7, lab).astype(np.uint8))])
+
+
+def test_balanced_sampling_and_dense_loss_equal_patch_loss():
+    fill, lab = phantom(1)
+    lab = lab.copy()
+    lab[:, ::3] = UNLABELED
+    data = TrainingData([(fill, lab)])
+    rng = np.random.default_rng(0)
+    _, cls = data.sample_class_voxels(rng, 3000)
+    counts = np.bincount(cls, minlength=4)[1:]
+    assert counts.min() > 900  # each class ~1/3 though soft tissue dominates the labels
+    x, t = data.sample_dense_batch(rng, 3, 16)
+    assert x.shape == (3, 5, 56, 56) and t.shape == (3, 16, 16) and (t == -1).any()
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    logits = model(x)
+    loss, n = balanced_dense_loss(logits, t)
+    assert n == int((t >= 0).sum())
+    # independent: per-voxel CE from separately cut 41x41 patches, averaged per class, then over classes
+    per_class = []
+    for c in range(3):
+        idx = torch.nonzero(t == c)
+        patches = torch.stack([x[i, :, yy : yy + 41, xx : xx + 41] for i, yy, xx in idx.tolist()])
+        ce = F.cross_entropy(model(patches)[:, :, 0, 0], torch.full((len(idx),), c))
+        per_class.append(ce)
+    present = [p for c, p in enumerate(per_class) if (t == c).any()]
+    assert loss.item() == pytest.approx(torch.stack(present).mean().item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["dense", "patch"])
+def test_tiny_model_overfits_synthetic_problem(mode):
+    model = fresh_model(0)
+    iters = 150
+    # patch mode: 32 patches / iteration (paper: 512) keeps this test fast; dense: 4 slabs of 16x16 outputs
+    cfg = small_config(
+        mode=mode,
+        max_iterations=iters,
+        val_every=50,
+        val_samples_per_class=200,
+        batch_size=32,
+        lr_values=(0.03,),
+    )
+    result = train(model, TrainingData(TRAIN_PAIRS), TrainingData(VAL_PAIRS, name="validation"), cfg)
+    assert result.iterations == iters and len(result.history) == iters // 50
+    # independent check with dense inference over the training volumes
+    for fill, lab in TRAIN_PAIRS[:2]:
+        cm = predict_volume(model, fill).class_map
+        for c in (VESSEL, BONE, SOFT_TISSUE):
+            assert (cm[lab == c] == c).mean() > 0.9, (mode, c)
+    # and it generalises to a held-out phantom (validation metrics computed by train())
+    for name in ("vessel", "bone", "soft_tissue"):
+        assert result.final_metrics[f"val_acc_{name}"] > 0.85, (mode, name)
+    print(mode, {k: round(v, 3) for k, v in result.final_metrics.items()})
+
+
+def test_same_seed_same_weights_different_seed_differs():
+    data, val = TrainingData(TRAIN_PAIRS[:2]), TrainingData(VAL_PAIRS, name="validation")
+    a, b, c = fresh_model(0), fresh_model(0), fresh_model(0)
+    train(a, data, val, small_config())
+    train(b, data, val, small_config())
+    train(c, data, val, small_config(seed=4))
+    assert same_weights(a, b) and not same_weights(a, c)
+    assert not same_weights(a, fresh_model(0))
+
+
+@pytest.mark.parametrize("mode", ["dense", "patch"])
+def test_checkpoint_resume_equals_uninterrupted(tmp_path, mode):
+    data, val = TrainingData(TRAIN_PAIRS[:2]), TrainingData(VAL_PAIRS, name="validation")
+    full = fresh_model(0)
+    r_full = train(
+        full,
+        data,
+        val,
+        small_config(mode=mode, max_iterations=10),
+        checkpoint_path=tmp_path / "a.ckpt",
+        checkpoint_every=5,
+    )
+    ckpt = tmp_path / "b.ckpt"
+    part = fresh_model(0)
+    train(
+        part, data, val, small_config(mode=mode, max_iterations=6), checkpoint_path=ckpt, checkpoint_every=3
+    )
+    assert load_checkpoint(ckpt)["state"]["iteration"] == 6
+    resumed = fresh_model(99)  # different init: everything must come from the checkpoint
+    r_res = train(
+        resumed,
+        data,
+        val,
+        small_config(mode=mode, max_iterations=10),
+        checkpoint_path=ckpt,
+        checkpoint_every=3,
+    )
+    assert r_res.iterations == 10
+    assert same_weights(full, resumed)
+    assert [h["val_error"] for h in r_full.history] == [h["val_error"] for h in r_res.history]
+    # resume=False starts over (and ends equal to the uninterrupted run too)
+    again = fresh_model(0)
+    train(again, data, val, small_config(mode=mode, max_iterations=10), checkpoint_path=ckpt, resume=False)
+    assert same_weights(full, again)
+
+
+def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
+    data, val = TrainingData(TRAIN_PAIRS[:2]), TrainingData(VAL_PAIRS, name="validation")
+    ckpt = tmp_path / "c.ckpt"
+    seen = []
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint is iteration") as err:
+        train(
+            fresh_model(0), data, val, small_config(lr_values=(1e12,), max_iterations=50),
+            checkpoint_path=ckpt, checkpoint_every=1, on_progress=lambda i, m: seen.append(i),
+        )  # fmt: skip
+    blob = load_checkpoint(ckpt)
+    last = blob["state"]["iteration"]
+    assert last == seen[-1] and f"iteration {last}" in str(err.value)
+    assert all(torch.isfinite(v).all() for v in blob["model_state"].values())
+    assert list(tmp_path.iterdir()) == [ckpt]  # no temp files left behind
+
+
+def test_cancel_within_one_iteration(tmp_path):
+    data, val = TrainingData(TRAIN_PAIRS[:2]), TrainingData(VAL_PAIRS, name="validation")
+    done = []
+    ckpt = tmp_path / "d.ckpt"
+    with pytest.raises(TrainingCancelled):
+        train(
+            fresh_model(0), data, val, small_config(max_iterations=100),
+            on_progress=lambda i, m: done.append(i), should_cancel=lambda: len(done) >= 3,
+            checkpoint_path=ckpt, checkpoint_every=1000,
+        )  # fmt: skip
+    assert done == [1, 2, 3]
+    assert load_checkpoint(ckpt)["state"]["iteration"] == 3
+
+
+def test_early_stopping_on_plateau():
+    data, val = TrainingData(TRAIN_PAIRS[:2]), TrainingData(VAL_PAIRS, name="validation")
+    cfg = small_config(
+        max_iterations=100, val_every=2, early_stopping_patience=2, early_stopping_min_delta=1.0
+    )
+    result = train(fresh_model(0), data, val, cfg)
+    # first validation sets the best; no later one can improve by 1.0 -> stop at the 3rd validation
+    assert result.stopped_reason == "early_stopping" and result.iterations == 6
+    assert result.best_iteration == 2 and math.isfinite(result.best_val_error)
+
+
+def test_ddp_two_processes_gloo_trains_and_relays_progress(tmp_path):
+    cfg = small_config(max_iterations=4, val_every=2, dense_slabs_per_batch=4)
+    seen = []
+    result, model = train_distributed(
+        2,
+        model_config=preset_config("tiny").to_dict(),
+        train_config=cfg.to_dict(),
+        train_pairs=TRAIN_PAIRS[:2],
+        val_pairs=VAL_PAIRS,
+        on_progress=lambda it, m: seen.append((it, "val_error" in m)),
+        checkpoint_path=tmp_path / "ckpt.pt",
+        checkpoint_every=2,
+    )
+    assert result.iterations == 4 and result.stopped_reason == "max_iterations"
+    assert seen == [(1, False), (2, True), (3, False), (4, True)], "rank 0's progress reaches the caller"
+    assert not same_weights(model, fresh_model(cfg.seed)), "it trained"
+    blob = load_checkpoint(tmp_path / "ckpt.pt")
+    assert blob["state"]["iteration"] == 4 and len(blob["rng_states"]) == 2, "one RNG state per rank"
+    final = model.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in blob["model_state"].items()), (
+        "rank 0 checkpointed its weights"
+    )
+
+
+def test_ddp_cancel_stops_all_ranks_and_resumes_from_the_checkpoint(tmp_path):
+    """A run far too long to finish before the caller's cancel arrives; the next launch resumes from the
+    checkpoint that rank 0 wrote when all ranks stopped (a longer run may continue a shorter one's checkpoint)."""
+
+    def common(max_iterations):
+        return dict(
+            model_config=preset_config("tiny").to_dict(),
+            train_config=small_config(
+                max_iterations=max_iterations, val_every=10**6, dense_slabs_per_batch=2
+            ).to_dict(),
+            train_pairs=TRAIN_PAIRS[:2],
+            val_pairs=VAL_PAIRS,
+            checkpoint_path=tmp_path / "ckpt.pt",
+            checkpoint_every=10**6,
+        )
+
+    seen = []
+    with pytest.raises(TrainingCancelled, match="cancelled at iteration"):
+        train_distributed(
+            2, on_progress=lambda it, m: seen.append(it), should_cancel=lambda: bool(seen), **common(10**7)
+        )
+    stopped_at = load_checkpoint(tmp_path / "ckpt.pt")["state"]["iteration"]
+    assert 1 <= stopped_at < 10**7 and stopped_at >= seen[-1]
+    result, _ = train_distributed(2, **common(stopped_at + 2))
+    assert result.iterations == stopped_at + 2, (
+        "the second launch continued from the cancelled run's checkpoint"
+    )
+
+
+def test_ddp_rank_errors_reach_the_caller_with_their_type_and_message():
+    no_vessel = [(f, np.where(lab == VESSEL, SOFT_TISSUE, lab).astype(np.uint8)) for f, lab in VAL_PAIRS]
+    with pytest.raises(TrainingDataError, match="validation cohort"):
+        train_distributed(
+            2,
+            model_config=preset_config("tiny").to_dict(),
+            train_config=small_config().to_dict(),
+            train_pairs=TRAIN_PAIRS[:2],
+            val_pairs=no_vessel,
+            val_name="validation cohort",
+        )
+    with pytest.raises(ValueError, match="at least 2 processes"):
+        train_distributed(1, model_config={}, train_config={}, train_pairs=[], val_pairs=[])
