@@ -216,9 +216,6 @@ def ingest_files(
                 )
                 for assigned_role, s, name, digest in arrays
             ]
-            from .tasks import enqueue_cines  # viewer hook: MIP cine after ingest (sent on commit)
-
-            enqueue_cines(volumes, user=user)
     except BaseException:
         for name in written:
             volume_store.delete_file(name)

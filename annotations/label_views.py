@@ -31,6 +31,7 @@ from .serializers import (
     RevertSerializer,
     ReviewSerializer,
 )
+from .tasks import apply_recipe, enqueue_label_cine
 
 
 def conflict_response(exc: labels.LabelConflict) -> Conflict:
@@ -91,8 +92,6 @@ class DraftViewSet(
         body.is_valid(raise_exception=True)
         op = body.validated_data["op"]
         if op.get("op") == "recipe":
-            from .tasks import apply_recipe
-
             run = apply_recipe.enqueue(
                 user=request.user,
                 target=draft,
@@ -137,6 +136,7 @@ class DraftViewSet(
         except labels.LabelConflict as exc:
             raise conflict_response(exc)
         record("labels.commit", request=request, obj=version.study, detail={"version": version.number})
+        enqueue_label_cine(version, user=request.user)
         return Response(LabelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 

@@ -44,6 +44,11 @@ class LabelConflict(Exception):
 # ------------------------------------------------------------------------------------------------ loading
 
 
+def newest_approved(study: Study) -> LabelVersion | None:
+    """The study's approved label version with the highest number (what training and evaluation use), or None."""
+    return study.label_versions.filter(review_status=LabelVersion.Review.APPROVED).order_by("-number").first()
+
+
 def head_version(study: Study) -> LabelVersion | None:
     return study.label_versions.order_by("-number").first()
 
@@ -342,9 +347,6 @@ def commit(draft_id: int, user, message: str) -> LabelVersion:
         draft.revision += 1
         draft.save()
         _mark_revision(draft)
-        from .tasks import enqueue_label_cine  # viewer hook: vessel MIP cine of the new version (on commit)
-
-        enqueue_label_cine(version, user=user)
     return version
 
 

@@ -9,6 +9,7 @@ from dla_web.audit import record
 from dla_web.tasks import TaskContext, dla_task
 
 from .ingest import ingest_files, remove_upload
+from .labels import apply_draft_op, label_grid, version_labels
 from .models import Study
 
 
@@ -54,6 +55,7 @@ def ingest_upload(
         )
     finally:
         remove_upload(upload_dir)
+    enqueue_cines(volumes, user=user)
     record(
         "data.import",
         user=user,
@@ -66,8 +68,6 @@ def ingest_upload(
 @dla_task(kind="recipe")
 def apply_recipe(ctx: TaskContext, *, draft_id: int, op: dict) -> dict:
     """Run the auto-label recipe over the whole volume as an op of the draft (undoable like any op)."""
-    from .labels import apply_draft_op
-
     ctx.progress(0.05, "running the label recipe", force=True)
     draft, result = apply_draft_op(draft_id, op)
     return {"draft_id": draft.pk, "revision": draft.revision, **result.to_dict()}
@@ -93,7 +93,6 @@ def compute_cine(
     from dla.render.slices import WINDOW_PRESETS_HU, Window, encode_png
 
     from . import mip_cache
-    from .labels import label_grid, version_labels
     from .models import LabelVersion, Volume
 
     all_angles = mip_cache.cine_angles(angles)

@@ -29,18 +29,11 @@ import torch  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 
-class Ctx:
-    def __init__(self, run_id):
-        self.run_id = run_id
-
-    def progress(self, fraction, message=None, *, force=False):
-        pass
-
-    def should_cancel(self):
-        return False
-
-    def log(self, line):
-        print("  log:", line)
+def finished(run) -> dict:
+    """The result of a run executed in-process; stops the benchmark with the run's error if it failed."""
+    if run.state != "succeeded":
+        raise SystemExit(f"{run.kind} run {run.pk} {run.state}: {run.error}")
+    return run.result
 
 
 def main():
@@ -52,8 +45,7 @@ def main():
     from annotations.labels import _create_version, review
     from annotations.models import Study, Volume
     from dla.phantoms import make_subject
-    from dla_web.models import TaskRun
-    from inference import services
+    from inference.tasks import infer_studies, train_model
 
     def study(seed, shape, cohort, spacing=None):
         s = make_subject(shape, seed=seed, spacing_mm=spacing)
@@ -71,14 +63,15 @@ def main():
             st, labels=s.truth, parent=None, author=None, message="truth", recipe={}, ops=[], roi=None
         )
         review(v, None, "approved", "")
-    run = TaskRun.objects.create(kind="train", queue="gpu")
-    t0 = time.perf_counter()
-    result = services.run_training(
-        Ctx(run.pk),
-        preset="cpu",
-        train_config={"max_iterations": args.iterations, "val_every": max(1, args.iterations // 4)},
-        checkpoint_every=max(1, args.iterations // 2),
+    run = train_model.create_run(
+        params={
+            "preset": "cpu",
+            "train_config": {"max_iterations": args.iterations, "val_every": max(1, args.iterations // 4)},
+            "checkpoint_every": max(1, args.iterations // 2),
+        }
     )
+    t0 = time.perf_counter()
+    result = finished(train_model.run_here(run))
     train_wall = time.perf_counter() - t0
     print(
         f"training: {result['iterations']} it in {result['elapsed_s']:.1f} s (wall {train_wall:.1f} s), "
@@ -86,11 +79,11 @@ def main():
     )
 
     big, _ = study(9, (args.size,) * 3, "test")
-    run = TaskRun.objects.create(kind="infer", queue="gpu")
-    t0 = time.perf_counter()
-    inf = services.run_inference(
-        Ctx(run.pk), model_version_id=result["model_version_id"], study_ids=[big.pk], cine=False
+    run = infer_studies.create_run(
+        params={"model_version_id": result["model_version_id"], "study_ids": [big.pk], "cine": False}
     )
+    t0 = time.perf_counter()
+    inf = finished(infer_studies.run_here(run))
     infer_wall = time.perf_counter() - t0
     s = inf["studies"][0]
     print(

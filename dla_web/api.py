@@ -52,6 +52,7 @@ def exception_handler(exc, context):
     if isinstance(exc, ValidationError) and not isinstance(exc, exceptions.ValidationError):
         exc = exceptions.ValidationError(detail={"detail": exc.messages[0] if exc.messages else str(exc)})
     if isinstance(exc, ValueError) and type(exc).__module__.split(".")[0] in (
+        "dla",
         "annotations",
         "inference",
         "evaluation",

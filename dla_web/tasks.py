@@ -35,14 +35,17 @@ class TaskCancelled(Exception):
 class TaskContext:
     """Handed to every task function: progress reporting, log lines and cooperative cancellation."""
 
-    def __init__(self, run: TaskRun):
+    def __init__(self, run: TaskRun, *, terminal=None):
         self.run = run
         self.run_id = run.pk
+        self.terminal = terminal  # optional (fraction, message) callback: a terminal progress bar in commands
         self._last_write = 0.0
 
     def progress(self, fraction: float, message: str | None = None, *, force: bool = False) -> None:
         """Record progress in 0..1 (throttled writes) and raise ``TaskCancelled`` if cancel was requested."""
         fraction = min(max(float(fraction), 0.0), 1.0)
+        if self.terminal is not None:
+            self.terminal(fraction, message or "")
         now = time.monotonic()
         if not force and now - self._last_write < PROGRESS_WRITE_INTERVAL_S:
             return
@@ -120,10 +123,10 @@ class DlaTask(Task):
     kind = ""
     dla_queue = "default"
 
-    def enqueue(
+    def create_run(
         self, *, user=None, target=None, params: dict | None = None, message: str = "queued"
     ) -> TaskRun:
-        """Create the TaskRun and send the task once the current transaction commits."""
+        """The TaskRun of one execution (state ``queued``), audited as ``task.<kind>``; nothing is sent."""
         run = TaskRun.objects.create(
             kind=self.kind,
             queue=self.dla_queue,
@@ -145,7 +148,27 @@ class DlaTask(Task):
                 "params": {k: v for k, v in (params or {}).items() if k != "upload_id"},
             },
         )
+        return run
+
+    def enqueue(
+        self, *, user=None, target=None, params: dict | None = None, message: str = "queued"
+    ) -> TaskRun:
+        """Create the TaskRun and send the task to a worker once the current transaction commits."""
+        run = self.create_run(user=user, target=target, params=params, message=message)
         transaction.on_commit(lambda: self._send(run.pk, run.celery_id))
+        return run
+
+    def run_here(self, run: TaskRun, *, terminal=None) -> TaskRun:
+        """Execute ``run`` in this process (management commands, tests, benchmarks) with exactly a worker's
+        life cycle: the same start/finish states, progress and log in the database, cancel through the run's
+        cancel flag; ``terminal(fraction, message)`` also sees every progress call. Returns the finished run
+        (read ``state``, ``error``, ``result``); exceptions of the body end the run ``failed``, as on a worker."""
+        try:
+            self.execute(run.pk, celery_id=run.celery_id, terminal=terminal)
+        except KeyboardInterrupt:
+            _finish(run.pk, TaskRun.State.CANCELLED, message="interrupted (Ctrl-C)")
+            raise
+        run.refresh_from_db()
         return run
 
     def _send(self, run_id: int, celery_id: str) -> None:
@@ -177,10 +200,16 @@ def dla_task(*, kind: str, queue: str = "default", max_retries: int = 3):
             max_retries=max_retries,
         )
         def task(self, *, task_run_id: int):
-            run = _start(task_run_id, self.request.id)
+            execute(task_run_id, celery_id=self.request.id, retry=self)
+            return None
+
+        def execute(task_run_id: int, *, celery_id: str, retry=None, terminal=None) -> None:
+            """Run the body for ``task_run_id`` and end its TaskRun; ``retry`` is the bound Celery task
+            (database errors are retried with backoff there), None in-process."""
+            run = _start(task_run_id, celery_id)
             if run is None:
-                return None
-            ctx = TaskContext(run)
+                return
+            ctx = TaskContext(run, terminal=terminal)
             try:
                 result = fn(ctx, **run.params)
             except TaskCancelled:
@@ -193,8 +222,8 @@ def dla_task(*, kind: str, queue: str = "default", max_retries: int = 3):
                     message="failed: time limit",
                 )
             except (OperationalError, InterfaceError) as exc:
-                if self.request.retries < max_retries:
-                    raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1))
+                if retry is not None and retry.request.retries < max_retries:
+                    raise retry.retry(exc=exc, countdown=2 ** (retry.request.retries + 1))
                 _finish(
                     task_run_id, TaskRun.State.FAILED, error=f"database unavailable: {exc}", message="failed"
                 )
@@ -210,8 +239,8 @@ def dla_task(*, kind: str, queue: str = "default", max_retries: int = 3):
                 )
             else:
                 _finish(task_run_id, TaskRun.State.SUCCEEDED, result=result or {}, message="done")
-            return None
 
+        task.execute = execute
         task.kind = kind
         task.dla_queue = queue
         return task

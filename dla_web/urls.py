@@ -1,33 +1,36 @@
-"""URL map: pages from ``frontend``, the REST API under ``/api/`` (one router; each app registers its viewsets
-in its ``urls.py`` as ``register(router)``), the OpenAPI schema and docs, and Django admin."""
+"""URL map, the composition root: each app's API routes (its ``urls.py``) under ``/api/`` next to the
+project's own (task runs, users, audit, token, me), the OpenAPI schema and docs, Django admin, and the pages
+(``frontend.urls`` for login/dashboard/tasks/import, each app's ``page_urls.py``). Apps are included by module
+name, so this floor imports none of them."""
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.routers import DefaultRouter
-
-from annotations.urls import register as register_annotations
-from evaluation.urls import register as register_evaluation
-from inference.urls import register as register_inference
-from reader_study.urls import register as register_reader_study
+from rest_framework.routers import SimpleRouter
 
 from .views import AuditEventViewSet, MeView, TaskRunViewSet, TokenView, UserViewSet
 
-router = DefaultRouter()
+router = SimpleRouter()
 router.register("task-runs", TaskRunViewSet, basename="taskrun")
 router.register("users", UserViewSet, basename="user")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
-register_annotations(router)
-register_inference(router)
-register_reader_study(router)
-register_evaluation(router)
+
+APPS = ("annotations", "inference", "reader_study", "evaluation")
+
+api = [
+    path("", RedirectView.as_view(pattern_name="api-docs"), name="api-root"),
+    path("me/", MeView.as_view(), name="me"),
+    path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    *router.urls,
+    *(path("", include(f"{app}.urls")) for app in APPS),
+]
 
 urlpatterns = [
-    path("api/", include(router.urls)),
-    path("api/me/", MeView.as_view(), name="me"),
-    path("api/auth/token/", TokenView.as_view(), name="api-token"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/", include(api)),
     path("admin/", admin.site.urls),
     path("", include("frontend.urls")),
+    *(path("", include(f"{app}.page_urls")) for app in APPS),
 ]

@@ -32,9 +32,10 @@ import time
 import numpy as np
 from django.db import transaction
 
-from annotations.labels import version_labels
+from annotations.labels import newest_approved, version_labels
 from annotations.models import Study, Volume
 from dla.classes import BONE, VESSEL
+from dla.labeling.roi import RoiBoxError, box_mask, parse_box
 from dla.model.dense import dla_volume
 from dla.stats.artifacts import ArtifactError, ResidualBone, cohort_artifact_rate, residual_bone
 from dla.stats.metrics import (
@@ -54,7 +55,6 @@ from dla.stats.metrics import (
     table1,
     vessel_confusion,
 )
-from inference.services import newest_approved
 
 from .models import Evaluation, StudyResult
 
@@ -110,12 +110,10 @@ def check_cohorts(cohorts) -> list[str]:
 def _roi_problem(box, shape) -> str | None:
     if box is None:
         return None
-    if not isinstance(box, list | tuple) or len(box) != 6:
-        return f"ROI box {box!r} is not [z0, z1, y0, y1, x0, x1]"
-    for axis, (lo, hi, n) in enumerate(zip(box[0::2], box[1::2], shape, strict=True)):
-        lo, hi = max(int(lo), 0), min(int(hi), int(n))
-        if lo >= hi:
-            return f"ROI box {list(box)} is empty along {'zyx'[axis]}"
+    try:
+        parse_box(box, shape)
+    except RoiBoxError as exc:
+        return str(exc)
     return None
 
 
@@ -214,35 +212,31 @@ def evaluation_plan(*, model_version_id: int, cohorts, reference: str, allow_mis
 # ------------------------------------------------------------------------------------------------ running
 
 
-def _roi_mask(box, shape) -> np.ndarray | None:
-    if not box:
-        return None
-    mask = np.zeros(shape, dtype=bool)
-    z0, z1, y0, y1, x0, x1 = (int(v) for v in box)
-    mask[z0:z1, y0:y1, x0:x1] = True
-    return mask
-
-
 def phantom_regions(study: Study, truth: np.ndarray | None, shape) -> tuple[dict | None, str]:
-    """Anatomical region masks of a phantom study (regenerated from its stored parameters), or (None, why)."""
+    """Anatomical region masks of a phantom study, rebuilt from its stored generation parameters (seed, grid,
+    spacing; the anatomy alone, no vessels, image physics or motion), or (None, why).
+
+    Used only when they fit the stored truth: every BONE voxel of the truth must be bone of the rebuilt anatomy
+    (vessel lumens and metal only ever cut bone away), and the stored anatomy numbers must match the seed's."""
     params = ((study.metadata or {}).get("phantom") or {}).get("params") or {}
     if not params:
         return None, "no location breakdown: not a phantom with stored generation parameters"
     if truth is None:
         return None, "no location breakdown: the phantom's truth volume is missing"
-    try:
-        from dla.phantoms import make_subject
+    from dla.phantoms import PhantomParameterError, anatomy_from_params
 
-        if list(params.get("shape_zyx", [])) != list(shape):
-            return None, "no location breakdown: the stored phantom grid differs from the study's"
-        subject = make_subject(
-            tuple(params["shape_zyx"]), tuple(params["spacing_mm"]), seed=int(params["seed"]), motion=False
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+    if list(params.get("shape_zyx", [])) != list(shape):
+        return None, "no location breakdown: the stored phantom grid differs from the study's"
+    try:
+        anatomy = anatomy_from_params(params)
+    except PhantomParameterError as exc:
         return None, f"no location breakdown: the phantom could not be regenerated ({exc})"
-    if not np.array_equal(subject.truth == BONE, np.asarray(truth) == BONE):
-        return None, "no location breakdown: the regenerated phantom's bone differs from the stored truth"
-    return {name: subject.regions[name] for name in REGION_NAMES if name in subject.regions}, ""
+    truth = np.asarray(truth)
+    if truth.shape != anatomy.truth.shape:
+        return None, "no location breakdown: the phantom's truth volume is on another grid"
+    if np.any((truth == BONE) & (anatomy.truth != BONE)):
+        return None, "no location breakdown: the stored truth has bone outside the regenerated phantom's bone"
+    return {name: anatomy.regions[name] for name in REGION_NAMES if name in anatomy.regions}, ""
 
 
 def _residual_dict(result: ResidualBone | None, error: str = "") -> dict | None:
@@ -285,7 +279,7 @@ def evaluate_study(evaluation: Evaluation, entry: dict) -> dict:
         what = f"labels v{version.number}"
     else:
         reference, what = truth, "truth"
-    roi = _roi_mask(entry["roi"], reference.shape)
+    roi = box_mask(reference.shape, [entry["roi"]]) if entry["roi"] else None
     metrics, confusion3 = _score(reference, predicted, roi, study.pseudonym, what)
     scored = reference != 0 if roi is None else (reference != 0) & roi
     voxel_ml = float(np.prod(prediction.spacing_mm)) / 1000.0
@@ -563,34 +557,24 @@ def run_evaluation(ctx, *, evaluation_id: int) -> dict:
 
 def create_evaluation(
     *, user, model_version, cohorts, reference, ci_method, allow_missing, **options
-) -> Evaluation:
-    """Check the plan (raises EvaluationInputError), create the Evaluation and enqueue its task (on commit)."""
-    from .tasks import evaluate
-
+) -> tuple[Evaluation, int]:
+    """Check the plan (raises EvaluationInputError) and create the Evaluation row; returns it and the number of
+    studies it will score. The caller attaches the task run (``evaluation.tasks.start_evaluation``)."""
     cohorts = check_cohorts(cohorts)
     plan = evaluation_plan(
         model_version_id=model_version.pk, cohorts=cohorts, reference=reference, allow_missing=allow_missing
     )
-    with transaction.atomic():
-        evaluation = Evaluation.objects.create(
-            model_version=model_version,
-            cohorts=cohorts,
-            reference=reference,
-            ci_method=ci_method,
-            allow_missing=allow_missing,
-            created_by=user,
-            missing=plan["missing"],
-            **options,
-        )
-        run = evaluate.enqueue(
-            user=user,
-            target=evaluation,
-            params={"evaluation_id": evaluation.pk},
-            message=f"queued: {len(plan['entries'])} studies",
-        )
-        evaluation.task_run = run
-        evaluation.save(update_fields=["task_run"])
-    return evaluation
+    evaluation = Evaluation.objects.create(
+        model_version=model_version,
+        cohorts=cohorts,
+        reference=reference,
+        ci_method=ci_method,
+        allow_missing=allow_missing,
+        created_by=user,
+        missing=plan["missing"],
+        **options,
+    )
+    return evaluation, len(plan["entries"])
 
 
 # ------------------------------------------------------------------------------------------------ comparison

@@ -18,7 +18,7 @@ from dla_web.audit import record
 from dla_web.models import TaskRun
 from dla_web.roles import IsAdmin
 
-from . import reports, services
+from . import reports, services, tasks
 from .models import Evaluation
 from .serializers import (
     EvaluationDetailSerializer,
@@ -62,7 +62,7 @@ class EvaluationViewSet(
         req = EvaluationRequestSerializer(data=request.data)
         req.is_valid(raise_exception=True)
         try:
-            evaluation = services.create_evaluation(user=request.user, **req.validated_data)
+            evaluation = tasks.start_evaluation(user=request.user, **req.validated_data)
         except services.EvaluationInputError as exc:
             raise _refuse(exc)
         return Response(EvaluationSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED)

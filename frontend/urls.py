@@ -1,7 +1,8 @@
-"""Page routes: login/logout, dashboard and task runs here; each app adds its pages in ``<app>/page_urls.py``."""
+"""Page routes of the frontend itself: login/logout, dashboard, task runs and import (each app's pages are in
+``<app>/page_urls.py``, included by ``dla_web.urls``)."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import path
 
 from . import views
 
@@ -11,8 +12,4 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tasks/", views.task_runs, name="task-runs"),
     path("import/", views.import_page, name="import"),
-    path("", include("annotations.page_urls")),
-    path("", include("inference.page_urls")),
-    path("", include("reader_study.page_urls")),
-    path("", include("evaluation.page_urls")),
 ]

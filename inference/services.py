@@ -32,7 +32,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from annotations import volume_store
-from annotations.labels import version_labels
+from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import CLASS_NAMES, LABELED_CLASSES
 from dla.model.ddp import backend_and_devices, train_distributed
@@ -125,32 +125,21 @@ def load_model(version: ModelVersion) -> DLANet:
     return model.to(device_name())
 
 
-def register_uploaded_weights(upload, *, name: str, notes: str, user, preset: str | None, activate: bool):
-    """Validate an uploaded weights file and register it; a refused file leaves nothing stored."""
-    if upload.size > MAX_WEIGHTS_BYTES:
-        raise WeightsRejected(f"weights file of {upload.size} bytes exceeds the limit of {MAX_WEIGHTS_BYTES}")
-    tmp_dir = Path(tempfile.mkdtemp(prefix="weights-", dir=settings.VAR_DIR))
+def register_model(local: Path, *, config: NetworkConfig, activate: bool, **fields) -> ModelVersion:
+    """Store the weights file ``local`` and register it as a ModelVersion of architecture ``config`` (sha256,
+    size and fingerprint computed here; ``fields`` are the other model fields). It becomes active with
+    ``activate`` or when no model is active yet. A failure leaves no stored file behind."""
     stored = None
     try:
-        local = tmp_dir / "upload.pt"
-        with open(local, "wb") as out:
-            for chunk in upload.chunks():
-                out.write(chunk)
-        expected = preset_config(preset) if preset else None
-        model = inspect_weights(local, expected=expected)
         stored, digest, size = store_weights(local)
         with transaction.atomic():
             version = ModelVersion.objects.create(
-                name=name or Path(upload.name or "uploaded").stem[:120],
                 weights_file=stored,
                 sha256=digest,
                 size_bytes=size,
-                fingerprint=config_fingerprint(model.config),
-                network_config=model.config.to_dict(),
-                source=ModelVersion.Source.UPLOADED,
-                created_by=user,
-                notes=notes,
-                metrics={},
+                fingerprint=config_fingerprint(config),
+                network_config=config.to_dict(),
+                **fields,
             )
             if activate or not ModelVersion.objects.filter(is_active=True).exists():
                 version.activate()
@@ -159,15 +148,35 @@ def register_uploaded_weights(upload, *, name: str, notes: str, user, preset: st
         if stored:
             volume_store.delete_file(stored)
         raise
+
+
+def register_uploaded_weights(upload, *, name: str, notes: str, user, preset: str | None, activate: bool):
+    """Validate an uploaded weights file and register it; a refused file leaves nothing stored."""
+    if upload.size > MAX_WEIGHTS_BYTES:
+        raise WeightsRejected(f"weights file of {upload.size} bytes exceeds the limit of {MAX_WEIGHTS_BYTES}")
+    tmp_dir = Path(tempfile.mkdtemp(prefix="weights-", dir=settings.VAR_DIR))
+    try:
+        local = tmp_dir / "upload.pt"
+        with open(local, "wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+        expected = preset_config(preset) if preset else None
+        model = inspect_weights(local, expected=expected)
+        return register_model(
+            local,
+            config=model.config,
+            activate=activate,
+            name=name or Path(upload.name or "uploaded").stem[:120],
+            source=ModelVersion.Source.UPLOADED,
+            created_by=user,
+            notes=notes,
+            metrics={},
+        )
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ training
-
-
-def newest_approved(study: Study) -> LabelVersion | None:
-    return study.label_versions.filter(review_status=LabelVersion.Review.APPROVED).order_by("-number").first()
 
 
 def _cohort_entries(cohort: str, role: str) -> list[dict]:
@@ -463,38 +472,27 @@ def run_training(
     }
     final = {k: v for k, v in result.final_metrics.items() if isinstance(v, int | float)}
     tmp_dir = Path(tempfile.mkdtemp(prefix="weights-", dir=settings.VAR_DIR))
-    stored = None
     try:
         local = tmp_dir / "weights.pt"
         save_weights(model, local)
-        stored, digest, size = store_weights(local)
-        with transaction.atomic():
-            version = ModelVersion.objects.create(
-                name=name or f"{preset} run {ctx.run_id}",
-                weights_file=stored,
-                sha256=digest,
-                size_bytes=size,
-                fingerprint=config_fingerprint(net_cfg),
-                network_config=net_cfg.to_dict(),
-                train_config=cfg.to_dict(),
-                training_run_id=ctx.run_id,
-                metrics={
-                    "summary": summary,
-                    "final": final,
-                    "history": result.history,
-                    "train_curve": record.train_curve,
-                    "train_studies": record.train_studies,
-                    "validation_studies": record.validation_studies,
-                },
-                created_by_id=user_id,
-                notes=notes,
-            )
-            if activate or not ModelVersion.objects.filter(is_active=True).exists():
-                version.activate()
-    except BaseException:
-        if stored:
-            volume_store.delete_file(stored)
-        raise
+        version = register_model(
+            local,
+            config=net_cfg,
+            activate=activate,
+            name=name or f"{preset} run {ctx.run_id}",
+            train_config=cfg.to_dict(),
+            training_run_id=ctx.run_id,
+            metrics={
+                "summary": summary,
+                "final": final,
+                "history": result.history,
+                "train_curve": record.train_curve,
+                "train_studies": record.train_studies,
+                "validation_studies": record.validation_studies,
+            },
+            created_by_id=user_id,
+            notes=notes,
+        )
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     ckpt.unlink(missing_ok=True)
@@ -509,33 +507,16 @@ def _entry_summary(entries: list[dict]) -> list[dict]:
     return [{k: e[k] for k in ("study", "pseudonym", "label_number")} for e in entries]
 
 
-def create_training_run(*, user, params: dict, plan: dict, enqueue: bool = True):
-    """The TaskRun (kind ``train``) and its TrainingRun row, in one transaction; with ``enqueue`` the task is
-    sent to the ``gpu`` queue on commit, otherwise the caller runs it in-process (management command)."""
-    from dla_web.models import TaskRun
-
-    from .tasks import train_model
-
-    with transaction.atomic():
-        message = f"training on {len(plan['train'])} studies queued"
-        if enqueue:
-            run = train_model.enqueue(user=user, params=params, message=message)
-        else:
-            run = TaskRun.objects.create(
-                kind=train_model.kind,
-                queue=train_model.dla_queue,
-                params=params,
-                created_by=user,
-                message="running in a management command",
-            )
-        record = TrainingRun.objects.create(
-            task_run=run,
-            name=params.get("name", ""),
-            max_iterations=params.get("train_config", {}).get("max_iterations", 0),
-            train_studies=_entry_summary(plan["train"]),
-            validation_studies=_entry_summary(plan["validation"]),
-        )
-    return run, record
+def create_training_record(run, *, params: dict, plan: dict) -> TrainingRun:
+    """The TrainingRun row (curves for the live page) of TaskRun ``run``; call it in the transaction that
+    created the run, so the worker never starts a run without its record."""
+    return TrainingRun.objects.create(
+        task_run=run,
+        name=params.get("name", ""),
+        max_iterations=params.get("train_config", {}).get("max_iterations", 0),
+        train_studies=_entry_summary(plan["train"]),
+        validation_studies=_entry_summary(plan["validation"]),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ inference
@@ -593,10 +574,8 @@ def run_inference(
     study_ids: list[int],
     candidate_min_hu: int | None = 100,
     user_id: int | None = None,
-    cine: bool = True,
 ) -> dict:
-    """Classify the fill volume of each study and store class_map, vessel_prob and dla volumes (and queue the
-    DLA volume's MIP cine with ``cine``).
+    """Classify the fill volume of each study and store class_map, vessel_prob and dla volumes.
 
     Idempotent per (run, study): volumes of this run (``source`` = ``infer-run-<id>``) are written in one
     transaction, so a rerun skips studies already done and redoes the others."""
@@ -651,10 +630,6 @@ def run_inference(
                     series_description=f"{label} ({version.name})"[:200],
                     created_by_id=user_id,
                 )
-            if cine:
-                from annotations.tasks import enqueue_cines
-
-                enqueue_cines([created[Volume.Role.DLA]], user=created[Volume.Role.DLA].created_by)
             created = {role: volume.pk for role, volume in created.items()}
         ctx.log(
             f"{study.pseudonym}: {prediction.voxels_per_s:,.0f} voxels/s, {prediction.elapsed_s:.1f} s, "
@@ -677,83 +652,18 @@ def run_inference(
 PRESET_NAMES = sorted(PRESETS)
 
 
-def create_inference_run(
-    *, user, version: ModelVersion, studies: list[Study], candidate_min_hu, enqueue=True
-):
-    """The TaskRun (kind ``infer``) over ``studies``; sent to the ``gpu`` queue on commit with ``enqueue``."""
-    from dla_web.models import TaskRun
-
-    from .tasks import infer_studies
-
-    params = {
-        "model_version_id": version.pk,
-        "study_ids": [s.pk for s in studies],
-        "candidate_min_hu": candidate_min_hu,
-        "user_id": user.pk if user else None,
-    }
+def inference_request(*, user, version: ModelVersion, studies: list[Study], candidate_min_hu) -> dict:
+    """Keyword arguments of ``infer_studies.enqueue``/``create_run`` for running ``version`` over ``studies``:
+    the task's params, its message and its target (the study, or the model for several)."""
     noun = "study" if len(studies) == 1 else "studies"
-    message = f"inference of {len(studies)} {noun} with {version.name} queued"
-    if enqueue:
-        target = studies[0] if len(studies) == 1 else version
-        with transaction.atomic():
-            return infer_studies.enqueue(user=user, target=target, params=params, message=message)
-    return TaskRun.objects.create(
-        kind=infer_studies.kind,
-        queue=infer_studies.dla_queue,
-        params=params,
-        created_by=user,
-        message=message,
-    )
-
-
-class InProcessContext:
-    """Runs a task body in the current process (management commands) with the same TaskRun bookkeeping as a
-    worker: progress and log in the database (so the pages show it), a terminal progress callback, cancel via
-    the TaskRun's cancel flag."""
-
-    def __init__(self, run, terminal=None):
-        from dla_web.tasks import TaskContext
-
-        self.inner = TaskContext(run)
-        self.run_id = run.pk
-        self.terminal = terminal
-
-    def progress(self, fraction, message=None, *, force=False):
-        if self.terminal is not None:
-            self.terminal(fraction, message or "")
-        self.inner.progress(fraction, message, force=force)
-
-    def should_cancel(self):
-        return self.inner.should_cancel()
-
-    def log(self, line):
-        self.inner.log(line)
-
-    def execute(self, fn, **params) -> dict:
-        """Mark the run running, call ``fn(self, **params)``, and end the run succeeded/failed/cancelled."""
-        from django.utils import timezone
-
-        from dla_web.models import TaskRun
-
-        TaskRun.objects.filter(pk=self.run_id).update(
-            state=TaskRun.State.RUNNING,
-            started_at=timezone.now(),
-            attempts=1,
-            worker=f"command:{os.getpid()}",
-        )
-        end = {"finished_at": None}
-        try:
-            result = fn(self, **params) or {}
-        except TaskCancelled:
-            end.update(state=TaskRun.State.CANCELLED, message="cancelled")
-            raise
-        except BaseException as exc:
-            text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            end.update(state=TaskRun.State.FAILED, error=text, message=f"failed: {text}"[:500])
-            raise
-        else:
-            end.update(state=TaskRun.State.SUCCEEDED, result=result, message="done", progress=1.0)
-            return result
-        finally:
-            end["finished_at"] = timezone.now()
-            TaskRun.objects.filter(pk=self.run_id).update(**end)
+    return {
+        "user": user,
+        "target": studies[0] if len(studies) == 1 else version,
+        "params": {
+            "model_version_id": version.pk,
+            "study_ids": [s.pk for s in studies],
+            "candidate_min_hu": candidate_min_hu,
+            "user_id": user.pk if user else None,
+        },
+        "message": f"inference of {len(studies)} {noun} with {version.name} queued",
+    }

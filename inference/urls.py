@@ -1,9 +1,12 @@
-"""API routes of this app, registered on the project's single router."""
+"""API routes of the inference app, included under ``/api/`` by ``dla_web.urls``."""
+
+from rest_framework.routers import SimpleRouter
 
 from .views import InferenceViewSet, ModelVersionViewSet, TrainingRunViewSet
 
+router = SimpleRouter()
+router.register("models", ModelVersionViewSet, basename="modelversion")
+router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
+router.register("inference", InferenceViewSet, basename="inference")
 
-def register(router) -> None:
-    router.register("models", ModelVersionViewSet, basename="modelversion")
-    router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
-    router.register("inference", InferenceViewSet, basename="inference")
+urlpatterns = router.urls

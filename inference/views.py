@@ -16,7 +16,7 @@ from dla_web.audit import record
 from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
-from . import services
+from . import services, tasks
 from .models import ModelVersion, TrainingRun
 from .serializers import (
     InferenceRequestSerializer,
@@ -129,7 +129,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         form.is_valid(raise_exception=True)
         data = form.validated_data
         plan = services.training_plan(data["train_cohort"], data["validation_cohort"])
-        run, record = services.create_training_run(
+        run, record = tasks.start_training(
             user=request.user, params=form.task_params(request.user), plan=plan
         )
         return Response(TrainingRunSerializer(record).data, status=status.HTTP_202_ACCEPTED)
@@ -151,7 +151,7 @@ class InferenceViewSet(viewsets.GenericViewSet):
         study_ids = [data["study"].pk] if data.get("study") else [s.pk for s in data.get("studies") or []]
         studies = services.inference_studies(study_ids=study_ids or None, cohort=data.get("cohort"))
         services.load_model(version)  # refuse damaged / incompatible weights now, not in the worker
-        run = services.create_inference_run(
+        run = tasks.start_inference(
             user=request.user, version=version, studies=studies, candidate_min_hu=data["candidate_min_hu"]
         )
         return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)

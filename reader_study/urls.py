@@ -1,7 +1,12 @@
-"""API routes of this app, registered on the project's single router."""
+"""API routes of the reader_study app, included under ``/api/`` by ``dla_web.urls``."""
 
-from .views import register_views
+from rest_framework.routers import SimpleRouter
 
+from .views import ReaderStudyViewSet, ReadingStudyViewSet, ReadingViewSet
 
-def register(router) -> None:
-    register_views(router)
+router = SimpleRouter()
+router.register("reader-studies", ReaderStudyViewSet, basename="readerstudy")
+router.register("reading-studies", ReadingStudyViewSet, basename="readingstudy")
+router.register("reading", ReadingViewSet, basename="reading")
+
+urlpatterns = router.urls

@@ -335,9 +335,3 @@ class ReadingViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         response = HttpResponse(png, content_type="image/png")
         response["Cache-Control"] = "private, max-age=3600"
         return response
-
-
-def register_views(router) -> None:
-    router.register("reader-studies", ReaderStudyViewSet, basename="readerstudy")
-    router.register("reading-studies", ReadingStudyViewSet, basename="readingstudy")
-    router.register("reading", ReadingViewSet, basename="reading")

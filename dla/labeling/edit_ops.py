@@ -19,9 +19,10 @@ import numpy as np
 
 from dla.classes import LABELED_CLASSES, UNLABELED
 from dla.labeling.components import label_components
-from dla.labeling.recipe import RecipeError, RecipeParams, balance_indices, mask_bbox, run_recipe
+from dla.labeling.recipe import RecipeError, RecipeParams, balance_indices, run_recipe
+from dla.labeling.roi import RoiBoxError, mask_bbox, parse_box
 
-ALL_CLASSES = (0, 1, 2, 3)
+ALL_CLASSES = (UNLABELED, *LABELED_CLASSES)
 MAX_RADIUS_MM = 50.0
 MAX_STROKE_POINTS = 1_000_000
 AXES = ("z", "y", "x")
@@ -200,18 +201,10 @@ def _point(v, shape, what: str) -> tuple[int, int, int]:
 
 
 def _box(v, shape, what: str) -> tuple[int, int, int, int, int, int]:
-    if not isinstance(v, (list, tuple)) or len(v) != 6:
-        raise EditOpError(f"{what} must be [z0, z1, y0, y1, x0, x1] (half-open), got {v!r}")
-    b = tuple(_int(c, what) for c in v)
-    for i, (axis, n) in enumerate(zip(AXES, shape, strict=True)):
-        lo, hi = b[2 * i], b[2 * i + 1]
-        if not (0 <= lo and hi <= n):
-            raise EditOpError(
-                f"{what} {list(b)}: {axis} range [{lo}, {hi}) is outside the volume (valid 0..{n})"
-            )
-        if lo >= hi:
-            raise EditOpError(f"{what} {list(b)} is empty along {axis} ({lo} >= {hi})")
-    return b
+    try:
+        return parse_box(v, shape, what)
+    except RoiBoxError as exc:
+        raise EditOpError(str(exc)) from None
 
 
 def _axis(v, op: str) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from dla.classes import BONE, LABELED_CLASSES, SOFT_TISSUE, UNLABELED, VESSEL
 from dla.labeling.components import label_components
+from dla.labeling.roi import box_mask, mask_bbox
 
 VESSEL_THRESHOLD_RANGE_HU = (300.0, 1000.0)
 BONE_THRESHOLD_RANGE_HU = (200.0, 2000.0)
@@ -275,17 +276,6 @@ def binary_erode_mm(mask: np.ndarray, radius_mm: float, spacing_mm) -> np.ndarra
     return _morph(np.asarray(mask, dtype=bool), radius_mm, spacing_mm, erode=True)
 
 
-def mask_bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Bounding box slices of the True voxels of a bool [z,y,x] mask, or None if empty."""
-    za = np.flatnonzero(mask.any(axis=(1, 2)))
-    if za.size == 0:
-        return None
-    sub = mask[za[0] : za[-1] + 1]
-    ya = np.flatnonzero(sub.any(axis=(0, 2)))
-    xa = np.flatnonzero(sub.any(axis=(0, 1)))
-    return slice(za[0], za[-1] + 1), slice(ya[0], ya[-1] + 1), slice(xa[0], xa[-1] + 1)
-
-
 def _components(mask: np.ndarray):
     """26-connected components of a bool mask, sparse: (flat indices, component id per index, sizes, crop, lab)."""
     bb = mask_bbox(mask)
@@ -357,14 +347,6 @@ def _soft_mask(fill: np.ndarray, spacing_mm, p: RecipeParams) -> np.ndarray:
     s = fill >= p.soft_min_hu
     s &= fill <= p.soft_max_hu
     return binary_erode_mm(s, p.soft_erosion_mm, spacing_mm)
-
-
-def roi_from_boxes(shape_zyx, boxes_zyx) -> np.ndarray:
-    """Bool [z,y,x] union of half-open boxes (z0, z1, y0, y1, x0, x1)."""
-    roi = np.zeros(shape_zyx, dtype=bool)
-    for z0, z1, y0, y1, x0, x1 in boxes_zyx:
-        roi[z0:z1, y0:y1, x0:x1] = True
-    return roi
 
 
 def balance_indices(class_indices: dict[int, np.ndarray], rng: np.random.Generator) -> dict[int, np.ndarray]:
@@ -458,7 +440,7 @@ def run_recipe(
     soft &= ~bone
     roi = None
     if params.roi_boxes_zyx:
-        roi = roi_from_boxes(fill_hu.shape, params.roi_boxes_zyx)
+        roi = box_mask(fill_hu.shape, params.roi_boxes_zyx)
     if roi_mask is not None:
         roi = roi_mask.astype(bool, copy=True) if roi is None else (roi & roi_mask.astype(bool))
     masks = {VESSEL: vessel, BONE: bone, SOFT_TISSUE: soft}

@@ -15,8 +15,10 @@ from annotations.models import Volume
 from dla.classes import BONE, SOFT_TISSUE, UNLABELED, VESSEL
 from dla.stats.artifacts import residual_bone
 from dla_web.models import TaskRun
+from dla_web.tasks import TaskContext
 from evaluation import services
 from evaluation.models import Evaluation, StudyResult
+from evaluation.tasks import evaluate
 from inference.models import ModelVersion
 from tests.conftest import wait_for_run
 
@@ -107,25 +109,10 @@ def cohort(phantom_study, users):
     return {"model": model, "studies": [val, moved, still], "labels": labels, "preds": preds}
 
 
-class LocalContext:
-    def __init__(self, run_id=0):
-        self.run_id = run_id
-        self.fractions = []
-
-    def progress(self, fraction, message=None, *, force=False):
-        self.fractions.append(fraction)
-
-    def should_cancel(self):
-        return False
-
-    def log(self, line):
-        pass
-
-
 def run_inline(evaluation: Evaluation) -> Evaluation:
-    """Run the evaluate task's body in-process and mark its TaskRun succeeded (tests without a worker)."""
-    result = services.run_evaluation(LocalContext(evaluation.task_run_id), evaluation_id=evaluation.pk)
-    TaskRun.objects.filter(pk=evaluation.task_run_id).update(state="succeeded", progress=1.0, result=result)
+    """Run the evaluate task in this process with a worker's life cycle (tests without a worker)."""
+    run = evaluate.run_here(evaluation.task_run)
+    assert run.state == "succeeded", run.error
     return Evaluation.objects.select_related("task_run", "model_version").get(pk=evaluation.pk)
 
 
@@ -313,7 +300,7 @@ def test_empty_roi_is_refused(phantom_study, users, client_for):
     assert response.status_code == 400
     detail = response.json()["detail"]
     assert detail.startswith("empty region of interest")
-    assert f"{flat_box.pseudonym} (ROI box [5, 5, 0, 48, 0, 48] is empty along z)" in detail
+    assert f"{flat_box.pseudonym} (ROI box [5, 5, 0, 48, 0, 48] is empty along z (5 >= 5))" in detail
     assert f"{unlabeled.pseudonym} (labels v1 have no labeled voxel)" in detail
 
 
@@ -336,7 +323,7 @@ def test_roi_without_labeled_voxels_fails_the_run_naming_the_study_and_writes_no
         services.EvaluationInputError,
         match=f"{study.pseudonym} .labels v1.: no labeled voxels inside the ROI",
     ):
-        services.run_evaluation(LocalContext(), evaluation_id=evaluation.pk)
+        services.run_evaluation(TaskContext(evaluation.task_run), evaluation_id=evaluation.pk)
     evaluation.refresh_from_db()
     assert evaluation.summary == {} and not StudyResult.objects.exists()
     # and the downloads refuse an evaluation without results

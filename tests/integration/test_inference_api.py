@@ -17,6 +17,7 @@ from dla.classes import VESSEL
 from dla.model.dense import DLA_BACKGROUND_HU, intensity_candidates, predict_volume
 from dla.model.network import build_model, save_weights
 from dla_web.models import TaskRun
+from dla_web.tasks import TaskContext
 from inference import services
 from inference.models import ModelVersion
 from inference.tasks import infer_studies
@@ -35,20 +36,6 @@ def register_tiny(client, seed=0, name="tiny") -> dict:
     response = client.post("/api/models/upload/", {"file": handle, "name": name}, format="multipart")
     assert response.status_code == 201, response.content
     return response.json()
-
-
-class LocalContext:
-    def __init__(self, run_id):
-        self.run_id = run_id
-
-    def progress(self, fraction, message=None, *, force=False):
-        pass
-
-    def should_cancel(self):
-        return False
-
-    def log(self, line):
-        pass
 
 
 @pytest.mark.django_db(transaction=True)
@@ -88,7 +75,7 @@ def test_inference_stores_dla_volumes_and_reruns_are_idempotent(client_for, phan
 
     # a redelivered run (same run id) stores nothing new
     before = Volume.objects.count()
-    again = services.run_inference(LocalContext(run.pk), **run.params)
+    again = services.run_inference(TaskContext(run), **run.params)
     assert Volume.objects.count() == before and again["studies"][0]["reused"]
 
     # one run over a cohort, with the active model by default

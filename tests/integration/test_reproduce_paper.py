@@ -15,12 +15,11 @@ from scipy import ndimage as ndi
 from scipy import stats
 from sklearn.metrics import f1_score, recall_score
 
-from annotations.labels import version_labels
+from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import VESSEL
 from dla.phantoms import cohort_plan
 from inference.models import ModelVersion
-from inference.services import newest_approved
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from annotations.models import Study
 from dla.classes import BONE
 from dla.model.network import build_model, config_fingerprint, preset_config, save_weights
 from dla_web.models import TaskRun
-from dla_web.tasks import TaskCancelled
+from dla_web.tasks import TaskCancelled, TaskContext
 from inference import services
 from inference.models import ModelVersion, TrainingRun
 from inference.tasks import train_model
@@ -58,27 +58,6 @@ def cohorts(phantom_study, users):
     for study in made["train"] + made["validation"]:
         approve(study, users["admin"])
     return made
-
-
-class LocalContext:
-    """A task context for calling the services in-process: records progress and logs, cancels on demand."""
-
-    def __init__(self, run, cancel_after_fraction=None):
-        self.run_id = run.pk
-        self.cancel_after_fraction = cancel_after_fraction
-        self.fractions, self.lines = [], []
-
-    def progress(self, fraction, message=None, *, force=False):
-        self.fractions.append(fraction)
-        if self.should_cancel():
-            raise TaskCancelled("cancelled on request")  # as TaskContext.progress does
-
-    def should_cancel(self):
-        limit = self.cancel_after_fraction
-        return limit is not None and bool(self.fractions) and self.fractions[-1] >= limit
-
-    def log(self, line):
-        self.lines.append(line)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -218,7 +197,6 @@ def test_nan_loss_fails_with_clear_error_and_keeps_last_good_checkpoint(users, c
 
 @pytest.mark.django_db
 def test_interrupted_training_resumes_from_its_checkpoint(users, cohorts):
-    run = TaskRun.objects.create(kind="train", queue="gpu", created_by=users["admin"])
     params = {
         "preset": "tiny",
         "train_config": {
@@ -230,21 +208,27 @@ def test_interrupted_training_resumes_from_its_checkpoint(users, cohorts):
         },
         "checkpoint_every": 3,
     }
-    first = LocalContext(run, cancel_after_fraction=0.5)
-    with pytest.raises(TaskCancelled):
-        services.run_training(first, **params)
+    run = train_model.create_run(user=users["admin"], params=params)
+
+    def stop_at_half(fraction, message):  # what Ctrl-C or a cancel check does at the first progress >= 0.5
+        if fraction >= 0.5:
+            raise TaskCancelled("stopped at half way")
+
+    run = train_model.run_here(run, terminal=stop_at_half)
+    assert run.state == "cancelled"
     assert services.checkpoint_path(run.pk).exists()
     stopped_at = TrainingRun.objects.get(pk=run.pk).iteration
     assert 6 <= stopped_at < 12
-    second = LocalContext(run)
-    result = services.run_training(second, **params)
-    assert any(f"resuming from the checkpoint at iteration {stopped_at}" in line for line in second.lines)
+    TaskRun.objects.filter(pk=run.pk).update(state="queued", finished_at=None)  # as ``train --resume`` does
+    run = train_model.run_here(run)
+    assert run.state == "succeeded", run.error
+    assert f"resuming from the checkpoint at iteration {stopped_at}" in run.log_tail
     curve = TrainingRun.objects.get(pk=run.pk).train_curve
     assert [p[0] for p in curve] == list(range(1, 13)), "no duplicated or missing iterations after resume"
-    version = ModelVersion.objects.get(pk=result["model_version_id"])
+    version = ModelVersion.objects.get(pk=run.result["model_version_id"])
     assert version.metrics["summary"]["iterations"] == 12
     # a redelivery after success registers nothing new
-    assert services.run_training(LocalContext(run), **params)["model_version_id"] == version.pk
+    assert services.run_training(TaskContext(run), **params)["model_version_id"] == version.pk
     assert ModelVersion.objects.count() == 1
 
 

@@ -11,6 +11,7 @@ from dla_web.progress import TerminalProgress
 
 from ...ingest import ingest_files
 from ...models import Study, Volume
+from ...tasks import enqueue_cines
 
 
 class Command(BaseCommand):
@@ -47,6 +48,7 @@ class Command(BaseCommand):
                 )
             except (IngestError, ArchiveError) as exc:
                 raise CommandError(str(exc))
+        enqueue_cines(volumes)
         for volume in volumes:
             self.stdout.write(
                 f"{study_obj.pseudonym}: {volume.role} volume {volume.pk} {tuple(volume.shape)}"

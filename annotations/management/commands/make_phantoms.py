@@ -10,6 +10,7 @@ from dla.phantoms import PhantomParameterError, cohort_plan, make_subject, subje
 from dla_web.progress import TerminalProgress
 
 from ...phantom_import import import_subject, write_subject
+from ...tasks import enqueue_cines
 
 SPLIT_TO_COHORT = {"train": "train", "validation": "validation", "test": "test"}
 
@@ -64,9 +65,10 @@ class Command(BaseCommand):
             if out is not None:
                 write_subject(subject, out, subject_id=subject_id, extra_meta={"split": split})
             if ingest:
-                import_subject(
+                study = import_subject(
                     subject, subject_id=subject_id, cohort=SPLIT_TO_COHORT.get(split, "unassigned")
                 )
+                enqueue_cines(study.volumes.all())
             rows.append(
                 {
                     "subject_id": subject_id,

@@ -11,6 +11,7 @@ from dla_web.progress import TerminalProgress
 from ...labels import apply_draft_op, commit, get_or_create_draft, review
 from ...models import Study
 from ...phantom_import import import_subject
+from ...tasks import enqueue_cines, enqueue_label_cine
 
 DEMO_SHAPE = (64, 96, 96)
 DEMO_SPACING_MM = (1.4, 1.4, 1.4)
@@ -43,9 +44,11 @@ class Command(BaseCommand):
                 continue
             subject = subject_from_plan(entry, DEMO_SHAPE, DEMO_SPACING_MM)
             study = import_subject(subject, subject_id=entry["subject_id"], cohort=entry["split"])
+            enqueue_cines(study.volumes.all())
             if entry["split"] == "train" and annotator and admin:
                 draft = get_or_create_draft(study, annotator)
                 apply_draft_op(draft.pk, {"op": "recipe", "params": DEMO_RECIPE})
                 version = commit(draft.pk, annotator, "Recipe labels (demo seed)")
+                enqueue_label_cine(version, user=annotator)
                 review(version, admin, "approved", "demo: approved")
         progress(1.0, f"{len(chosen)} demo studies ready")

@@ -6,31 +6,14 @@ the JSON export (e.g. bench/results/evaluation.json for BENCHMARKS.md)."""
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
-from django.utils import timezone
 
 from dla.stats.metrics import TABLE1_METRICS
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from inference.models import ModelVersion
 
-from ... import reports, services
+from ... import reports, services, tasks
 from ...models import Evaluation
-
-
-class _Context:
-    def __init__(self, run):
-        self.run_id = run.pk
-        self.bar = TerminalProgress()
-
-    def progress(self, fraction, message=None, *, force=False):
-        self.bar(fraction, message or "")
-
-    def should_cancel(self):
-        return False
-
-    def log(self, line):
-        pass
 
 
 class Command(BaseCommand):
@@ -55,35 +38,20 @@ class Command(BaseCommand):
             )
         cohorts = cohorts or ["validation", "test"]
         try:
-            services.evaluation_plan(
-                model_version_id=version.pk, cohorts=cohorts, reference=reference, allow_missing=allow_missing
-            )
-        except services.EvaluationInputError as exc:
-            raise CommandError(str(exc))
-        with transaction.atomic():
-            run = TaskRun.objects.create(
-                kind="evaluate", state="running", started_at=timezone.now(), message="manage.py evaluate"
-            )
-            evaluation = Evaluation.objects.create(
+            evaluation = tasks.start_evaluation(
+                user=None,
+                in_process=True,
                 model_version=version,
                 cohorts=cohorts,
                 reference=reference,
                 ci_method=ci,
                 allow_missing=allow_missing,
-                task_run=run,
             )
-            run.params = {"evaluation_id": evaluation.pk}
-            run.save(update_fields=["params"])
-        try:
-            result = services.run_evaluation(_Context(run), evaluation_id=evaluation.pk)
-        except Exception as exc:
-            TaskRun.objects.filter(pk=run.pk).update(
-                state="failed", error=str(exc), finished_at=timezone.now()
-            )
+        except services.EvaluationInputError as exc:
             raise CommandError(str(exc))
-        TaskRun.objects.filter(pk=run.pk).update(
-            state="succeeded", progress=1.0, result=result, finished_at=timezone.now()
-        )
+        run = tasks.evaluate.run_here(evaluation.task_run, terminal=TerminalProgress())
+        if run.state != TaskRun.State.SUCCEEDED:
+            raise CommandError(f"evaluation run {run.pk} {run.state}: {run.error or run.message}")
         evaluation = Evaluation.objects.select_related("task_run", "model_version").get(pk=evaluation.pk)
         labels = [services.METRIC_LABELS[m] for m in TABLE1_METRICS]
         self.stdout.write(f"Evaluation #{evaluation.pk} of {version} ({evaluation.get_reference_display()})")

@@ -9,8 +9,7 @@ from django.db.models import Q
 from annotations.models import Study
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
-from dla_web.tasks import TaskCancelled
-from inference import services
+from inference import services, tasks
 
 from ._follow import follow
 
@@ -53,8 +52,12 @@ class Command(BaseCommand):
             services.load_model(version)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        run = services.create_inference_run(
-            user=user, version=version, studies=studies, candidate_min_hu=min_hu, enqueue=opts["worker"]
+        run = tasks.start_inference(
+            user=user,
+            version=version,
+            studies=studies,
+            candidate_min_hu=min_hu,
+            in_process=not opts["worker"],
         )
         self.stdout.write(
             f"inference run {run.pk}: model #{version.pk} {version.name} on {len(studies)} studies"
@@ -62,14 +65,7 @@ class Command(BaseCommand):
         if opts["worker"]:
             run = follow(run, self.stderr)
         else:
-            ctx = services.InProcessContext(run, TerminalProgress(self.stderr))
-            try:
-                ctx.execute(services.run_inference, **run.params)
-            except TaskCancelled:
-                raise CommandError(f"inference run {run.pk} cancelled") from None
-            except ValueError as exc:
-                raise CommandError(str(exc)) from exc
-            run.refresh_from_db()
+            run = tasks.infer_studies.run_here(run, terminal=TerminalProgress(self.stderr))
         if run.state != TaskRun.State.SUCCEEDED:
             raise CommandError(f"inference run {run.pk} {run.state}: {run.error or run.message}")
         for s in run.result["studies"]:

@@ -7,8 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
-from dla_web.tasks import TaskCancelled
-from inference import services
+from inference import services, tasks
 from inference.serializers import FORM_DEFAULTS, TrainRequestSerializer
 
 from ._follow import follow
@@ -67,7 +66,10 @@ class Command(BaseCommand):
                 raise CommandError(f"no training run {opts['resume']}")
             if run.state == TaskRun.State.SUCCEEDED:
                 raise CommandError(f"training run {run.pk} already succeeded")
-            TaskRun.objects.filter(pk=run.pk).update(cancel_requested=False, error="")
+            TaskRun.objects.filter(pk=run.pk).update(
+                cancel_requested=False, error="", state=TaskRun.State.QUEUED, finished_at=None
+            )
+            run.refresh_from_db()
             return self.run_here(run)
         form = TrainRequestSerializer(
             data={
@@ -104,7 +106,7 @@ class Command(BaseCommand):
         except services.TrainingInputError as exc:
             raise CommandError(str(exc)) from exc
         params = form.task_params(user)
-        run, _ = services.create_training_run(user=user, params=params, plan=plan, enqueue=opts["worker"])
+        run, _ = tasks.start_training(user=user, params=params, plan=plan, in_process=not opts["worker"])
         self.stdout.write(
             f"training run {run.pk}: {len(plan['train'])} training / "
             f"{len(plan['validation'])} validation studies"
@@ -115,20 +117,16 @@ class Command(BaseCommand):
         return self.run_here(run)
 
     def run_here(self, run):
-        ctx = services.InProcessContext(run, TerminalProgress(self.stderr))
         try:
-            ctx.execute(services.run_training, **run.params)
-        except TaskCancelled:
-            raise CommandError(f"training run {run.pk} cancelled; resume with --resume {run.pk}") from None
+            run = tasks.train_model.run_here(run, terminal=TerminalProgress(self.stderr))
         except KeyboardInterrupt:
             raise CommandError(
                 f"interrupted; the last checkpoint is kept, resume with --resume {run.pk}"
             ) from None
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
         finally:
             self.stderr.write("\n")
-        run.refresh_from_db()
+        if run.state == TaskRun.State.CANCELLED:
+            raise CommandError(f"training run {run.pk} cancelled; resume with --resume {run.pk}")
         return self.report(run)
 
     def report(self, run):

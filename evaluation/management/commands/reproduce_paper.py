@@ -50,6 +50,7 @@ from annotations.labels import (
     commit,
     draft_array,
     get_or_create_draft,
+    newest_approved,
     review,
     version_labels,
 )
@@ -57,14 +58,14 @@ from annotations.models import LabelVersion, Study, Volume
 from annotations.phantom_import import import_subject
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
 from dla.labeling.recipe import MAX_COMPONENT_VOXELS, RecipeParams, run_recipe
+from dla.labeling.roi import box_around, box_mask
 from dla.phantoms import cohort_plan, default_spacing_mm, subject_from_plan
 from dla.phantoms.review import artifact_mask, eraser_strokes
 from dla.stats.metrics import PAPER_TABLE1, TABLE1_METRICS, format_paper_pct
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
-from dla_web.tasks import TaskCancelled
 from evaluation.models import Evaluation
-from inference import services
+from inference import services, tasks
 from inference.models import ModelVersion
 from inference.serializers import TrainRequestSerializer
 
@@ -101,20 +102,6 @@ def vessel_seed_zyx(recipe_vessel: np.ndarray, truth: np.ndarray) -> tuple[int, 
     pts = np.argwhere(core & (rl == comp))
     centre = pts.mean(axis=0)
     return tuple(int(v) for v in pts[np.argmin(((pts - centre) ** 2).sum(axis=1))])
-
-
-def roi_box(mask: np.ndarray, margin_mm: float, spacing_mm) -> list[int]:
-    """Half-open [z0, z1, y0, y1, x0, x1] bounding box of ``mask`` grown by ``margin_mm`` (clipped)."""
-    pts = np.argwhere(mask)
-    if len(pts) == 0:  # nothing to centre on: the whole volume
-        return [0, mask.shape[0], 0, mask.shape[1], 0, mask.shape[2]]
-    box = []
-    for axis in range(3):
-        pad = int(np.ceil(margin_mm / float(spacing_mm[axis])))
-        lo = max(0, int(pts[:, axis].min()) - pad)
-        hi = min(mask.shape[axis], int(pts[:, axis].max()) + 1 + pad)
-        box += [lo, hi]
-    return box
 
 
 class Command(BaseCommand):
@@ -286,7 +273,7 @@ class Command(BaseCommand):
             kept = run_recipe(fill, sub, spacing, RecipeParams.from_dict(params)).labels == VESSEL
             if not kept.any():
                 kept = first.labels == VESSEL
-            box = roi_box(kept, self.o["roi_margin_mm"], spacing)
+            box = box_around(kept, self.o["roi_margin_mm"], spacing)
             params.update(roi_boxes_zyx=[box])
         return params, box
 
@@ -300,7 +287,7 @@ class Command(BaseCommand):
             sub = np.asarray(study.volume(Volume.Role.SUBTRACTED).array())
             truth = np.asarray(study.volume(Volume.Role.TRUTH).array())
             spacing = tuple(study.volume(Volume.Role.FILL).spacing_mm)
-            version = services.newest_approved(study)
+            version = newest_approved(study)
             if version is None:
                 params, box = self.recipe_params(fill, sub, truth, spacing, entry["split"])
                 draft = get_or_create_draft(study, self.user)
@@ -354,11 +341,11 @@ class Command(BaseCommand):
         voxels whose class equals the truth."""
         labels = version_labels(version)
         vessel = labels == VESSEL
-        region = np.ones(truth.shape, dtype=bool)
-        if version.roi_box_zyx:
-            z0, z1, y0, y1, x0, x1 = version.roi_box_zyx
-            region[:] = False
-            region[z0:z1, y0:y1, x0:x1] = True
+        region = (
+            box_mask(truth.shape, [version.roi_box_zyx])
+            if version.roi_box_zyx
+            else np.ones(truth.shape, bool)
+        )
         tv = (truth == VESSEL) & region
         vessel &= region
         tp = int(np.count_nonzero(tv & vessel))
@@ -432,21 +419,15 @@ class Command(BaseCommand):
         if not form.is_valid():
             raise CommandError("; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))
         params = form.task_params(self.user)
-        run, _ = services.create_training_run(user=self.user, params=params, plan=plan, enqueue=False)
+        run, _ = tasks.start_training(user=self.user, params=params, plan=plan, in_process=True)
         self.stdout.write(
             f"   training run {run.pk}: {len(plan['train'])} training / {len(plan['validation'])} validation "
             f"studies, {n_labeled:,} labelled training voxels"
         )
-        ctx = services.InProcessContext(run, TerminalProgress(self.stderr))
         try:
-            ctx.execute(services.run_training, **run.params)
-        except TaskCancelled:
-            raise CommandError(f"training run {run.pk} cancelled") from None
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+            run = tasks.train_model.run_here(run, terminal=TerminalProgress(self.stderr))
         finally:
             self.stderr.write("\n")
-        run.refresh_from_db()
         if run.state != TaskRun.State.SUCCEEDED:
             raise CommandError(f"training run {run.pk} {run.state}: {run.error or run.message}")
         version = ModelVersion.objects.get(pk=run.result["model_version_id"])
@@ -468,20 +449,18 @@ class Command(BaseCommand):
         if not todo:
             self.stdout.write("   all predictions exist")
             return
-        run = services.create_inference_run(
+        run = tasks.start_inference(
             user=self.user,
             version=version,
             studies=todo,
             candidate_min_hu=self.o["candidate_min_hu"],
-            enqueue=False,
+            in_process=True,
+            cine=False,
         )
-        run.params = {**run.params, "cine": False}
-        run.save(update_fields=["params"])
-        ctx = services.InProcessContext(run, TerminalProgress(self.stderr))
-        try:
-            result = ctx.execute(services.run_inference, **run.params)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+        run = tasks.infer_studies.run_here(run, terminal=TerminalProgress(self.stderr))
+        if run.state != TaskRun.State.SUCCEEDED:
+            raise CommandError(f"inference run {run.pk} {run.state}: {run.error or run.message}")
+        result = run.result
         rates = [s["voxels_per_s"] for s in result["studies"] if "voxels_per_s" in s]
         secs = [s["elapsed_s"] for s in result["studies"] if "elapsed_s" in s]
         self.inference_stats = {
