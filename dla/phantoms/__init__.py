@@ -1,20 +1,34 @@
-"""Synthetic head angiography phantoms with exact truth: one subject (``make_subject``), the paper's cohort plan
-(``cohort_plan``, ``subject_from_plan``), and the simulated manual artifact removal (``review``)."""
+"""Synthetic head angiography phantoms with exact truth: one subject (``make_subject``), its static anatomy and
+region masks alone (``make_anatomy``, ``anatomy_from_params``), the paper's cohort plan (``cohort_plan``,
+``subject_from_plan``), and the simulated manual artifact removal (``review``).
 
-from dla.phantoms.phantom import (
-    PhantomParameterError,
+Modules: ``grid`` (voxel grid, frame, argument checks), ``curves`` (polylines), ``anatomy`` (skull, brain,
+skull base, otic capsules, sinuses, vertebrae, mandible; region masks), ``vessels`` (vessel tree, rasterization,
+aneurysm and coil), ``physics`` (partial volume, blur, streaks, noise, int16), ``motion`` (inter-sweep motion),
+``subject`` (``make_subject`` and its arguments), ``cohort`` (the cohort plan)."""
+
+from dla.phantoms.anatomy import ANATOMY_REGION_NAMES
+from dla.phantoms.cohort import cohort_plan, subject_from_plan
+from dla.phantoms.grid import PhantomParameterError, default_spacing_mm
+from dla.phantoms.subject import (
+    REGION_NAMES,
+    PhantomAnatomy,
     PhantomSubject,
-    cohort_plan,
-    default_spacing_mm,
+    anatomy_from_params,
+    make_anatomy,
     make_subject,
-    subject_from_plan,
 )
 
 __all__ = [
+    "ANATOMY_REGION_NAMES",
+    "REGION_NAMES",
+    "PhantomAnatomy",
     "PhantomParameterError",
     "PhantomSubject",
+    "anatomy_from_params",
     "cohort_plan",
     "default_spacing_mm",
+    "make_anatomy",
     "make_subject",
     "subject_from_plan",
 ]
