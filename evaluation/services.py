@@ -14,9 +14,9 @@ inputs, calls those functions and saves. Decisions:
 * Residual bone: bright voxels of the DSA (``subtracted``) and of the 3D-DLA inside the reference's bone class
   (``dla.stats.artifacts.residual_bone`` with the evaluation's ``bright_hu`` / ``min_cluster_voxels``). The
   location breakdown (otic capsule, nasal cavity, skull base, vault) needs the phantom's region masks, which are
-  not stored: they are regenerated from ``study.metadata["phantom"]["params"]`` (seed, grid, spacing; the
-  anatomy depends on these only) and used only when the regenerated bone class equals the stored truth's bone
-  class voxel for voxel. Real studies get no breakdown, and the report says so.
+  not stored: only the anatomy (no vessels, noise or motion) is rebuilt from ``study.metadata["phantom"]["params"]``
+  (``dla.phantoms.anatomy_from_params``), and used only when the stored anatomy numbers match the seed and the
+  stored truth's bone lies inside the rebuilt bone. Real studies get no breakdown, and the report says so.
 * Bad input is refused before anything is queued (``EvaluationInputError``, a 400): studies without a
   prediction or reference are listed (``allow_missing`` evaluates the others and lists them in the report), a
   reference on another grid than the prediction and an empty ROI box always refuse. Problems found only when the
