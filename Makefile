@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,10 +24,17 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+# The system packages come first (installed when root with apt-get, else a message naming them), then the venv
+# and lint, then the services and the suite.
+test:
+	scripts/system-deps.sh
+	$(MAKE) --no-print-directory lint
 	scripts/test-services.sh
 	$(VENV)/bin/python manage.py makemigrations --check --dry-run --settings dla_web.test_settings
 	$(VENV)/bin/pytest
+
+system-deps:
+	scripts/system-deps.sh
 
 bench: install
 	for script in bench/bench_*.py; do $(PY) $$script || exit 1; done
