@@ -2,8 +2,9 @@
 
 ``/models/``: the model registry (annotators see it and run inference; admins also upload, activate and
 download weights). ``/models/train/``: the live training page (admins): launch form with the paper's defaults,
-progress with ETA, plotly curves, log tail, cancel. ``/models/plotly.min.js`` serves plotly.js from the
-installed python ``plotly`` package (no CDN: the machines may have no internet).
+progress with ETA, plotly curves, log tail, cancel. ``/models/plotly.min.js`` (name ``plotly-js``) serves
+plotly.js from the installed python ``plotly`` package (no CDN: the machines may have no internet); it is the
+only plotly route, every page with charts (training, evaluation report, reader study results) loads it.
 """
 
 from functools import cache

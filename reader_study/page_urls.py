@@ -3,23 +3,20 @@
 Readers: ``/reading/`` (their queue) and ``/reading/<token>/`` (the blinded workspace; only their own tokens).
 Admins: ``/reader-studies/`` (list, create), ``/reader-studies/<id>/`` (design), ``/reader-studies/<id>/results/``.
 Pages are thin: data comes from the API through the ES modules in ``frontend/static/frontend/js/reader*.js``.
+The results page's charts use the one plotly.js route of the product (``plotly-js``, in ``inference.page_urls``).
 """
 
 from functools import wraps
-from pathlib import Path
 
-import plotly
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import path
 
 from dla_web.roles import is_admin, is_reader
 
 from .models import Assignment, ReaderStudy
-
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
 def _role_required(check, message):
@@ -72,19 +69,10 @@ def study_results(request, pk):
     return render(request, "reader_study/results.html", {"rs": rs})
 
 
-@login_required
-def plotly_js(request):
-    """plotly.js from the installed plotly package (served locally, never from a CDN)."""
-    response = FileResponse(open(PLOTLY_JS, "rb"), content_type="text/javascript")
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
-
-
 urlpatterns = [
     path("reading/", reading_queue, name="reading-queue"),
     path("reading/<str:token>/", reading_workspace, name="reading-workspace"),
     path("reader-studies/", study_list, name="reader-study-list"),
-    path("reader-studies/assets/plotly.min.js", plotly_js, name="reader-study-plotly"),
     path("reader-studies/<int:pk>/", study_design, name="reader-study-design"),
     path("reader-studies/<int:pk>/results/", study_results, name="reader-study-results"),
 ]

@@ -1,11 +1,15 @@
+# ruff: noqa: F811
 """Reader study in real headless Chromium: an admin designs and opens a 3-case study in the browser, a reader
 scores every case (autosave, submit, next), resumes from the queue, and the admin sees the results page with
 frequencies, tests and plotly charts. Screenshots go to test-artifacts/screenshots/reader-*.png."""
 
+import re
+from urllib.parse import urlsplit
+
 import pytest
 from playwright.sync_api import expect
 
-from tests.integration.reader_support import add_dla
+from tests.integration.reader_support import add_dla, open_reader_study, reader_cases  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -98,3 +102,77 @@ def test_admin_designs_reader_scores_admin_sees_results(page, live_server, users
     assert page.get_by_test_id("progress-reader").inner_text() == "3 of 3"
     shot(page, "reader-results")
     assert not page.js_errors, page.js_errors
+
+
+BRIGHT_PIXELS_JS = """(testid) => {
+  const c = document.querySelector(`[data-testid=${testid}]`);
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 40) n++;
+  return n;
+}"""
+
+
+def test_reader_viewer_turns_both_images_through_token_urls_only(
+    page, live_server, users, login, open_reader_study
+):
+    """The shared rotating-MIP component in the reader workspace: both images turn together (slider, drag), zoom,
+    window switch; every request the page makes goes through the case's opaque token, none names a method."""
+    from reader_study.models import Assignment
+    from reader_study.services import N_ANGLES
+
+    rs = open_reader_study(n_cases=1)
+    assignment = Assignment.objects.get(reader__reader_study=rs, reader__user__username="reader")
+    token = assignment.token
+    urls: list[str] = []
+    login(page, "reader")
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(f"{live_server.url}/reading/{token}/")
+    expect(page.get_by_test_id("progress")).to_have_text("Case 1 of 1")
+    expect(page.locator("#rw-loading")).to_have_text("", timeout=30000)
+    page.get_by_test_id("play").click()
+    expect(page.get_by_test_id("play")).to_have_text("Play")
+
+    # the angle slider turns both images to the same frame
+    page.evaluate(
+        "() => { const s = document.getElementById('rw-angle'); s.value = '9'; s.dispatchEvent(new Event('input')); }"
+    )
+    expect(page.locator("#rw-angle-text")).to_have_text("90°")
+    for image in ("A", "B"):
+        expect(page.get_by_test_id(f"viewer-{image}")).to_have_attribute("data-angle", "90")
+        assert page.evaluate(BRIGHT_PIXELS_JS, f"viewer-{image}") > 0, f"image {image} is blank"
+
+    # zoom magnifies (more bright pixels), reset restores
+    before = page.evaluate(BRIGHT_PIXELS_JS, "viewer-A")
+    page.click("#rw-zoom-in")
+    page.click("#rw-zoom-in")
+    assert page.evaluate(BRIGHT_PIXELS_JS, "viewer-A") > before
+    page.click("#rw-zoom-reset")
+    expect(page.locator("#rw-zoom-reset")).to_have_text("1.0×")
+    assert page.evaluate(BRIGHT_PIXELS_JS, "viewer-A") == before
+
+    # dragging one image turns both
+    box = page.get_by_test_id("viewer-B").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + box["width"] / 4, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    angle = page.get_attribute("[data-testid=viewer-A]", "data-angle")
+    assert angle != "90" and page.get_attribute("[data-testid=viewer-B]", "data-angle") == angle
+    assert page.locator("#rw-angle-text").inner_text() == f"{angle}°"
+
+    # another window reloads every frame of both images with it
+    page.select_option("#rw-window", "wide")
+    expect(page.locator("#rw-loading")).to_have_text("", timeout=30000)
+    assert not page.js_errors, page.js_errors
+
+    api = [urlsplit(u) for u in urls if urlsplit(u).path.startswith("/api/")]
+    images = [u for u in api if "/image/" in u.path]
+    assert api and all(u.path.startswith(f"/api/reading/{token}/") for u in api), [u.path for u in api]
+    pattern = re.compile(rf"/api/reading/{re.escape(token)}/image/[AB]/")
+    assert all(pattern.fullmatch(u.path) and re.fullmatch(r"angle=\d+&window=\w+", u.query) for u in images)
+    for window in ("vessel", "wide"):  # every frame of A and B, once per window
+        fetched = {(u.path[-2], u.query) for u in images if u.query.endswith(f"window={window}")}
+        assert len(fetched) == 2 * N_ANGLES, (window, len(fetched))
+    page_text = (" ".join(urls) + page.inner_html("#rw-viewers")).replace(token, "<token>").lower()
+    assert not any(word in page_text for word in ("dsa", "dla", "subtracted", "method")), page_text[:500]

@@ -195,6 +195,23 @@ def test_annotator_labels_a_phantom_end_to_end(
     assert page.get_by_test_id("mip-angle").inner_text() != "0°"
     page.wait_for_timeout(800)
     shot(page, "workspace-mip-rotated")
+    # at rest the draft's vessel label lies on the MIP in the vessel colour; switching it off removes it
+    page.wait_for_function(f"() => ({RED_PIXELS_JS})('mip-canvas') > 0", timeout=15000)
+    page.uncheck("#mip-vessels")
+    page.wait_for_function(f"() => ({RED_PIXELS_JS})('mip-canvas') === 0", timeout=5000)
+    # keyboard: arrows step 10 degrees, space plays and pauses
+    page.evaluate("() => document.activeElement.blur()")
+    angle = int(page.get_by_test_id("mip-angle").inner_text().rstrip("°"))
+    page.keyboard.press("ArrowRight")
+    assert page.get_by_test_id("mip-angle").inner_text() == f"{(angle + 10) % 360}°"
+    page.keyboard.press(" ")
+    assert "Pause" in page.inner_text("#mip-play")
+    page.wait_for_function(
+        "(a) => document.querySelector('[data-testid=mip-angle]').textContent !== a",
+        arg=f"{(angle + 10) % 360}°",
+    )
+    page.keyboard.press(" ")
+    assert "Play" in page.inner_text("#mip-play")
     assert not page.js_errors, page.js_errors
 
 
@@ -223,3 +240,67 @@ def test_workspace_shows_readable_errors(page, live_server, users, login, shot, 
         assert reader_page.goto(f"{live_server.url}/studies/").status == 403
     finally:
         context.close()
+
+
+def test_overlay_colours_are_the_ones_of_dla_classes(page, live_server, users, login, shot, phantom_study):
+    """The page hands dla.classes to the browser (json_script) and the overlay paints exactly those colours."""
+    from rest_framework.test import APIClient
+
+    from dla.classes import CLASS_COLORS_RGBA, CLASS_NAMES, LABELED_CLASSES
+
+    study = phantom_study(seed=92, shape=(24, 48, 48), spacing_mm=SPACING)
+    api = APIClient()
+    api.force_authenticate(users["annotator"])
+    draft = api.post("/api/drafts/", {"study": study.pk}, format="json").json()
+    # one ball per labeled class on axial slice 12, away from the crosshair lines (the volume's centre)
+    centres = dict(zip(LABELED_CLASSES, ([12, 10, 10], [12, 10, 38], [12, 38, 10]), strict=True))
+    for label, center in centres.items():
+        op = {"op": "brush", "center_zyx": center, "radius_mm": 4.5, "label": label, "shape": "sphere"}
+        assert api.post(f"/api/drafts/{draft['id']}/ops/", {"op": op}, format="json").status_code == 200
+
+    login(page, "annotator")
+    page.goto(f"{live_server.url}/studies/{study.pk}/")
+    page.wait_for_selector("#workspace[data-draft-revision]")
+
+    # the definitions in the page are dla.classes'
+    data = page.evaluate("() => JSON.parse(document.getElementById('dla-classes').textContent)")
+    assert data["ids"] == {name: class_id for class_id, name in CLASS_NAMES.items()}
+    assert [c["id"] for c in data["labeled"]] == list(LABELED_CLASSES)
+    assert {c["id"]: tuple(c["rgba"]) for c in data["labeled"]} == CLASS_COLORS_RGBA
+    assert {c["id"]: c["name"] for c in data["labeled"]} == {c: CLASS_NAMES[c] for c in LABELED_CLASSES}
+    # the paint-class choices and the overlay legend swatches use them
+    options = page.eval_on_selector_all("#brush-class option", "os => os.map((o) => Number(o.value))")
+    assert options == list(LABELED_CLASSES)
+    for class_id in LABELED_CLASSES:
+        swatch = page.eval_on_selector(
+            f"#class-toggles input[data-class-id='{class_id}'] ~ .swatch",
+            "s => getComputedStyle(s).backgroundColor",
+        )
+        r, g, b, _ = CLASS_COLORS_RGBA[class_id]
+        assert swatch == f"rgb({r}, {g}, {b})", (class_id, swatch)
+
+    # every class shown, opaque overlay: the canvas pixel at each ball's centre is the class colour itself
+    page.evaluate(
+        """() => {
+          for (const box of document.querySelectorAll('#class-toggles input[type=checkbox]')) {
+            if (!box.checked) box.click();
+          }
+          const o = document.getElementById('overlay-opacity');
+          o.value = '100';
+          o.dispatchEvent(new Event('input'));
+        }"""
+    )
+    _go_to_slice(page, "z", 12)
+    _wait_loaded(page, "z", int(page.get_attribute("#workspace", "data-draft-revision")))
+    for class_id, (_, row, col) in centres.items():
+        pixel = page.evaluate(
+            """([row, col]) => {
+              const v = document.getElementById('workspace').views.z;
+              const [x, y] = v.toCanvas(row, col);
+              return Array.from(v.canvas.getContext('2d').getImageData(Math.floor(x), Math.floor(y), 1, 1).data);
+            }""",
+            [row, col],
+        )
+        assert tuple(pixel[:3]) == CLASS_COLORS_RGBA[class_id][:3], (CLASS_NAMES[class_id], pixel)
+    shot(page, "workspace-class-colours")
+    assert not page.js_errors, page.js_errors

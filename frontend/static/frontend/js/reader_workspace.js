@@ -1,7 +1,9 @@
 // Blinded reading workspace: two rotating MIP cines ("A" and "B") served through the case's opaque token, the
 // questions form with autosave (PUT answers as you go), reading time, final submit, next/previous, resume.
-// Nothing here knows (or could know) which image is which method: the server only ever says "A" and "B".
+// Nothing here knows (or could know) which image is which method: the server only ever says "A" and "B". The
+// cines play in the shared rotating-MIP component (viewer_mip.js), fed only with this case's token URLs.
 import { api, el, showError } from "./api.js";
+import { RotatingMip } from "./viewer_mip.js";
 
 const root = document.getElementById("workspace");
 const token = root.dataset.token;
@@ -9,13 +11,8 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   c: null, // the case JSON
-  frame: 0,
-  nFrames: 36,
   window: "vessel",
-  zoom: 1,
-  playing: true,
-  frames: {}, // image -> [HTMLImageElement]
-  canvases: {},
+  viewer: null, // RotatingMip over the case's images
   pending: new Map(), // "qid|image" -> value (unsaved)
   saving: false,
   unsentSeconds: 0,
@@ -56,98 +53,31 @@ setInterval(() => flushTime(), 30000);
 window.addEventListener("pagehide", () => { saveNow(true); flushTime(true); });
 
 // ------------------------------------------------------------------ images
-function frameUrl(image, index) {
-  const angle = Math.round((index * 360) / state.nFrames);
+// Fixed-size frames through the case's opaque token only: /api/reading/<token>/image/<A|B>/?angle=&window=.
+function frameUrl(image, angle) {
   return `/api/reading/${token}/image/${image}/?angle=${angle}&window=${encodeURIComponent(state.window)}`;
-}
-
-function loadFrames() {
-  const images = state.c.images;
-  let remaining = images.length * state.nFrames;
-  $("rw-loading").textContent = "Loading images…";
-  for (const image of images) {
-    state.frames[image] = [];
-    // Load the current frame first, then the rest in rotation order.
-    const order = [...Array(state.nFrames).keys()].map((i) => (i + state.frame) % state.nFrames);
-    for (const i of order) {
-      const img = new Image();
-      img.decoding = "async";
-      img.onload = img.onerror = () => {
-        remaining -= 1;
-        if (i === state.frame) draw();
-        if (remaining === 0) $("rw-loading").textContent = "";
-      };
-      img.src = frameUrl(image, i);
-      state.frames[image][i] = img;
-    }
-  }
 }
 
 function buildViewers() {
   const box = $("rw-viewers");
   box.replaceChildren();
-  state.canvases = {};
-  for (const image of state.c.images) {
+  const panes = state.c.images.map((image) => {
     const canvas = el("canvas", { width: 640, height: 640, "data-testid": `viewer-${image}`, "aria-label": `image ${image}` });
     box.append(el("div", { class: "rw-viewer" }, canvas, el("span", { class: "rw-letter" }, image)));
-    state.canvases[image] = canvas;
-    attachDrag(canvas);
-    canvas.addEventListener("wheel", (ev) => {
-      ev.preventDefault();
-      setZoom(state.zoom * (ev.deltaY < 0 ? 1.15 : 1 / 1.15));
-    }, { passive: false });
-  }
-}
-
-function draw() {
-  for (const [image, canvas] of Object.entries(state.canvases)) {
-    const ctx = canvas.getContext("2d");
-    ctx.fillStyle = "#000";
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    const img = state.frames[image]?.[state.frame];
-    if (!img || !img.complete || !img.naturalWidth) continue;
-    const size = canvas.width * state.zoom;
-    const off = (canvas.width - size) / 2;
-    ctx.imageSmoothingEnabled = true;
-    ctx.drawImage(img, off, off, size, size);
-  }
-  $("rw-angle").value = state.frame;
-  $("rw-angle-text").textContent = `${Math.round((state.frame * 360) / state.nFrames)}°`;
-}
-
-function setFrame(i) {
-  state.frame = ((i % state.nFrames) + state.nFrames) % state.nFrames;
-  draw();
-}
-function setZoom(z) {
-  state.zoom = Math.min(6, Math.max(1, z));
-  $("rw-zoom-reset").textContent = `${state.zoom.toFixed(state.zoom < 10 ? 1 : 0)}×`;
-  draw();
-}
-
-function attachDrag(canvas) {
-  let startX = null, startFrame = 0;
-  canvas.addEventListener("pointerdown", (ev) => {
-    startX = ev.clientX; startFrame = state.frame;
-    canvas.setPointerCapture(ev.pointerId); canvas.classList.add("dragging");
-    setPlaying(false);
+    return { canvas, frameUrl: (angle) => frameUrl(image, angle) };
   });
-  canvas.addEventListener("pointermove", (ev) => {
-    if (startX === null) return;
-    const perFrame = canvas.clientWidth / state.nFrames / 1.5; // one turn per 1.5 widths of drag
-    setFrame(startFrame + Math.round((ev.clientX - startX) / perFrame));
+  state.viewer = new RotatingMip(panes, {
+    frames: state.c.n_angles,
+    preload: true,
+    zoom: { min: 1, max: 6 },
+    onFrame: ({ index, angle }) => {
+      $("rw-angle").value = index;
+      $("rw-angle-text").textContent = `${angle}°`;
+    },
+    onPlaying: (playing) => { $("rw-play").textContent = playing ? "Pause" : "Play"; },
+    onZoom: (zoom) => { $("rw-zoom-reset").textContent = `${zoom.toFixed(zoom < 10 ? 1 : 0)}×`; },
+    onProgress: (remaining) => { $("rw-loading").textContent = remaining ? "Loading images…" : ""; },
   });
-  const end = () => { startX = null; canvas.classList.remove("dragging"); };
-  canvas.addEventListener("pointerup", end);
-  canvas.addEventListener("pointercancel", end);
-}
-
-let playTimer = null;
-function setPlaying(on) {
-  state.playing = on;
-  $("rw-play").textContent = on ? "Pause" : "Play";
-  clearInterval(playTimer);
-  if (on) playTimer = setInterval(() => setFrame(state.frame + 1), 120);
 }
 
 // ------------------------------------------------------------------ questions
@@ -316,25 +246,25 @@ async function start() {
     return;
   }
   const c = state.c;
-  state.nFrames = c.n_angles;
   state.window = c.window;
   $("rw-angle").max = String(c.n_angles - 1);
+  buildViewers();
+  const viewer = state.viewer;
   const select = $("rw-window");
   select.replaceChildren(...c.windows.map((w) => el("option", { value: w, selected: w === c.window }, w)));
-  select.addEventListener("change", () => { state.window = select.value; loadFrames(); });
-  $("rw-angle").addEventListener("input", (ev) => { setPlaying(false); setFrame(Number(ev.target.value)); });
-  $("rw-play").addEventListener("click", () => setPlaying(!state.playing));
-  $("rw-zoom-in").addEventListener("click", () => setZoom(state.zoom * 1.25));
-  $("rw-zoom-out").addEventListener("click", () => setZoom(state.zoom / 1.25));
-  $("rw-zoom-reset").addEventListener("click", () => setZoom(1));
+  select.addEventListener("change", () => { state.window = select.value; viewer.reload(); });
+  $("rw-angle").addEventListener("input", (ev) => { viewer.pause(); viewer.show(Number(ev.target.value)); });
+  $("rw-play").addEventListener("click", () => viewer.toggle());
+  $("rw-zoom-in").addEventListener("click", () => viewer.setZoom(viewer.zoom * 1.25));
+  $("rw-zoom-out").addEventListener("click", () => viewer.setZoom(viewer.zoom / 1.25));
+  $("rw-zoom-reset").addEventListener("click", () => viewer.setZoom(1));
   $("rw-prev").addEventListener("click", () => go(state.c.previous));
   $("rw-next").addEventListener("click", () => go(state.c.next));
   $("rw-submit").addEventListener("click", submitCase);
   renderHead();
   renderForm();
-  buildViewers();
-  loadFrames();
-  setPlaying(true);
+  viewer.reload();
+  viewer.play();
   $("rw-save-state").textContent = c.submitted ? "" : "Answers are saved as you go";
 }
 

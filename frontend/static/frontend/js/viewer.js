@@ -1,9 +1,9 @@
 // Slice viewer core: fetches raw slices (int16 HU, uint8 labels) from the rendering API, windows them in the
 // browser (so window/level drags are instant), blends the label overlay and draws one orthogonal view on a 2D
 // canvas with zoom, pan, crosshair and screen <-> voxel mapping. No framework; one class per view.
+// Class ids and overlay colours come from the page (classes.js reads dla/classes.py's definitions).
+import { CLASS_COLORS, UNLABELED, VESSEL } from "./classes.js";
 
-export const CLASS_COLORS = { 1: [230, 50, 50], 2: [240, 230, 140], 3: [80, 160, 255] };
-export const CLASS_NAMES = { 1: "vessel", 2: "bone", 3: "soft tissue" };
 const AXIS_INDEX = { z: 0, y: 1, x: 2 };
 
 export class FetchError extends Error {
@@ -148,14 +148,14 @@ export class SliceView {
     const shown = ws.overlay.classes;
     const preview = this.preview && this.preview.rows === rows && this.preview.cols === cols ? this.preview.data : null;
     const threshold = ws.threshold;
-    const vessel = CLASS_COLORS[1];
+    const vessel = CLASS_COLORS[VESSEL];
     for (let i = 0, j = 0; i < data.length; i += 1, j += 4) {
       let g = (data[i] - low) * scale;
       g = g < 0 ? 0 : g > 255 ? 255 : g;
       let r = g, gg = g, b = g;
-      let c = labels ? labels[i] : 0;
-      if (preview) c = preview[i] >= threshold ? 1 : (c === 1 ? 0 : c);
-      if (c && (preview ? (c === 1 || shown[c]) : shown[c])) {
+      let c = labels ? labels[i] : UNLABELED;
+      if (preview) c = preview[i] >= threshold ? VESSEL : (c === VESSEL ? UNLABELED : c);
+      if (c && (preview ? (c === VESSEL || shown[c]) : shown[c])) {
         const col = CLASS_COLORS[c] || vessel;
         r = r * (1 - alpha) + col[0] * alpha;
         gg = gg * (1 - alpha) + col[1] * alpha;

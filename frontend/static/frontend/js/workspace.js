@@ -3,8 +3,9 @@
 // version history. Data: volumes via json_script, everything else from the REST API.
 import { api, el } from "./api.js";
 import { runRow } from "./taskruns.js";
-import { CLASS_COLORS, CLASS_NAMES, SliceView, volumeSlice } from "./viewer.js";
-import { MipView } from "./viewer_mip.js";
+import { CLASS_COLORS, CLASS_LABELS, LABELED_CLASSES, SOFT_TISSUE, VESSEL } from "./classes.js";
+import { SliceView, volumeSlice } from "./viewer.js";
+import { RotatingMip } from "./viewer_mip.js";
 
 const root = document.getElementById("workspace");
 const volumes = JSON.parse(document.getElementById("ws-volumes").textContent);
@@ -16,7 +17,8 @@ const ws = {
   studyId: Number(root.dataset.studyId),
   volume: null,
   window: { center: 300, width: 1200 },
-  overlay: { visible: true, opacity: 0.5, classes: { 1: true, 2: true, 3: false } }, // soft tissue hidden: it covers the head
+  // every labeled class shown except soft tissue: it covers the head
+  overlay: { visible: true, opacity: 0.5, classes: Object.fromEntries(LABELED_CLASSES.map((id) => [id, id !== SOFT_TISSUE])) },
   crosshair: { z: 0, y: 0, x: 0 },
   draft: null,
   threshold: Number($("threshold-slider").value),
@@ -31,7 +33,6 @@ function setStatus(message, kind = "info") {
 
 const views = {};
 for (const axis of ["z", "y", "x"]) views[axis] = new SliceView($(`view-${axis}`), axis, ws);
-const mip = new MipView($("view-mip"), ws);
 const allViews = () => Object.values(views);
 root.views = views; // tests and the console map voxels to screen positions through these
 
@@ -57,7 +58,65 @@ function selectVolume(volume) {
     view.hu = null;
     view.load();
   }
-  mip.setVolume();
+  mip.reload();
+  followCine();
+}
+
+// ------------------------------------------------------------------------------------------------ MIP
+
+const MIP_SIZE_PX = 256;
+const mipError = $("view-mip").querySelector(".view-error");
+const mipVessels = $("mip-vessels");
+const mip = new RotatingMip([{
+  canvas: $("mip-canvas"),
+  frameUrl: (angle) => `/api/volumes/${ws.volume.id}/mip/?angle=${angle}&size=${MIP_SIZE_PX}`,
+  // the draft's vessel label projected on top, once the rotation rests
+  overlayUrl: (angle) => (mipVessels.checked && ws.draft
+    ? `/api/drafts/${ws.draft.id}/mip/?angle=${angle}&size=${MIP_SIZE_PX}&label=${VESSEL}&rev=${ws.draft.revision}`
+    : null),
+  onError: (message) => { mipError.textContent = message || ""; mipError.hidden = !message; },
+}], {
+  frames: 36, // the server's cine: 10 degree steps
+  fitCanvas: true,
+  degreesPerPixel: 0.75,
+  onFrame: ({ angle }) => { $("mip-angle").textContent = `${angle}°`; },
+  onPlaying: (playing) => { $("mip-play").textContent = playing ? "❚❚ Pause" : "▶ Play"; },
+});
+$("mip-play").addEventListener("click", () => ws.volume && mip.toggle());
+mipVessels.addEventListener("change", () => mip.refreshOverlay());
+
+// Ask for the volume's cine once if it is missing, then follow its run until all angles are cached.
+const mipStatus = $("mip-status");
+let cineWatch = 0, cineTimer = null;
+function followCine() {
+  cineWatch += 1;
+  clearTimeout(cineTimer);
+  watchCine(cineWatch, ws.volume.id, true);
+}
+
+async function watchCine(watch, volumeId, mayStart) {
+  if (watch !== cineWatch) return;
+  try {
+    const cine = await api(`/api/volumes/${volumeId}/cine/`);
+    if (watch !== cineWatch) return;
+    const active = cine.run && ["queued", "running"].includes(cine.run.state);
+    if (cine.complete) {
+      mipStatus.textContent = `${cine.angles.length} angles cached`;
+      return;
+    }
+    if (!active && mayStart) {
+      await api(`/api/volumes/${volumeId}/cine/`, { method: "POST", body: {} });
+      mipStatus.textContent = "cine queued: angles render in the background";
+    } else if (active) {
+      mipStatus.textContent = `cine ${cine.cached.length}/${cine.angles.length} angles`;
+    } else {
+      mipStatus.textContent = `cine ${cine.run ? cine.run.state : "missing"}; angles render on demand`;
+      return;
+    }
+    cineTimer = setTimeout(() => watchCine(watch, volumeId, false), 2000);
+  } catch (err) {
+    mipStatus.textContent = `cine: ${err.message}`;
+  }
 }
 
 // ------------------------------------------------------------------------------------------------ window
@@ -96,12 +155,12 @@ for (const id of ["win-center", "win-width"]) {
 // ------------------------------------------------------------------------------------------------ overlay
 
 const toggles = $("class-toggles");
-for (const [id, name] of Object.entries(CLASS_NAMES)) {
+for (const id of LABELED_CLASSES) {
   const [r, g, b] = CLASS_COLORS[id];
   toggles.append(el("label", { class: "check" },
     el("input", { type: "checkbox", checked: ws.overlay.classes[id] ? "checked" : null, dataset: { classId: id },
                   onchange: (e) => { ws.overlay.classes[id] = e.target.checked; allViews().forEach((v) => v.compose()); } }),
-    el("span", { class: "swatch", style: `background:rgb(${r},${g},${b})` }), ` ${name}`,
+    el("span", { class: "swatch", style: `background:rgb(${r},${g},${b})` }), ` ${CLASS_LABELS[id]}`,
     el("span", { class: "muted small count", dataset: { countFor: id } }, "")));
 }
 $("overlay-opacity").addEventListener("input", (e) => {
@@ -459,7 +518,7 @@ for (const view of allViews()) {
     if (hit) {
       const { hu, label } = view.valueAt(hit.row, hit.col);
       const [z, y, x] = hit.zyx;
-      readout.textContent = `z ${z} y ${y} x ${x} · ${hu} HU${label ? ` · ${CLASS_NAMES[label]}` : ""}`;
+      readout.textContent = `z ${z} y ${y} x ${x} · ${hu} HU${label ? ` · ${CLASS_LABELS[label]}` : ""}`;
     }
     if (!drag) return;
     if (drag.kind === "pan") {
@@ -524,8 +583,8 @@ document.addEventListener("keydown", (e) => {
   if (key === "o" || key === "O") { $("overlay-visible").click(); return; }
   if (key === "r" || key === "R") { activeView.zoom = 1; activeView.pan = [0, 0]; activeView.draw(); return; }
   if (key === "?") { help.hidden = !help.hidden; return; }
-  if (key === " ") { e.preventDefault(); mip.timer ? mip.pause() : mip.play(); return; }
-  if (key === "ArrowLeft" || key === "ArrowRight") { mip.rotate(key === "ArrowLeft" ? -10 : 10); return; }
+  if (key === " ") { e.preventDefault(); if (ws.volume) mip.toggle(); return; }
+  if (key === "ArrowLeft" || key === "ArrowRight") { if (ws.volume) mip.step(key === "ArrowLeft" ? -1 : 1); return; }
   if (key === "Enter" && ws.tool === "scissors") { closeScissors(activeView); return; }
   if (key === "Escape") {
     help.hidden = true;
