@@ -1,7 +1,14 @@
 """Maximum intensity projections (MIPs) of volumes ``[z, y, x]``: along an axis, or at any rotation about the
-head's vertical axis with an optional tilt, resampled on a bounded grid with torch. A rotated MIP at
-``angle_deg = 0`` looks along +y (a frontal, AP view); 90 degrees is a lateral view. Output images have rows =
-superior at the top. Inputs may be read-only memory maps.
+head's vertical axis with an optional tilt, resampled with torch on a grid whose size is bounded by the volume's
+own resolution. A rotated MIP at ``angle_deg = 0`` looks along +y (a frontal, AP view); 90 degrees is a lateral
+view. Output images have rows = superior at the top. Inputs may be read-only memory maps.
+
+Bounded work (the server renders MIPs on request, so no parameter may make one unbounded): the volume is
+subsampled to at most ``MAX_PREPARED_VOXELS`` float32 voxels (48 MB), images are at most ``MAX_MIP_SIZE_PX``
+pixels square, the tilted path samples at most ``MAX_TILTED_SAMPLES`` points per image (about one per voxel
+along each ray; an image wider than that is bilinearly upsampled from it) and walks the depth in slabs of at
+most ``SLAB_BYTES``. One MIP thus needs at most about 48 MB + 3 x 32 MB + a few ``out_size``^2 float images
+beyond its input: well under 256 MB (tests/unit/render/test_render_budget.py measures it).
 """
 
 from dataclasses import dataclass
@@ -11,6 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from dla.render.slices import AXES, RenderError
+
+MAX_MIP_SIZE_PX = 512
+MIN_MIP_SIZE_PX = 16
+MAX_PREPARED_VOXELS = 12_000_000
+MAX_TILTED_SAMPLES = 2**24  # points sampled trilinearly per tilted image (16.7 M: ~1 s on 2 cores)
+SLAB_BYTES = 32 * 2**20  # grid plus samples of one depth slab of the tilted path
+_UPRIGHT_CHUNK_VALUES = 2_000_000  # rotated planes held at once by the upright path (8 MB)
 
 
 def axis_mip(volume: np.ndarray, axis: str) -> np.ndarray:
@@ -50,24 +64,52 @@ class MipVolume:
         """Radius of the bounding sphere: the MIP image spans its diameter at every angle."""
         return 0.5 * float(np.linalg.norm(self.extent_xyz_mm))
 
+    @property
+    def diameter_voxels(self) -> float:
+        """The bounding sphere's diameter in units of the finest (subsampled) voxel spacing."""
+        return 2.0 * self.radius_mm / min(self.spacing_mm)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.tensor.numel() * self.tensor.element_size())
+
+
+def mip_stride(shape, max_voxels: int = MAX_PREPARED_VOXELS) -> int:
+    """The smallest integer stride that leaves at most ``max_voxels`` of a volume of ``shape`` (z, y, x)."""
+    if max_voxels < 1:
+        raise RenderError(f"max_voxels must be positive, got {max_voxels}")
+    stride = max(1, int(np.ceil((float(np.prod(shape)) / max_voxels) ** (1 / 3) - 1e-9)))
+    while float(np.prod([-(-n // stride) for n in shape])) > max_voxels:  # ceil division per axis
+        stride += 1
+    return stride
+
 
 def prepare_mip_volume(
-    volume: np.ndarray, spacing_mm, *, max_voxels: int = 12_000_000, background: float = -1024.0
+    volume: np.ndarray,
+    spacing_mm,
+    *,
+    max_voxels: int = MAX_PREPARED_VOXELS,
+    background: float = -1024.0,
+    class_id: int | None = None,
 ) -> MipVolume:
     """Subsample ``volume`` ([z, y, x], any numeric dtype, may be a memory map) by the smallest integer stride
-    that keeps at most ``max_voxels`` voxels, as float32 minus ``background``. Reads only the strided voxels."""
+    that keeps at most ``max_voxels`` voxels, as float32 minus ``background``. Reads only the strided voxels.
+
+    With ``class_id`` the volume is a class map (uint8 ids) and the result is its indicator ``volume ==
+    class_id`` (1.0 / 0.0, background 0): its MIP is the projected class fraction in [0, 1]."""
     if volume.ndim != 3 or min(volume.shape) < 1:
         raise RenderError(f"a MIP needs a non-empty 3-D [z, y, x] volume, got shape {volume.shape}")
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
         raise RenderError(f"spacing_mm must be three positive numbers (dz, dy, dx), got {spacing_mm!r}")
-    if max_voxels < 1:
-        raise RenderError(f"max_voxels must be positive, got {max_voxels}")
-    stride = max(1, int(np.ceil((float(np.prod(volume.shape)) / max_voxels) ** (1 / 3) - 1e-9)))
-    small = np.array(
-        volume[::stride, ::stride, ::stride], dtype=np.float32
-    )  # always a copy: shifted in place
-    small -= np.float32(background)
+    stride = mip_stride(volume.shape, max_voxels)
+    strided = volume[::stride, ::stride, ::stride]
+    if class_id is None:
+        small = np.array(strided, dtype=np.float32)  # always a copy: shifted in place
+        small -= np.float32(background)
+    else:
+        small = (np.asarray(strided) == class_id).astype(np.float32)
+        background = 0.0
     return MipVolume(
         tensor=torch.from_numpy(small),
         spacing_mm=tuple(float(s) * stride for s in spacing),
@@ -76,13 +118,35 @@ def prepare_mip_volume(
     )
 
 
-def _check_view(angle_deg: float, tilt_deg: float, out_size: int) -> None:
+def check_view(angle_deg: float, tilt_deg: float, out_size: int) -> None:
+    """Raise ``RenderError`` naming the problem unless the angle is finite, |tilt| <= 90 degrees and the size a
+    whole number of pixels in ``MIN_MIP_SIZE_PX``..``MAX_MIP_SIZE_PX``."""
     if not (np.isfinite(angle_deg) and np.isfinite(tilt_deg)) or abs(tilt_deg) > 90:
         raise RenderError(
             f"angle must be finite and tilt within [-90, 90] degrees, got {angle_deg}/{tilt_deg}"
         )
-    if not 16 <= out_size <= 1024:
-        raise RenderError(f"MIP size must be within 16..1024 pixels, got {out_size}")
+    if isinstance(out_size, bool) or not isinstance(out_size, int | np.integer):
+        raise RenderError(f"MIP size must be a whole number of pixels, got {out_size!r}")
+    if not MIN_MIP_SIZE_PX <= out_size <= MAX_MIP_SIZE_PX:
+        raise RenderError(
+            f"MIP size must be within {MIN_MIP_SIZE_PX}..{MAX_MIP_SIZE_PX} pixels, got {out_size}"
+        )
+
+
+def _centres(n: int) -> torch.Tensor:
+    """Normalized pixel centres of ``n`` samples spanning (-1, 1) (``align_corners=False`` convention)."""
+    return (torch.arange(n, dtype=torch.float32) * 2 + 1) / n - 1
+
+
+def tilted_grid(prepared: MipVolume, out_size: int) -> tuple[int, int]:
+    """(image pixels, depth samples) the tilted path samples for an ``out_size`` image: about one sample per
+    finest voxel along each ray (at least 16, at most 2048), and at most ``out_size`` pixels square such that
+    pixels^2 x depth <= ``MAX_TILTED_SAMPLES`` (and never more pixels than voxels across the diameter)."""
+    diameter = prepared.diameter_voxels
+    depth = int(min(2048, max(MIN_MIP_SIZE_PX, np.ceil(diameter))))
+    pixels = min(out_size, max(MIN_MIP_SIZE_PX, int(np.ceil(diameter))))
+    pixels = min(pixels, max(MIN_MIP_SIZE_PX, int(np.sqrt(MAX_TILTED_SAMPLES / depth))))
+    return pixels, depth
 
 
 def _mip_upright(prepared: MipVolume, angle_deg: float, out_size: int) -> torch.Tensor:
@@ -99,8 +163,10 @@ def _mip_upright(prepared: MipVolume, angle_deg: float, out_size: int) -> torch.
     grid = F.affine_grid(
         torch.tensor(theta, dtype=torch.float32)[None], [1, 1, out_size, out_size], align_corners=False
     )  # [1, depth, columns, 2]
-    rows = []
-    chunk = max(1, 2_000_000 // (out_size * out_size))
+    # written in place: small allocations between the big per-chunk buffers would fragment the heap (glibc
+    # then grows it by a whole volume's worth of samples instead of reusing the freed chunk)
+    by_z = torch.empty((nz, out_size), dtype=torch.float32)  # [nz, columns], z ascending
+    chunk = max(1, _UPRIGHT_CHUNK_VALUES // (out_size * out_size))
     for start in range(0, nz, chunk):
         planes = vol[start : start + chunk, None]  # [n, 1, y, x]
         sampled = F.grid_sample(
@@ -110,10 +176,9 @@ def _mip_upright(prepared: MipVolume, angle_deg: float, out_size: int) -> torch.
             padding_mode="zeros",
             align_corners=False,
         )
-        rows.append(sampled[:, 0].amax(dim=1))  # [n, columns]
-    by_z = torch.cat(rows)  # [nz, columns], z ascending
-    centers = (torch.arange(out_size, dtype=torch.float32) * 2 + 1) / out_size - 1  # row centres in (-1, 1)
-    z_norm = -centers * radius / (ext[2] / 2.0)  # row 0 = top = superior = high z
+        torch.amax(sampled[:, 0], dim=1, out=by_z[start : start + len(planes)])
+        del sampled
+    z_norm = -_centres(out_size) * radius / (ext[2] / 2.0)  # row 0 = top = superior = high z
     zgrid = torch.stack([torch.zeros_like(z_norm), z_norm], dim=-1)[None, :, None, :]  # [1, rows, 1, 2]
     image = F.grid_sample(
         by_z.T.contiguous()[None, :, :, None],
@@ -126,26 +191,37 @@ def _mip_upright(prepared: MipVolume, angle_deg: float, out_size: int) -> torch.
 
 
 def _mip_tilted(prepared: MipVolume, angle_deg: float, tilt_deg: float, out_size: int) -> torch.Tensor:
-    """Any tilt: trilinear resampling on an ``out_size``^3 grid over the bounding sphere, max along depth."""
+    """Any tilt: trilinear samples on a (pixels x pixels x depth) grid over the bounding sphere (see
+    ``tilted_grid``), generated and reduced one depth slab at a time, max along depth; upsampled bilinearly to
+    ``out_size`` when the grid is coarser than the image."""
     ext = prepared.extent_xyz_mm
     radius = prepared.radius_mm
+    pixels, depth = tilted_grid(prepared, out_size)
     rot = _rotation_matrix(angle_deg, tilt_deg)
-    # affine_grid's output coords (c, r, d) -> view (x=u=c, y=w=d, z=v=-r) * radius -> volume mm = R^T view
+    # grid coords (column c, row r, depth d) -> view (x=u=c, y=w=d, z=v=-r) * radius -> volume mm = R^T view
     to_view = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]) * radius
-    theta = np.concatenate([(rot.T @ to_view) / (ext / 2.0)[:, None], np.zeros((3, 1))], axis=1)
-    grid = F.affine_grid(
-        torch.tensor(theta, dtype=torch.float32)[None],
-        [1, 1, out_size, out_size, out_size],
-        align_corners=False,
-    )  # [1, depth, rows, columns, 3]
+    theta = torch.tensor((rot.T @ to_view) / (ext / 2.0)[:, None], dtype=torch.float32)  # [xyz, (c, r, d)]
+    centres = _centres(pixels)
+    plane = centres[None, :, None] * theta[:, 0] + centres[:, None, None] * theta[:, 1]  # [rows, cols, 3]
+    depths = _centres(depth)
+    slab = max(1, SLAB_BYTES // (pixels * pixels * 4 * 4))  # 3 grid coordinates + 1 sample per point
     tensor = prepared.tensor[None, None]
-    result = None
-    chunk = max(1, 4_000_000 // (out_size * out_size))
-    for start in range(0, out_size, chunk):
+    result = torch.full((pixels, pixels), -torch.inf, dtype=torch.float32)
+    best = torch.empty_like(result)
+    for start in range(0, depth, slab):
+        offsets = depths[start : start + slab, None, None, None] * theta[:, 2]
+        grid = plane[None] + offsets  # [k, rows, cols, 3]
         sampled = F.grid_sample(
-            tensor, grid[:, start : start + chunk], mode="bilinear", padding_mode="zeros", align_corners=False
-        )[0, 0].amax(dim=0)
-        result = sampled if result is None else torch.maximum(result, sampled)
+            tensor, grid[None], mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        del grid
+        torch.amax(sampled[0, 0], dim=0, out=best)
+        del sampled
+        torch.maximum(result, best, out=result)  # in place (see _mip_upright)
+    if pixels != out_size:
+        result = F.interpolate(
+            result[None, None], size=(out_size, out_size), mode="bilinear", align_corners=False
+        )[0, 0]
     return result
 
 
@@ -155,7 +231,7 @@ def rotated_mip(
     angle_deg: float = 0.0,
     *,
     tilt_deg: float = 0.0,
-    max_voxels: int = 12_000_000,
+    max_voxels: int = MAX_PREPARED_VOXELS,
     out_size: int = 256,
     background: float = -1024.0,
 ) -> np.ndarray:
@@ -166,10 +242,12 @@ def rotated_mip(
     The image covers the diameter of the volume's physical bounding sphere at every angle (isotropic pixels of
     ``2 * radius_mm / out_size`` mm), so a cine of angles keeps the head the same size. Samples outside the
     volume count as ``background``. At tilt 0 each axial plane is rotated in 2-D (fast path, ~0.2 s for a
-    512x512x400 head on 2 cores); other tilts resample trilinearly on an ``out_size``^3 grid. Returns float32
-    [out_size, out_size] in the volume's units, row 0 = superior.
+    512x512x400 head on 2 cores); other tilts sample trilinearly on the bounded grid of ``tilted_grid``.
+    ``out_size`` is 16..``MAX_MIP_SIZE_PX``. Returns float32 [out_size, out_size] in the volume's units, row 0 =
+    superior.
     """
-    _check_view(angle_deg, tilt_deg, out_size)
+    check_view(angle_deg, tilt_deg, out_size)
+    out_size = int(out_size)
     if isinstance(volume, MipVolume):
         prepared = volume
     else:

@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dla.classes import BONE, CLASS_COLORS_RGBA, SOFT_TISSUE, VESSEL
@@ -227,3 +228,102 @@ def test_mip_input_errors():
         prepare_mip_volume(np.zeros((8, 8, 8)), (1.0, 0.0, 1.0))
     with pytest.raises(RenderError, match="spacing_mm is required"):
         rotated_mip(np.zeros((8, 8, 8)), None, 0.0)
+
+
+def _brute_force_tilted(vol, spacing, angle_deg, tilt_deg, pixels, depth, background):
+    """Independent tilted MIP: trilinear samples (scipy, zero-padded beyond the box like the renderer) at pixel
+    centres spanning the bounding sphere's diameter, ``depth`` samples per ray, rotation from scipy."""
+    from scipy.ndimage import map_coordinates
+    from scipy.spatial.transform import Rotation
+
+    nz, ny, nx = vol.shape
+    dz, dy, dx = spacing
+    radius = 0.5 * np.linalg.norm([nx * dx, ny * dy, nz * dz])
+    centres = (2 * np.arange(pixels) + 1) / pixels - 1
+    depths = (2 * np.arange(depth) + 1) / depth - 1
+    d, r, c = np.meshgrid(depths, centres, centres, indexing="ij")
+    view = np.stack([c, d, -r], axis=-1).reshape(-1, 3) * radius  # (u, w, v): columns, depth, up
+    # the view rotates the head about z by the angle, then about x by the tilt
+    xyz = Rotation.from_euler("zx", [angle_deg, tilt_deg], degrees=True).inv().apply(view)
+    index = [xyz[:, 2] / dz + nz / 2 - 0.5, xyz[:, 1] / dy + ny / 2 - 0.5, xyz[:, 0] / dx + nx / 2 - 0.5]
+    shifted = vol.astype(np.float64) - background
+    samples = map_coordinates(shifted, index, order=1, mode="grid-constant", cval=0.0)
+    return samples.reshape(depth, pixels, pixels).max(axis=0) + background
+
+
+@pytest.mark.parametrize("angle,tilt", [(30.0, 45.0), (200.0, -20.0), (0.0, 90.0)])
+def test_tilted_mip_equals_independent_ray_sampling(monkeypatch, angle, tilt):
+    import dla.render.mip as mip
+
+    rng = np.random.default_rng(3)
+    vol = rng.normal(0.0, 300.0, (10, 12, 14)).astype(np.float32)
+    spacing = (1.5, 1.0, 0.8)
+    prepared = prepare_mip_volume(vol, spacing, background=-1000.0)
+    pixels, depth = mip.tilted_grid(prepared, 24)
+    assert pixels == 24 and depth >= prepared.diameter_voxels  # >= 1 sample per finest voxel along a ray
+    monkeypatch.setattr(mip, "SLAB_BYTES", 24 * 24 * 16 * 3)  # 3 depth samples per slab: many slabs
+    image = rotated_mip(prepared, angle_deg=angle, tilt_deg=tilt, out_size=24)
+    expected = _brute_force_tilted(vol, spacing, angle, tilt, 24, depth, -1000.0)
+    np.testing.assert_allclose(image, expected, atol=0.05)
+
+
+def test_tilted_mip_wider_than_its_grid_is_the_upsampled_grid_image():
+    """Above the bounded grid (here: more pixels than voxels across) the image is the grid's MIP, bilinearly
+    upsampled (pixel centres)."""
+    from scipy.ndimage import map_coordinates
+
+    import dla.render.mip as mip
+
+    rng = np.random.default_rng(4)
+    vol = rng.normal(0.0, 300.0, (8, 10, 12)).astype(np.float32)
+    prepared = prepare_mip_volume(vol, (1.0, 1.0, 1.0), background=-1000.0)
+    pixels, depth = mip.tilted_grid(prepared, 64)
+    assert pixels == depth == int(np.ceil(prepared.diameter_voxels)) == 18
+    image = rotated_mip(prepared, angle_deg=70.0, tilt_deg=30.0, out_size=64)
+    coarse = _brute_force_tilted(vol, (1.0, 1.0, 1.0), 70.0, 30.0, pixels, depth, -1000.0)
+    at = (np.arange(64) + 0.5) * pixels / 64 - 0.5  # output pixel centres in grid pixels
+    rows, cols = np.meshgrid(at, at, indexing="ij")
+    expected = map_coordinates(coarse, [rows, cols], order=1, mode="nearest")
+    assert image.shape == (64, 64)
+    np.testing.assert_allclose(image, expected, atol=0.05)
+
+
+def test_tilted_grid_is_bounded_by_the_volume_and_the_sample_budget():
+    import dla.render.mip as mip
+
+    small = prepare_mip_volume(np.zeros((6, 8, 8), np.int16), (1.0, 1.0, 1.0))
+    assert mip.tilted_grid(small, 512) == (16, 16)  # 12.8 voxels across: no 512^3 grid for a tiny volume
+    tall = mip.MipVolume(
+        tensor=torch.zeros((3000, 4, 4)), spacing_mm=(1.0, 1.0, 1.0), background=0.0, stride=1
+    )
+    pixels, depth = mip.tilted_grid(tall, 512)
+    assert depth == 2048 and pixels == int(np.sqrt(mip.MAX_TILTED_SAMPLES / 2048))
+    head = mip.MipVolume(  # the prepared grid of a 512x512x400 head (stride 3)
+        tensor=torch.zeros((134, 171, 171)), spacing_mm=(1.5, 1.35, 1.35), background=0.0, stride=3
+    )
+    for out in (16, 100, 256, 512):
+        for prep in (small, tall, head):
+            pixels, depth = mip.tilted_grid(prep, out)
+            assert 16 <= pixels <= out and depth <= 2048
+            assert pixels**2 * depth <= mip.MAX_TILTED_SAMPLES
+
+
+def test_class_mask_preparation_is_the_class_indicator():
+    labels = np.random.default_rng(5).integers(0, 4, (30, 20, 20)).astype(np.uint8)
+    prepared = prepare_mip_volume(labels, (1.0, 2.0, 2.0), max_voxels=2000, class_id=VESSEL)
+    s = prepared.stride
+    assert s == 2 and prepared.background == 0.0
+    np.testing.assert_array_equal(
+        prepared.tensor.numpy(), (labels[::s, ::s, ::s] == VESSEL).astype(np.float32)
+    )
+    image = rotated_mip(prepared, angle_deg=0.0, out_size=32)
+    assert 0.0 <= image.min() and image.max() <= 1.0 + 1e-6
+
+
+def test_mip_size_is_capped_with_a_message_naming_the_limit():
+    from dla.render.mip import MAX_MIP_SIZE_PX
+
+    vol = np.zeros((8, 8, 8), dtype=np.int16)
+    with pytest.raises(RenderError, match=f"within 16..{MAX_MIP_SIZE_PX} pixels, got {MAX_MIP_SIZE_PX + 1}"):
+        rotated_mip(vol, (1.0, 1.0, 1.0), 0.0, tilt_deg=45.0, out_size=MAX_MIP_SIZE_PX + 1)
+    assert rotated_mip(vol, (1.0, 1.0, 1.0), 0.0, tilt_deg=45.0, out_size=MAX_MIP_SIZE_PX).shape == (512, 512)
