@@ -202,6 +202,12 @@ else:
         "unacked_restore_throttle": 1,
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# A running task stamps its heartbeat every TASK_HEARTBEAT_S; without one for TASK_LOST_AFTER_S its worker is
+# taken as gone (the run is requeued once, or failed with that reason).
+TASK_HEARTBEAT_S = env_int("DLA_TASK_HEARTBEAT_S", 5, minimum=1)
+TASK_LOST_AFTER_S = env_int("DLA_TASK_LOST_AFTER_S", 60, minimum=2)
+if TASK_LOST_AFTER_S <= 2 * TASK_HEARTBEAT_S:
+    raise ImproperlyConfigured("DLA_TASK_LOST_AFTER_S must be more than twice DLA_TASK_HEARTBEAT_S")
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

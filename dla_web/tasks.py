@@ -5,19 +5,29 @@ reject_on_worker_lost, time limits and a retry policy for lost database connecti
 creates the TaskRun and sends the message only after the surrounding transaction commits. The task body is
 idempotent: a redelivered message for a finished or cancelled run does nothing, one for a run whose worker died
 starts the work again from its parameters (writers of results must be atomic and keyed by the run).
+
+Runs never lie about being alive: while a body runs, a heartbeat thread stamps ``TaskRun.heartbeat_at`` every
+``TASK_HEARTBEAT_S``; a message for a run that is running with a fresh heartbeat is a duplicate and is skipped.
+``reap_lost_runs`` (run by every worker at start and then periodically) finds running runs whose heartbeat is
+older than ``TASK_LOST_AFTER_S``: each is requeued once (every body is idempotent: training resumes from its
+checkpoint, cohort inference skips stored studies), a second loss ends it ``failed`` with the reason; cancelling
+a lost run ends it at once.
 """
 
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 import uuid
+from datetime import timedelta
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from .models import TaskRun
@@ -25,11 +35,26 @@ from .models import TaskRun
 logger = logging.getLogger(__name__)
 
 PROGRESS_WRITE_INTERVAL_S = 0.5
+
+
+def heartbeat_s() -> float:
+    return float(getattr(settings, "TASK_HEARTBEAT_S", 5))
+
+
+def lost_after_s() -> float:
+    return float(getattr(settings, "TASK_LOST_AFTER_S", 60))
+
+
 TIME_LIMITS_S = {"default": (3600, 3660), "gpu": (48 * 3600, 48 * 3600 + 60)}
 
 
 class TaskCancelled(Exception):
     """Raised inside a task when its run was cancelled; the run ends in state ``cancelled``."""
+
+
+class TaskSuperseded(Exception):
+    """Raised inside a task whose run was taken over by another execution (its worker was taken as lost and the
+    run requeued): this execution stops without touching the run."""
 
 
 class TaskContext:
@@ -38,6 +63,7 @@ class TaskContext:
     def __init__(self, run: TaskRun, *, terminal=None):
         self.run = run
         self.run_id = run.pk
+        self.celery_id = run.celery_id
         self.terminal = terminal  # optional (fraction, message) callback: a terminal progress bar in commands
         self._last_write = 0.0
 
@@ -53,7 +79,8 @@ class TaskContext:
         fields = {"progress": fraction, "heartbeat_at": timezone.now()}
         if message is not None:
             fields["message"] = message[:500]
-        TaskRun.objects.filter(pk=self.run_id).update(**fields)
+        if not TaskRun.objects.filter(pk=self.run_id, celery_id=self.celery_id).update(**fields):
+            raise TaskSuperseded(f"task run {self.run_id} was requeued and is run by another execution")
         self.check_cancelled()
 
     def should_cancel(self) -> bool:
@@ -70,10 +97,12 @@ class TaskContext:
             run.save(update_fields=["log_tail"])
 
 
-def _finish(run_id: int, state: str, **fields) -> None:
+def _finish(run_id: int, state: str, *, celery_id: str | None = None, **fields) -> None:
+    """End a run (under its row lock); nothing happens when it already ended or, with ``celery_id``, when another
+    execution has taken it over."""
     with transaction.atomic():
         run = TaskRun.objects.select_for_update().get(pk=run_id)
-        if run.is_terminal:
+        if run.is_terminal or (celery_id is not None and run.celery_id != celery_id):
             return
         if state == TaskRun.State.SUCCEEDED and run.cancel_requested:
             state = TaskRun.State.CANCELLED
@@ -87,14 +116,29 @@ def _finish(run_id: int, state: str, **fields) -> None:
         run.save()
 
 
+def _alive(run: TaskRun) -> bool:
+    """Running with a heartbeat fresher than TASK_LOST_AFTER_S: some worker is executing it right now."""
+    fresh = run.heartbeat_at and timezone.now() - run.heartbeat_at < timedelta(seconds=lost_after_s())
+    return run.state == TaskRun.State.RUNNING and bool(fresh)
+
+
 def _start(run_id: int, celery_id: str) -> TaskRun | None:
-    """Lock the run and mark it running; None when there is nothing to do (finished or cancelled)."""
+    """Lock the run and mark it running; None when there is nothing to do (finished, cancelled, or running
+    elsewhere with a fresh heartbeat: a duplicate or early redelivery of its message)."""
     # Content type ids are cached per process; a worker outliving a database reset (test flushes, restores from
     # backup) must not write stale ids into TaskRun.target_type.
     ContentType.objects.clear_cache()
     with transaction.atomic():
         run = TaskRun.objects.select_for_update().filter(pk=run_id).first()
         if run is None or run.is_terminal:
+            return None
+        if _alive(run):
+            logger.info(
+                "task run %s is running elsewhere (heartbeat %s); message %s skipped",
+                run_id,
+                run.heartbeat_at,
+                celery_id,
+            )
             return None
         if run.cancel_requested:
             run.state = TaskRun.State.CANCELLED
@@ -115,6 +159,101 @@ def _start(run_id: int, celery_id: str) -> TaskRun | None:
         run.progress = 0.0
         run.save()
         return run
+
+
+class _Heartbeat:
+    """A daemon thread that stamps ``heartbeat_at`` of a running run every TASK_HEARTBEAT_S while the body runs,
+    so a long step without progress calls still shows the run alive (its own database connection)."""
+
+    def __init__(self, run_id: int, celery_id: str):
+        self.run_id = run_id
+        self.celery_id = celery_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=10)
+        return False
+
+    def _beat(self) -> None:
+        try:
+            while not self.stop.wait(heartbeat_s()):
+                try:
+                    TaskRun.objects.filter(
+                        pk=self.run_id, celery_id=self.celery_id, state=TaskRun.State.RUNNING
+                    ).update(heartbeat_at=timezone.now())
+                except Exception:  # a busy SQLite file or a database restart: try again next beat
+                    logger.info("heartbeat of task run %s not written", self.run_id, exc_info=True)
+                    close_old_connections()
+        finally:
+            connection.close()
+
+
+def reap_lost_runs() -> list[int]:
+    """Find running runs whose heartbeat is older than TASK_LOST_AFTER_S (their worker is gone): requeue each
+    once with a new message, end it failed with the reason after a second loss (or cancelled when cancel was
+    asked). Returns the run ids."""
+    limit = timezone.now() - timedelta(seconds=lost_after_s())
+    reaped = []
+    candidates = TaskRun.objects.filter(state=TaskRun.State.RUNNING, heartbeat_at__lt=limit).values_list(
+        "pk", flat=True
+    )
+    for run_id in list(candidates):
+        with transaction.atomic():
+            run = TaskRun.objects.select_for_update().filter(pk=run_id).first()
+            if run is None or _alive(run) or run.state != TaskRun.State.RUNNING:
+                continue
+            since = timezone.localtime(run.heartbeat_at).strftime("%H:%M:%S")
+            task = _REGISTRY.get(run.kind)
+            if run.cancel_requested:
+                run.state, run.message = (
+                    TaskRun.State.CANCELLED,
+                    f"cancelled (its worker is gone since {since})",
+                )
+                run.finished_at = timezone.now()
+            elif task is not None and run.attempts < 2:
+                run.state = TaskRun.State.QUEUED
+                run.celery_id = str(uuid.uuid4())
+                run.message = f"worker lost (no heartbeat since {since}); requeued"
+                run.append_log(f"{timezone.now():%H:%M:%S} worker {run.worker} lost; requeued")
+                celery_id = run.celery_id
+                transaction.on_commit(lambda t=task, r=run_id, c=celery_id: t._send(r, c))
+            else:
+                run.state, run.finished_at = TaskRun.State.FAILED, timezone.now()
+                run.error = f"the worker running it stopped (no heartbeat since {since})"
+                run.message = "failed: worker lost"
+            run.save()
+            reaped.append(run_id)
+    if reaped:
+        logger.warning("reaped lost task runs %s", reaped)
+    return reaped
+
+
+_REGISTRY: dict[str, "DlaTask"] = {}
+
+
+def start_reaper() -> threading.Thread:
+    """Run ``reap_lost_runs`` now and then every third of TASK_LOST_AFTER_S in a daemon thread (each worker
+    starts one; several reapers are safe: each run is reaped under its row lock)."""
+
+    def loop():
+        while True:
+            try:
+                reap_lost_runs()
+            except Exception:  # the database is down for a moment: the next round tries again
+                logger.warning("reaping lost task runs failed", exc_info=True)
+            finally:
+                close_old_connections()
+            time.sleep(max(1.0, lost_after_s() / 3))
+
+    thread = threading.Thread(target=loop, name="task-reaper", daemon=True)
+    thread.start()
+    return thread
 
 
 class DlaTask(Task):
@@ -210,14 +349,24 @@ def dla_task(*, kind: str, queue: str = "default", max_retries: int = 3):
             if run is None:
                 return
             ctx = TaskContext(run, terminal=terminal)
+            beat = _Heartbeat(task_run_id, run.celery_id)
             try:
-                result = fn(ctx, **run.params)
+                with beat:
+                    result = fn(ctx, **run.params)
+            except TaskSuperseded as exc:
+                logger.warning("%s; this execution stops", exc)
             except TaskCancelled:
-                _finish(task_run_id, TaskRun.State.CANCELLED, message="cancelled on request")
+                _finish(
+                    task_run_id,
+                    TaskRun.State.CANCELLED,
+                    celery_id=run.celery_id,
+                    message="cancelled on request",
+                )
             except SoftTimeLimitExceeded:
                 _finish(
                     task_run_id,
                     TaskRun.State.FAILED,
+                    celery_id=run.celery_id,
                     error=f"time limit of {soft_limit_s} s exceeded",
                     message="failed: time limit",
                 )
@@ -225,7 +374,11 @@ def dla_task(*, kind: str, queue: str = "default", max_retries: int = 3):
                 if retry is not None and retry.request.retries < max_retries:
                     raise retry.retry(exc=exc, countdown=2 ** (retry.request.retries + 1))
                 _finish(
-                    task_run_id, TaskRun.State.FAILED, error=f"database unavailable: {exc}", message="failed"
+                    task_run_id,
+                    TaskRun.State.FAILED,
+                    celery_id=run.celery_id,
+                    error=f"database unavailable: {exc}",
+                    message="failed",
                 )
             except Exception as exc:
                 tb = traceback.format_exc(limit=8)
@@ -233,16 +386,24 @@ def dla_task(*, kind: str, queue: str = "default", max_retries: int = 3):
                 _finish(
                     task_run_id,
                     TaskRun.State.FAILED,
+                    celery_id=run.celery_id,
                     error=f"{type(exc).__name__}: {exc}",
                     message=f"failed: {exc}"[:500],
                     log_tail=(run.log_tail + "\n" + tb)[-20000:],
                 )
             else:
-                _finish(task_run_id, TaskRun.State.SUCCEEDED, result=result or {}, message="done")
+                _finish(
+                    task_run_id,
+                    TaskRun.State.SUCCEEDED,
+                    celery_id=run.celery_id,
+                    result=result or {},
+                    message="done",
+                )
 
         task.execute = execute
         task.kind = kind
         task.dla_queue = queue
+        _REGISTRY[kind] = task
         return task
 
     return decorator
@@ -258,13 +419,22 @@ def request_cancel(run: TaskRun, *, force: bool = False) -> TaskRun:
         if run.is_terminal:
             return run
         was_running = run.state == TaskRun.State.RUNNING
+        lost = was_running and not _alive(run)
         run.cancel_requested = True
-        if not was_running or force:
+        if not was_running or force or lost:
             run.state = TaskRun.State.CANCELLED
             run.finished_at = timezone.now()
-            run.message = "cancelled" + (
-                " (worker process terminated)" if was_running else " before it started"
-            )
+            if lost:
+                since = (
+                    timezone.localtime(run.heartbeat_at).strftime("%H:%M:%S")
+                    if run.heartbeat_at
+                    else "its start"
+                )
+                run.message = f"cancelled (its worker is gone: no heartbeat since {since})"
+            elif was_running:
+                run.message = "cancelled (the worker process running it was terminated)"
+            else:
+                run.message = "cancelled before it started"
         else:
             run.message = "cancelling..."
         run.save()

@@ -102,6 +102,8 @@ class WorkerProcess:
             CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
             CELERY_VISIBILITY_TIMEOUT_S="6",
             CELERY_UNACKED_RESTORE_INTERVAL_S="1",
+            DLA_TASK_HEARTBEAT_S="1",  # a killed worker's run counts as lost after 8 s (reaper or redelivery)
+            DLA_TASK_LOST_AFTER_S="8",
             DLA_STORAGE_ROOT=str(settings.STORAGE_ROOT),
             PYTHONUNBUFFERED="1",
         )
