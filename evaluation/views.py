@@ -8,7 +8,7 @@ stored results); ``GET /api/evaluations/compare/?a=<id>&b=<id>`` paired differen
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from dla_web.audit import record
 from dla_web.models import TaskRun
+from dla_web.params import id_param
 from dla_web.roles import IsAdmin
 
 from . import reports, services, tasks
@@ -32,6 +33,13 @@ def _refuse(exc: Exception):
     return ValidationError({"detail": str(exc)})
 
 
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("model_version", int, description="only evaluations of this model version")
+        ]
+    )
+)
 class EvaluationViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
 ):
@@ -51,9 +59,9 @@ class EvaluationViewSet(
 
     def get_queryset(self):
         qs = super().get_queryset()
-        mv = self.request.query_params.get("model_version")
-        if mv and mv.isdigit():
-            qs = qs.filter(model_version_id=int(mv))
+        model_version_id = id_param(self.request, "model_version")
+        if model_version_id is not None:
+            qs = qs.filter(model_version_id=model_version_id)
         return qs
 
     @extend_schema(request=EvaluationRequestSerializer, responses={202: EvaluationSerializer})

@@ -1,0 +1,44 @@
+"""Hostile or malformed requests are 400s with a JSON message naming the problem, never a 5xx: id filters that
+are not ids (letters, 30 digits), JSON bodies nested 100,000 deep, integers of 400 digits, NaN/Infinity."""
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("value", ["abc", "1" * 30, "-3", "0", "１２"])
+def test_id_filters_that_are_not_ids_are_400s(client_for, value):
+    response = client_for("admin").get("/api/evaluations/", {"model_version": value})
+    assert response.status_code == 400, response.content
+    assert "model_version must be a positive integer id" in response.json()["detail"]
+
+
+def test_an_id_filter_still_filters(client_for):
+    response = client_for("admin").get("/api/evaluations/", {"model_version": "12345"})
+    assert response.status_code == 200 and response.json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),
+        ('{"steps": ' + "9" * 400 + "}", "is too large"),
+        ('{"steps": 1e400}', "too large for a float"),
+        ('{"steps": NaN}', "NaN is not allowed"),
+        ('{"steps": Infinity}', "Infinity is not allowed"),
+        ('{"steps": ', "JSON parse error"),
+        (b'{"steps": "\xff"}', "not valid utf-8"),
+    ],
+    ids=["deep", "huge-int", "huge-float", "nan", "infinity", "truncated", "not-utf8"],
+)
+def test_hostile_json_bodies_are_400s_naming_the_problem(client_for, body, message):
+    response = client_for("admin").post("/api/task-runs/selftest/", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert message in response.json()["detail"]
+
+
+def test_ordinary_json_still_parses(client_for):
+    response = client_for("admin").post(
+        "/api/task-runs/selftest/", {"steps": 2, "step_s": 0.01}, format="json"
+    )
+    assert response.status_code == 202, response.content
