@@ -1,32 +1,63 @@
-"""The MIP cache: rendered MIP images (PNG bytes) in the volume store, keyed by the content they show.
+"""The one MIP cache: rotated MIP frames of image volumes and of label classes, computed once, stored in the
+volume store and shared by the annotator's viewer (``render_views``) and the reader study
+(``reader_study.services``).
 
-A key names the voxels (the sha256 of a volume or of a label version), the view (angle, tilt), the window (or
-the label class) and the image size, so cached bytes never go stale: the key doubles as an HTTP ETag and the
-response can be marked immutable. Writes are atomic (temporary file + rename); two processes rendering the same
-key write the same bytes. The cine task fills the cache for ``CINE_ANGLES`` angles after ingest and commits;
-requests for other angles render on demand and store their result too.
+A frame is the projection itself, before any display transform: int16 HU for an image volume, uint8 projected
+class fraction x 255 for one class of a label map. Its key names the voxels (the sha256 of the volume or of the
+label version), the view (angle and tilt to 0.1 degree), what is projected (HU or a class) and the size, so a
+stored frame never goes stale: the key doubles as an HTTP ETag. Display is per request and cheap: a window and a
+PNG for the viewer (``image_png``, ``label_png``); the reader study windows the same frames into its fixed-size
+PNGs. Storage layout: ``mip_cache/<key[:2]>/<key>.npy``, written atomically (temporary file + rename), so two
+processes computing one frame write the same bytes.
 
-Also here: per-process LRU caches of prepared (subsampled float32) volumes for the MIP renderer and of decoded
-label versions, keyed by sha256 (content-addressed, so never stale).
+One way to compute a missing frame: ``frame(source, view)`` (load from the cache, else render under a render
+slot and store). One way to precompute: ``fill_cine(source)`` renders the ``CINE_ANGLES`` upright angles at
+``CINE_SIZE``; the ``compute_cine`` task (after ingest, inference and commits) and the reader-study task call it.
+The reader study's frames are the viewer's cine frames (same size, same angles), so a study whose volumes were
+ingested or inferred has its frames ready before it opens.
+
+Bounded work: ``dla.render.mip`` caps the size and the sampling grid of one frame (well under 256 MB); here at
+most ``DLA_RENDER_CONCURRENCY`` frames (default 1) are rendered at once per process, and a request that waits
+longer than ``DLA_RENDER_WAIT_S`` seconds (default 30) for a slot gets a 503 (``RenderBusy``) instead of piling
+up memory. Also here: per-process LRU caches of prepared (subsampled float32) volumes and class masks, and of
+decoded label versions, keyed by content (never stale).
 """
 
+import io
 import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from rest_framework import exceptions, status
 
-from dla.render.mip import MipVolume, prepare_mip_volume
-from dla.render.slices import Window
+from dla.classes import CLASS_COLORS_RGBA
+from dla.render.mip import MipVolume, check_view, prepare_mip_volume, rotated_mip
+from dla.render.slices import Window, encode_png, window_to_uint8
 
 CINE_ANGLES = 36
 CINE_SIZE = 256
 CACHE_PREFIX = "mip_cache"
+IMAGE_BACKGROUND_HU = -1024.0
+
+
+class RenderBusy(exceptions.APIException):
+    """Every render slot of this process stayed busy for ``DLA_RENDER_WAIT_S``: a 503, try again."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The server is busy rendering other images; try again in a few seconds."
+    default_code = "render_busy"
+
+
+# ------------------------------------------------------------------------------------------------ keys
 
 
 def cine_angles(n: int = CINE_ANGLES) -> list[float]:
@@ -39,22 +70,77 @@ def normalize_angle(angle_deg: float) -> float:
     return round(float(angle_deg) % 360.0, 1) % 360.0
 
 
-def image_key(sha256: str, *, angle_deg: float, tilt_deg: float, window: Window, size: int) -> str:
-    return (
-        f"{sha256[:40]}-a{normalize_angle(angle_deg):.1f}-t{round(float(tilt_deg), 1):.1f}"
-        f"-c{window.center_hu:g}-w{window.width_hu:g}-s{int(size)}"
+@dataclass(frozen=True)
+class View:
+    """Where a frame looks from: ``angle_deg`` in [0, 360) and ``tilt_deg`` in [-90, 90], both to 0.1 degree
+    (the frame is rendered at exactly these values), and ``size`` pixels square. Build it with ``View.of``."""
+
+    angle_deg: float
+    tilt_deg: float
+    size: int
+
+    @classmethod
+    def of(cls, angle_deg: float = 0.0, tilt_deg: float = 0.0, size: int = CINE_SIZE) -> "View":
+        """A checked view (``RenderError`` names a bad angle, tilt or size)."""
+        check_view(float(angle_deg), float(tilt_deg), size)
+        return cls(normalize_angle(angle_deg), round(float(tilt_deg), 1) + 0.0, int(size))
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a frame projects: an image volume (``class_id`` None: HU) or one class of a label map.
+
+    ``content`` names the voxels (a sha256; for a draft its revision tag), ``load()`` gives the [z, y, x] array
+    (called only when a frame must be rendered and the prepared volume is not in this process's LRU), and
+    ``stored`` says whether frames go to the shared cache (not for drafts, which change)."""
+
+    content: str
+    load: Callable[[], np.ndarray]
+    spacing_mm: tuple[float, float, float]
+    class_id: int | None = None
+    stored: bool = True
+
+
+def volume_source(volume) -> Source:
+    """The HU frames of an ``annotations.Volume``."""
+    return Source(volume.sha256, volume.array, tuple(volume.spacing_mm))
+
+
+def version_source(version, class_id: int) -> Source:
+    """The class-``class_id`` frames of a ``LabelVersion`` (immutable, so stored)."""
+    from . import labels
+
+    return Source(
+        version.sha256,
+        lambda: decoded_labels(version.sha256, lambda: labels.version_labels(version)),
+        tuple(labels.label_grid(version.study).spacing_mm),
+        class_id=int(class_id),
     )
 
 
-def label_key(sha256: str, *, angle_deg: float, tilt_deg: float, class_id: int, size: int) -> str:
-    return (
-        f"{sha256[:40]}-a{normalize_angle(angle_deg):.1f}-t{round(float(tilt_deg), 1):.1f}"
-        f"-l{int(class_id)}-s{int(size)}"
+def draft_source(draft, class_id: int) -> Source:
+    """The class-``class_id`` frames of a draft at its current revision (rendered, never stored)."""
+    from . import labels
+
+    return Source(
+        f"draft{draft.pk}-r{draft.revision}",
+        lambda: labels.draft_array(draft),
+        tuple(labels.label_grid(draft.study).spacing_mm),
+        class_id=int(class_id),
+        stored=False,
     )
+
+
+def frame_key(source: Source, view: View) -> str:
+    what = "hu" if source.class_id is None else f"l{source.class_id}"
+    return f"{source.content[:40]}-a{view.angle_deg:.1f}-t{view.tilt_deg:.1f}-{what}-s{view.size}"
+
+
+# ------------------------------------------------------------------------------------------------ storage
 
 
 def _name(key: str) -> str:
-    return f"{CACHE_PREFIX}/{key[:2]}/{key}.png"
+    return f"{CACHE_PREFIX}/{key[:2]}/{key}.npy"
 
 
 def _local_root() -> Path | None:
@@ -62,20 +148,25 @@ def _local_root() -> Path | None:
     return Path(location) if location else None
 
 
-def get(key: str) -> bytes | None:
-    """Cached PNG bytes for ``key`` or None."""
+def load_frame(key: str) -> np.ndarray | None:
+    """The stored frame under ``key``, or None."""
     root = _local_root()
     try:
         if root is not None:
-            return (root / _name(key)).read_bytes()
-        with default_storage.open(_name(key), "rb") as handle:
-            return handle.read()
-    except (FileNotFoundError, OSError):
+            data = (root / _name(key)).read_bytes()
+        else:
+            with default_storage.open(_name(key), "rb") as handle:
+                data = handle.read()
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (FileNotFoundError, OSError, ValueError):
         return None
 
 
-def put(key: str, data: bytes) -> None:
-    """Store ``data`` under ``key`` (atomic; an existing entry is left as is, its bytes are the same)."""
+def store_frame(key: str, frame: np.ndarray) -> None:
+    """Store ``frame`` under ``key`` (atomic; an existing entry is left as is, its bytes are the same)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(frame), allow_pickle=False)
+    data = buffer.getvalue()
     root = _local_root()
     if root is None:
         if not default_storage.exists(_name(key)):
@@ -95,11 +186,14 @@ def put(key: str, data: bytes) -> None:
         raise
 
 
-def has(key: str) -> bool:
+def has_frame(key: str) -> bool:
     root = _local_root()
     if root is not None:
         return (root / _name(key)).exists()
     return default_storage.exists(_name(key))
+
+
+# ------------------------------------------------------------------------------------------------ per process
 
 
 class _Lru:
@@ -124,15 +218,9 @@ class _Lru:
         return value
 
 
-_prepared = _Lru(int(getattr(settings, "DLA_MIP_PREPARED_CACHE", 3)))
+_prepared = _Lru(int(getattr(settings, "DLA_MIP_PREPARED_CACHE", 4)))
 _decoded_labels = _Lru(int(getattr(settings, "DLA_LABEL_DECODE_CACHE", 4)))
-
-
-def prepared_volume(sha256: str, load, spacing_mm, *, background: float = -1024.0) -> MipVolume:
-    """The subsampled volume for MIPs (``load()`` gives the [z, y, x] array), cached per process."""
-    return _prepared.get_or_make(
-        (sha256, background), lambda: prepare_mip_volume(load(), spacing_mm, background=background)
-    )
+_render_slots = threading.BoundedSemaphore(max(1, int(getattr(settings, "DLA_RENDER_CONCURRENCY", 1))))
 
 
 def decoded_labels(sha256: str, decode) -> np.ndarray:
@@ -140,45 +228,110 @@ def decoded_labels(sha256: str, decode) -> np.ndarray:
     return _decoded_labels.get_or_make(sha256, decode)
 
 
-# ------------------------------------------------------------------------------------------------ rendering
+def prepared(source: Source) -> MipVolume:
+    """The subsampled volume (or class mask) of ``source`` for the MIP renderer, cached per process."""
+
+    def make():
+        if source.class_id is None:
+            return prepare_mip_volume(source.load(), source.spacing_mm, background=IMAGE_BACKGROUND_HU)
+        return prepare_mip_volume(source.load(), source.spacing_mm, class_id=source.class_id)
+
+    return _prepared.get_or_make((source.content, source.class_id), make)
 
 
-def volume_mip_png(
-    sha256: str, load, spacing_mm, *, angle_deg: float, tilt_deg: float, window: Window, size: int
-) -> tuple[str, bytes, bool]:
-    """(key, PNG bytes, cache hit) of a windowed MIP of an image volume; renders and stores on a miss."""
-    from dla.render.mip import rotated_mip
-    from dla.render.slices import encode_png, window_to_uint8
-
-    key = image_key(sha256, angle_deg=angle_deg, tilt_deg=tilt_deg, window=window, size=size)
-    data = get(key)
-    if data is not None:
-        return key, data, True
-    prepared = prepared_volume(sha256, load, spacing_mm)
-    image = rotated_mip(prepared, angle_deg=normalize_angle(angle_deg), tilt_deg=tilt_deg, out_size=size)
-    data = encode_png(window_to_uint8(image, window))
-    put(key, data)
-    return key, data, False
+@contextmanager
+def render_slot():
+    """Hold one of this process's render slots (``RenderBusy`` after ``DLA_RENDER_WAIT_S`` seconds)."""
+    if not _render_slots.acquire(timeout=float(getattr(settings, "DLA_RENDER_WAIT_S", 30.0))):
+        raise RenderBusy()
+    try:
+        yield
+    finally:
+        _render_slots.release()
 
 
-def label_mip_rgba(labels: np.ndarray, spacing_mm, *, class_id: int, angle_deg, tilt_deg, size) -> np.ndarray:
-    """RGBA uint8 [size, size, 4] MIP of one class of a uint8 label map, in the class colour; alpha follows the
-    projected (interpolated) class fraction so thin vessels fade rather than vanish."""
-    import torch
+# ------------------------------------------------------------------------------------------------ frames
 
-    from dla.classes import CLASS_COLORS_RGBA
-    from dla.render.mip import rotated_mip
 
-    prepared = prepare_mip_volume(labels, spacing_mm, background=0.0)
-    mask = MipVolume(
-        tensor=(prepared.tensor == float(class_id)).to(torch.float32),
-        spacing_mm=prepared.spacing_mm,
-        background=0.0,
-        stride=prepared.stride,
+@dataclass(frozen=True)
+class Frame:
+    key: str
+    array: np.ndarray  # int16 HU, or uint8 class fraction x 255; [size, size]
+    hit: bool  # True when it came from the cache
+
+
+def render_frame(source: Source, view: View) -> np.ndarray:
+    """Render one frame of ``source`` now (no cache lookup, no store): int16 HU [size, size] for an image, uint8
+    round(255 x projected class fraction) for a class."""
+    image = rotated_mip(
+        prepared(source), angle_deg=view.angle_deg, tilt_deg=view.tilt_deg, out_size=view.size
     )
-    projected = rotated_mip(mask, angle_deg=normalize_angle(angle_deg), tilt_deg=tilt_deg, out_size=size)
-    alpha = np.clip(projected * 2.0, 0.0, 1.0)
-    rgba = np.zeros((size, size, 4), dtype=np.uint8)
+    if source.class_id is None:
+        return np.clip(np.round(image), -32768, 32767).astype(np.int16)
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def frame(source: Source, view: View) -> Frame:
+    """The frame of ``source`` at ``view``: from the cache, else rendered (under a render slot) and stored."""
+    key = frame_key(source, view)
+    if source.stored:
+        cached = load_frame(key)
+        if cached is not None:
+            return Frame(key, cached, True)
+    with render_slot():
+        if source.stored:  # rendered by another request while this one waited for the slot
+            cached = load_frame(key)
+            if cached is not None:
+                return Frame(key, cached, True)
+        array = render_frame(source, view)
+        if source.stored:
+            store_frame(key, array)
+    return Frame(key, array, False)
+
+
+def cine_views(size: int = CINE_SIZE, n_angles: int = CINE_ANGLES) -> list[View]:
+    return [View.of(angle, 0.0, size) for angle in cine_angles(n_angles)]
+
+
+def cached_angles(source: Source, *, size: int = CINE_SIZE, n_angles: int = CINE_ANGLES) -> list[float]:
+    """The cine angles of ``source`` whose frames are in the cache."""
+    return [v.angle_deg for v in cine_views(size, n_angles) if has_frame(frame_key(source, v))]
+
+
+def fill_cine(source: Source, *, size: int = CINE_SIZE, n_angles: int = CINE_ANGLES, progress=None) -> int:
+    """Render and store the missing upright cine frames of ``source``; returns how many were rendered.
+    ``progress(fraction, angle_deg)`` is called after each angle. Idempotent."""
+    views = cine_views(size, n_angles)
+    computed = 0
+    for index, view in enumerate(views):
+        if not has_frame(frame_key(source, view)):
+            computed += not frame(source, view).hit
+        if progress is not None:
+            progress((index + 1) / len(views), view.angle_deg)
+    return computed
+
+
+# ------------------------------------------------------------------------------------------------ display
+
+
+def image_etag(key: str, window: Window) -> str:
+    return f"{key}-c{window.center_hu:g}-w{window.width_hu:g}"
+
+
+def image_png(frame_hu: np.ndarray, window: Window) -> bytes:
+    """The viewer's PNG of an image frame: the HU windowed to 8-bit gray."""
+    return encode_png(window_to_uint8(frame_hu, window))
+
+
+def label_rgba(frame_fraction: np.ndarray, class_id: int) -> np.ndarray:
+    """RGBA uint8 [h, w, 4] of a class frame in the class colour; alpha follows the projected (interpolated)
+    class fraction (twice it, capped, at most 230) so thin vessels fade rather than vanish."""
+    fraction = frame_fraction.astype(np.float32) / 255.0
+    rgba = np.zeros((*frame_fraction.shape, 4), dtype=np.uint8)
     rgba[..., :3] = CLASS_COLORS_RGBA.get(class_id, (255, 255, 255, 255))[:3]
-    rgba[..., 3] = np.round(alpha * 230).astype(np.uint8)
+    rgba[..., 3] = np.round(np.clip(fraction * 2.0, 0.0, 1.0) * 230).astype(np.uint8)
     return rgba
+
+
+def label_png(frame_fraction: np.ndarray, class_id: int) -> bytes:
+    return encode_png(label_rgba(frame_fraction, class_id))

@@ -1,11 +1,13 @@
 """Rendering API for the viewer: slices of volumes (raw int16 or windowed PNG), label slices of drafts and
-versions (raw uint8 class ids), MIPs at any angle (PNG, served from the MIP cache) and the cine of precomputed
-angles. Thin: the numeric work is in ``dla.render.rendering``; caching in ``annotations.mip_cache``.
+versions (raw uint8 class ids), MIPs at any angle (PNG of a frame of the MIP cache) and the cine of precomputed
+angles. Thin: the numeric work is in ``dla.render``; frames, their cache and their display in
+``annotations.mip_cache``.
 
 Volumes and label versions are immutable, so their responses carry an ETag derived from the content's sha256
 and ``Cache-Control: immutable``; a draft's slices carry an ETag of its revision and must be revalidated.
 Raw slices are little-endian C-order arrays with their shape in ``X-Shape`` ("rows,cols") and dtype in
-``X-Dtype``. Bad parameters give a 400 ``{"detail": ...}`` naming the parameter.
+``X-Dtype``. Bad parameters give a 400 ``{"detail": ...}`` naming the parameter and its limits: MIP ``size``
+is 16..``MAX_MIP_SIZE_PX`` (512), ``tilt`` -90..90, so no request renders more than a bounded grid.
 """
 
 import numpy as np
@@ -19,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from dla.classes import CLASS_NAMES, VESSEL
+from dla.render.mip import MAX_MIP_SIZE_PX, MIN_MIP_SIZE_PX
 from dla.render.slices import WINDOW_PRESETS_HU, RenderError, Window, encode_png, slice_2d, window_to_uint8
 from dla_web.models import TaskRun
 from dla_web.roles import IsAnnotator
@@ -87,6 +90,14 @@ def _window(params, default_preset: str = "vessel") -> Window:
     return Window.parse(None, None, params.get("preset") or default_preset)
 
 
+def _view(params) -> mip_cache.View:
+    """The MIP view of a request: ``angle``, ``tilt`` (-90..90) and ``size`` (16..MAX_MIP_SIZE_PX)."""
+    angle = _float(params, "angle", 0.0)
+    tilt = _float(params, "tilt", 0.0)
+    size = _int(params, "size", mip_cache.CINE_SIZE, MIN_MIP_SIZE_PX, MAX_MIP_SIZE_PX)
+    return mip_cache.View.of(angle, tilt, size)
+
+
 def _axis_index(params, shape) -> tuple[str, int]:
     axis = params.get("axis", "z")
     if axis not in ("z", "y", "x"):
@@ -139,7 +150,9 @@ WINDOW_PARAMS = [
 MIP_PARAMS = [
     OpenApiParameter("angle", float, description="degrees about the vertical axis (0 = frontal)"),
     OpenApiParameter("tilt", float, description="degrees about the horizontal axis, -90..90"),
-    OpenApiParameter("size", int, description="image size in pixels, 16..1024 (default 256)"),
+    OpenApiParameter(
+        "size", int, description=f"image size in pixels, {MIN_MIP_SIZE_PX}..{MAX_MIP_SIZE_PX} (default 256)"
+    ),
 ]
 BINARY = {(200, "application/octet-stream"): bytes, (200, "image/png"): bytes}
 
@@ -211,32 +224,23 @@ class VolumeRenderViewSet(viewsets.GenericViewSet):
     @extend_schema(parameters=[*MIP_PARAMS, *WINDOW_PARAMS], responses={(200, "image/png"): bytes})
     @action(detail=True, methods=["get"])
     def mip(self, request, pk=None):
-        """A windowed MIP at ``angle``/``tilt`` (cached; the cine angles are precomputed)."""
+        """A windowed MIP at ``angle``/``tilt`` (a frame of the MIP cache; the cine angles are precomputed)."""
         volume = self.get_object()
         params = request.query_params
-        angle = _float(params, "angle", 0.0)
-        tilt = _float(params, "tilt", 0.0)
-        size = _int(params, "size", mip_cache.CINE_SIZE, 16, 1024)
+        view = _view(params)
         window = _window(params, DEFAULT_PRESET.get(volume.role, "vessel"))
-        key = mip_cache.image_key(volume.sha256, angle_deg=angle, tilt_deg=tilt, window=window, size=size)
-        if _not_modified(request, _quote(key)):
-            return _respond(request, lambda: b"", content_type="image/png", etag=key, cache=IMMUTABLE)
-        key, data, hit = mip_cache.volume_mip_png(
-            volume.sha256,
-            volume.array,
-            volume.spacing_mm,
-            angle_deg=angle,
-            tilt_deg=tilt,
-            window=window,
-            size=size,
-        )
+        source = mip_cache.volume_source(volume)
+        etag = mip_cache.image_etag(mip_cache.frame_key(source, view), window)
+        if _not_modified(request, _quote(etag)):
+            return _respond(request, lambda: b"", content_type="image/png", etag=etag, cache=IMMUTABLE)
+        frame = mip_cache.frame(source, view)
         return _respond(
             request,
-            lambda: data,
+            lambda: mip_cache.image_png(frame.array, window),
             content_type="image/png",
-            etag=key,
+            etag=etag,
             cache=IMMUTABLE,
-            headers={"X-Cache": "hit" if hit else "miss"},
+            headers={"X-Cache": "hit" if frame.hit else "miss"},
         )
 
     @extend_schema(
@@ -248,11 +252,12 @@ class VolumeRenderViewSet(viewsets.GenericViewSet):
     @extend_schema(methods=["POST"], request=dict, responses={202: TaskRunSerializer})
     @action(detail=True, methods=["get", "post"])
     def cine(self, request, pk=None):
-        """GET: the cine's angles, which are cached, and the latest cine run. POST ``{"size", "preset"}``:
-        compute the missing angles in the background (202 with the task run)."""
+        """GET: the cine's angles, which are cached, and the latest cine run. POST ``{"size"}``: compute the
+        missing angles in the background (202 with the task run). Frames are stored before windowing, so one
+        cine serves every window (``window`` is echoed for the client)."""
         volume = self.get_object()
         data = request.data if request.method == "POST" else request.query_params
-        size = _int(data, "size", mip_cache.CINE_SIZE, 16, 1024)
+        size = _int(data, "size", mip_cache.CINE_SIZE, MIN_MIP_SIZE_PX, MAX_MIP_SIZE_PX)
         window = _window(data, DEFAULT_PRESET.get(volume.role, "vessel"))
         if request.method == "POST":
             from .tasks import compute_cine
@@ -260,23 +265,12 @@ class VolumeRenderViewSet(viewsets.GenericViewSet):
             run = compute_cine.enqueue(
                 user=request.user,
                 target=volume,
-                params={
-                    "volume_id": volume.pk,
-                    "center": window.center_hu,
-                    "width": window.width_hu,
-                    "size": size,
-                },
+                params={"volume_id": volume.pk, "size": size},
                 message="cine queued",
             )
             return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
         angles = mip_cache.cine_angles()
-        cached = [
-            a
-            for a in angles
-            if mip_cache.has(
-                mip_cache.image_key(volume.sha256, angle_deg=a, tilt_deg=0.0, window=window, size=size)
-            )
-        ]
+        cached = mip_cache.cached_angles(mip_cache.volume_source(volume), size=size)
         run = (
             TaskRun.objects.filter(
                 kind="cine",
@@ -324,24 +318,20 @@ def _class_param(params) -> int:
     return class_id
 
 
-def _label_mip(request, labels_fn, spacing_mm, *, sha256: str | None, etag: str, cache: str):
-    params = request.query_params
-    angle = _float(params, "angle", 0.0)
-    tilt = _float(params, "tilt", 0.0)
-    size = _int(params, "size", mip_cache.CINE_SIZE, 16, 1024)
-    class_id = _class_param(params)
-    key = mip_cache.label_key(sha256 or etag, angle_deg=angle, tilt_deg=tilt, class_id=class_id, size=size)
+def _label_mip(request, source: mip_cache.Source, *, cache: str):
+    """The class MIP PNG of a label source (a version's frames are cached, a draft's rendered per request)."""
+    view = _view(request.query_params)
+    key = mip_cache.frame_key(source, view)
     if _not_modified(request, _quote(key)):
         return _respond(request, lambda: b"", content_type="image/png", etag=key, cache=cache)
-    data = mip_cache.get(key) if sha256 else None
-    if data is None:
-        rgba = mip_cache.label_mip_rgba(
-            labels_fn(), spacing_mm, class_id=class_id, angle_deg=angle, tilt_deg=tilt, size=size
-        )
-        data = encode_png(rgba)
-        if sha256:
-            mip_cache.put(key, data)
-    return _respond(request, lambda: data, content_type="image/png", etag=key, cache=cache)
+    frame = mip_cache.frame(source, view)
+    return _respond(
+        request,
+        lambda: mip_cache.label_png(frame.array, source.class_id),
+        content_type="image/png",
+        etag=key,
+        cache=cache,
+    )
 
 
 LABEL_MIP_PARAMS = [*MIP_PARAMS, OpenApiParameter("label", int, description="class id (default 1, vessel)")]
@@ -372,15 +362,8 @@ class DraftRenderViewSet(viewsets.GenericViewSet):
     def mip(self, request, pk=None):
         """RGBA MIP of one class of the draft (e.g. the vessel label over the volume's MIP)."""
         draft = self.get_object()
-        fill = label_rules.label_grid(draft.study)
-        return _label_mip(
-            request,
-            lambda: label_rules.draft_array(draft),
-            fill.spacing_mm,
-            sha256=None,
-            etag=f"draft{draft.pk}-r{draft.revision}",
-            cache=REVALIDATE,
-        )
+        source = mip_cache.draft_source(draft, _class_param(request.query_params))
+        return _label_mip(request, source, cache=REVALIDATE)
 
 
 class LabelVersionRenderViewSet(viewsets.GenericViewSet):
@@ -411,12 +394,5 @@ class LabelVersionRenderViewSet(viewsets.GenericViewSet):
     def mip(self, request, pk=None):
         """RGBA MIP of one class of the version (cached like the volume cine)."""
         version = self.get_object()
-        fill = label_rules.label_grid(version.study)
-        return _label_mip(
-            request,
-            lambda: self._labels(version),
-            fill.spacing_mm,
-            sha256=version.sha256,
-            etag=version.sha256,
-            cache=IMMUTABLE,
-        )
+        source = mip_cache.version_source(version, _class_param(request.query_params))
+        return _label_mip(request, source, cache=IMMUTABLE)

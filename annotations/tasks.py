@@ -9,7 +9,7 @@ from dla_web.audit import record
 from dla_web.tasks import TaskContext, dla_task
 
 from .ingest import ingest_files, remove_upload
-from .labels import apply_draft_op, label_grid, version_labels
+from .labels import apply_draft_op
 from .models import Study
 
 
@@ -82,53 +82,32 @@ def compute_cine(
     *,
     volume_id: int | None = None,
     label_version_id: int | None = None,
-    center: float | None = None,
-    width: float | None = None,
     size: int = 256,
     angles: int = 36,
     class_id: int = 1,
+    center: float | None = None,
+    width: float | None = None,
 ) -> dict:
-    """Render the MIPs of ``angles`` evenly spaced angles (tilt 0) of a volume (windowed) or of one class of a
-    label version into the MIP cache. Idempotent: angles already cached are skipped."""
-    from dla.render.slices import WINDOW_PRESETS_HU, Window, encode_png
-
+    """Fill the MIP cache with the ``angles`` evenly spaced upright frames of a volume (HU, any window) or of
+    one class of a label version (``mip_cache.fill_cine``). Idempotent: cached frames are skipped. ``center``
+    and ``width`` are ignored (frames are stored before windowing); runs queued with them still run."""
     from . import mip_cache
     from .models import LabelVersion, Volume
 
-    all_angles = mip_cache.cine_angles(angles)
-    computed = 0
     if volume_id is not None:
         volume = Volume.objects.get(pk=volume_id)
-        preset = "dsa" if volume.role == Volume.Role.SUBTRACTED else "vessel"
-        window = Window(*WINDOW_PRESETS_HU[preset]) if center is None else Window.parse(center, width)
-        for index, angle in enumerate(all_angles):
-            _, _, hit = mip_cache.volume_mip_png(
-                volume.sha256,
-                volume.array,
-                volume.spacing_mm,
-                angle_deg=angle,
-                tilt_deg=0.0,
-                window=window,
-                size=size,
-            )
-            computed += not hit
-            ctx.progress((index + 1) / len(all_angles), f"MIP {index + 1}/{len(all_angles)} ({angle:g} deg)")
-        return {"volume_id": volume.pk, "angles": all_angles, "computed": computed, "size": size}
-    version = LabelVersion.objects.select_related("study").get(pk=label_version_id)
-    spacing = label_grid(version.study).spacing_mm
-    labels = None
-    for index, angle in enumerate(all_angles):
-        key = mip_cache.label_key(version.sha256, angle_deg=angle, tilt_deg=0.0, class_id=class_id, size=size)
-        if not mip_cache.has(key):
-            if labels is None:
-                labels = version_labels(version)
-            rgba = mip_cache.label_mip_rgba(
-                labels, spacing, class_id=class_id, angle_deg=angle, tilt_deg=0.0, size=size
-            )
-            mip_cache.put(key, encode_png(rgba))
-            computed += 1
-        ctx.progress((index + 1) / len(all_angles), f"label MIP {index + 1}/{len(all_angles)}")
-    return {"label_version_id": version.pk, "angles": all_angles, "computed": computed, "size": size}
+        source, target, what = mip_cache.volume_source(volume), {"volume_id": volume.pk}, "MIP"
+    else:
+        version = LabelVersion.objects.select_related("study").get(pk=label_version_id)
+        source = mip_cache.version_source(version, class_id)
+        target, what = {"label_version_id": version.pk}, "label MIP"
+
+    def progress(fraction: float, angle_deg: float) -> None:
+        done = round(fraction * angles)
+        ctx.progress(fraction, f"{what} {done}/{angles} ({angle_deg:g} deg)")
+
+    computed = mip_cache.fill_cine(source, size=size, n_angles=angles, progress=progress)
+    return {**target, "angles": mip_cache.cine_angles(angles), "computed": computed, "size": size}
 
 
 def enqueue_cines(volumes, *, user=None) -> list:

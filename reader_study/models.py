@@ -1,6 +1,7 @@
 """Reader studies: the design (cases, questions, readers), the blinded and randomized presentation (one
 assignment per reader and case, reached through an opaque token), the readers' answers with an append-only
-history, and the precomputed MIP cines of the compared volumes.
+history. The images are frames of the one MIP cache (``annotations.mip_cache``), keyed by the volumes' content:
+no table of their own.
 
 A case compares two volumes of one study: method "dsa" (the subtracted volume) and method "dla". In side-by-side
 mode a reader sees both per case as "A" and "B" (random per reader and case); in single mode every image is its
@@ -231,23 +232,3 @@ class AnswerEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("answer events are append-only")
-
-
-class Cine(models.Model):
-    """Precomputed rotating MIP of one volume: int16 HU frames [n_angles, size, size] in the volume store."""
-
-    volume = models.ForeignKey("annotations.Volume", on_delete=models.CASCADE, related_name="+")
-    out_size = models.PositiveIntegerField()
-    n_angles = models.PositiveIntegerField()
-    file = models.CharField(max_length=300)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["volume", "out_size", "n_angles"], name="one_cine_per_volume_geometry"
-            )
-        ]
-
-    def __str__(self):
-        return f"cine of volume {self.volume_id} ({self.n_angles} x {self.out_size}px)"

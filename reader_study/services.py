@@ -21,9 +21,8 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from annotations import volume_store
+from annotations import mip_cache
 from annotations.models import Study, Volume
-from dla.render.mip import rotated_mip
 from dla.render.slices import WINDOW_PRESETS_HU, Window, window_to_uint8
 from dla.stats import reader as st
 from dla.stats.metrics import format_frequency
@@ -38,15 +37,15 @@ from .models import (
     AnswerEvent,
     Assignment,
     Case,
-    Cine,
     Question,
     Reader,
     ReaderStudy,
 )
 
-# Presentation: every frame of every image has this size, so byte sizes never depend on the method.
-FRAME_SIZE = 320
-N_ANGLES = 36  # one frame every 10 degrees
+# Presentation: every frame of every image has this size, so byte sizes never depend on the method. The frames
+# are the viewer's cine frames (one MIP cache, ``annotations.mip_cache``), precomputed after ingest and inference.
+FRAME_SIZE = mip_cache.CINE_SIZE
+N_ANGLES = mip_cache.CINE_ANGLES  # one frame every 10 degrees
 MAX_TIME_PER_CALL_S = 600.0
 # Window presets offered to readers (names say nothing about methods; values from dla.render.rendering).
 READER_WINDOWS = {
@@ -456,42 +455,33 @@ def snap_angle(angle) -> int:
     return int(round(a / (360.0 / N_ANGLES))) % N_ANGLES
 
 
-def render_cine(
-    volume_array: np.ndarray,
-    spacing_mm,
-    *,
-    out_size: int = FRAME_SIZE,
-    n_angles: int = N_ANGLES,
-    progress=None,
-):
-    """int16 HU rotating MIP frames [n_angles, out_size, out_size] at angles 0, 360/n, ... degrees."""
-    frames = np.empty((n_angles, out_size, out_size), dtype=np.int16)
-    for i in range(n_angles):
-        mip = rotated_mip(volume_array, spacing_mm, i * 360.0 / n_angles, out_size=out_size)
-        frames[i] = np.clip(np.round(mip), -32768, 32767).astype(np.int16)
-        if progress:
-            progress((i + 1) / n_angles)
-    return frames
+def frame_view(frame_index: int) -> mip_cache.View:
+    """The view of cine frame ``frame_index``: upright, ``FRAME_SIZE`` pixels, 360 / ``N_ANGLES`` degrees apart."""
+    return mip_cache.View.of(frame_index * 360.0 / N_ANGLES, 0.0, FRAME_SIZE)
 
 
-def ensure_cine(volume: Volume, progress=None) -> Cine:
-    cine = Cine.objects.filter(volume=volume, out_size=FRAME_SIZE, n_angles=N_ANGLES).first()
-    if cine is not None:
-        return cine
-    frames = render_cine(volume.array(), volume.spacing_mm, progress=progress)
-    name, _ = volume_store.save_array(frames, prefix=f"reader_cines/{volume.study_id}")
-    cine, _ = Cine.objects.get_or_create(
-        volume=volume, out_size=FRAME_SIZE, n_angles=N_ANGLES, defaults={"file": name}
+def ensure_cine(volume: Volume, progress=None) -> int:
+    """Render the missing frames of ``volume``'s cine into the MIP cache (idempotent); returns how many.
+    ``progress(fraction)`` is called after each frame."""
+    return mip_cache.fill_cine(
+        mip_cache.volume_source(volume),
+        size=FRAME_SIZE,
+        n_angles=N_ANGLES,
+        progress=None if progress is None else (lambda fraction, _angle: progress(fraction)),
     )
-    return cine
+
+
+def cine_ready(volume: Volume) -> bool:
+    """True when every frame of ``volume``'s cine is in the MIP cache."""
+    cached = mip_cache.cached_angles(mip_cache.volume_source(volume), size=FRAME_SIZE, n_angles=N_ANGLES)
+    return len(cached) == N_ANGLES
 
 
 def frame_hu(volume: Volume, frame_index: int) -> np.ndarray:
-    """One cine frame in HU (float32 [FRAME_SIZE, FRAME_SIZE]): from the precomputed cine, else rendered now."""
-    cine = Cine.objects.filter(volume=volume, out_size=FRAME_SIZE, n_angles=N_ANGLES).first()
-    if cine is not None:
-        return np.asarray(volume_store.load_array(cine.file)[frame_index], dtype=np.float32)
-    return rotated_mip(volume.array(), volume.spacing_mm, frame_index * 360.0 / N_ANGLES, out_size=FRAME_SIZE)
+    """One cine frame in HU (float32 [FRAME_SIZE, FRAME_SIZE]): from the MIP cache, else rendered and stored
+    now, so the first and every later fetch of a frame give the same bytes."""
+    frame = mip_cache.frame(mip_cache.volume_source(volume), frame_view(frame_index))
+    return frame.array.astype(np.float32)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

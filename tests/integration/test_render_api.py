@@ -111,7 +111,10 @@ def test_bad_slice_requests_name_the_problem(study, api, params, fragment):
     [
         ({"angle": "left"}, "angle must be a number"),
         ({"tilt": 120}, "tilt within [-90, 90]"),
-        ({"size": 4}, "size=4 is outside 16..1024"),
+        ({"size": 4}, "size=4 is outside 16..512"),
+        ({"size": 1024}, "size=1024 is outside 16..512"),
+        ({"size": "big"}, "size must be an integer"),
+        ({"tilt": "-inf"}, "tilt must be finite"),
         ({"angle": "nan"}, "angle must be finite"),
     ],
 )
@@ -204,3 +207,37 @@ def test_cine_task_fills_the_cache_and_mips_are_hits(phantom_study, client_for, 
     decoded = np.asarray(Image.open(io.BytesIO(hit.content)))
     assert np.mean(np.abs(decoded.astype(int) - expected.astype(int)) <= 1) > 0.99
     assert api.get(f"/api/volumes/{fill.pk}/mip/", {"angle": 35, "size": 64})["X-Cache"] == "miss"
+
+
+@pytest.mark.django_db
+def test_worst_mip_parameters_are_refused_or_served_bounded(study, api):
+    """Every MIP endpoint (volume, label version, draft) refuses a size above the cap with a 400 naming it, and
+    serves the largest size at the steepest tilt (the bounded grid, see tests/unit/render/test_render_budget.py
+    for its measured memory)."""
+    from dla.render.mip import MAX_MIP_SIZE_PX
+
+    draft_id = api.post("/api/drafts/", {"study": study.pk}, format="json").json()["id"]
+    op = {"op": "brush", "center_zyx": [10, 12, 14], "radius_mm": 6.0, "label": VESSEL, "shape": "sphere"}
+    assert api.post(f"/api/drafts/{draft_id}/ops/", {"op": op}, format="json").status_code == 200
+    version = api.post(f"/api/drafts/{draft_id}/commit/", {"message": "ball"}, format="json").json()["id"]
+    assert api.post(f"/api/drafts/{draft_id}/ops/", {"op": op}, format="json").status_code == 200
+    urls = [
+        f"/api/volumes/{study.volume('fill').pk}/mip/",
+        f"/api/label-versions/{version}/mip/",
+        f"/api/drafts/{draft_id}/mip/",
+    ]
+    for url in urls:
+        refused = api.get(url, {"angle": 33, "tilt": 45, "size": 1024})
+        assert refused.status_code == 400, url
+        assert f"size=1024 is outside 16..{MAX_MIP_SIZE_PX}" in refused.json()["detail"]
+        for tilt in (45, -90, 0):
+            served = api.get(url, {"angle": 33, "tilt": tilt, "size": MAX_MIP_SIZE_PX})
+            assert served.status_code == 200, (url, tilt, served.content[:200])
+            image = np.asarray(Image.open(io.BytesIO(served.content)))
+            assert image.shape[:2] == (MAX_MIP_SIZE_PX, MAX_MIP_SIZE_PX)
+        tilted = np.asarray(
+            Image.open(io.BytesIO(api.get(url, {"angle": 33, "tilt": 45, "size": 64}).content))
+        )
+        assert tilted.max() > tilted.min(), f"{url}: the tilted MIP shows something"
+    cine = api.post(f"/api/volumes/{study.volume('fill').pk}/cine/", {"size": 1024}, format="json")
+    assert cine.status_code == 400 and "size=1024 is outside 16..512" in cine.json()["detail"]
