@@ -8,4 +8,4 @@ class DlaWebConfig(AppConfig):
     verbose_name = "DLA Workbench"
 
     def ready(self):
-        from . import audit  # noqa: F401  (registers the login/logout receivers)
+        from . import audit, auth  # noqa: F401  (register the login/logout and user-change receivers)

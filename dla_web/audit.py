@@ -2,6 +2,7 @@
 (the admin shows them read-only, there is no API to change them, and on PostgreSQL a trigger refuses UPDATE and
 DELETE). Never store PHI here: objects are named by type, id and pseudonym only."""
 
+import contextvars
 import logging
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
@@ -10,6 +11,22 @@ from django.dispatch import receiver
 from .models import AuditEvent
 
 logger = logging.getLogger(__name__)
+_current_request: contextvars.ContextVar = contextvars.ContextVar("dla_audit_request", default=None)
+
+
+class RequestContextMiddleware:
+    """Makes the current request known to ``record`` calls that do not pass one (model signals fired by the
+    Django admin or the API), so every event names the acting user and address."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = _current_request.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            _current_request.reset(token)
 
 
 def client_ip(request) -> str:
@@ -20,7 +37,10 @@ def client_ip(request) -> str:
 
 def record(action: str, *, user=None, request=None, obj=None, detail: dict | None = None) -> AuditEvent:
     """Append one event. ``user`` defaults to the request's user; ``obj`` is any model instance (type + id +
-    its ``pseudonym``/``str`` are kept, not its content)."""
+    its ``pseudonym``/``str`` are kept, not its content). Without ``request`` the request being served (if
+    any) is used."""
+    if request is None:
+        request = _current_request.get()
     if user is None and request is not None and getattr(request, "user", None) is not None:
         user = request.user if request.user.is_authenticated else None
     return AuditEvent.objects.create(

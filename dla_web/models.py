@@ -92,3 +92,28 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action}"
+
+
+class ApiToken(models.Model):
+    """An API key, stored as its sha256 only (the key itself is shown once, when it is issued). It expires after
+    ``DLA_API_TOKEN_DAYS`` and is revoked by ``DELETE /api/auth/token/``, a password change, a role change or
+    deactivation of its user (``dla_web.auth``)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    key_sha256 = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8, help_text="first characters of the key, to tell tokens apart")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"token {self.prefix}... of {self.user}"
+
+    @property
+    def is_valid(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now() and self.user.is_active

@@ -33,7 +33,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "dla_web",
@@ -56,6 +55,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "dla_web.security.ContentSecurityPolicyMiddleware",
     "axes.middleware.AxesMiddleware",
+    "dla_web.audit.RequestContextMiddleware",
 ]
 
 ROOT_URLCONF = "dla_web.urls"
@@ -159,7 +159,7 @@ DLA_MAX_UPLOAD_BYTES = env_int("DLA_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes missing/invalid credentials a 401, not a 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "dla_web.auth.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -207,6 +207,8 @@ else:
         "unacked_restore_throttle": 1,
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# API keys (stored hashed, shown once) expire after this many days.
+API_TOKEN_DAYS = env_int("DLA_API_TOKEN_DAYS", 30, minimum=1)
 # A running task stamps its heartbeat every TASK_HEARTBEAT_S; without one for TASK_LOST_AFTER_S its worker is
 # taken as gone (the run is requeued once, or failed with that reason).
 TASK_HEARTBEAT_S = env_int("DLA_TASK_HEARTBEAT_S", 5, minimum=1)

@@ -8,8 +8,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .audit import record
-from .models import AuditEvent, TaskRun
-from .roles import HasAnyRole, IsAdmin, is_admin, roles_of
+from .auth import issue_token, revoke_tokens
+from .models import ApiToken, AuditEvent, TaskRun
+from .roles import HasAnyRole, IsAdmin, is_admin
 from .serializers import (
     AuditEventSerializer,
     CancelSerializer,
@@ -70,25 +71,12 @@ class TaskRunViewSet(viewsets.ReadOnlyModelViewSet):
 class UserViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
 ):
-    """User management for admins: list users, activate/deactivate, assign roles."""
+    """User management for admins: list users, activate/deactivate, assign roles (each change is audited with
+    before/after and revokes the user's API keys: ``dla_web.auth``)."""
 
     serializer_class = UserSerializer
     permission_classes = [IsAdmin]
     queryset = get_user_model().objects.order_by("username").prefetch_related("groups")
-
-    def perform_update(self, serializer):
-        before = sorted(roles_of(serializer.instance))
-        user = serializer.save()
-        record(
-            "user.update",
-            request=self.request,
-            obj=user,
-            detail={
-                "roles_before": before,
-                "roles_after": sorted(roles_of(user)),
-                "is_active": user.is_active,
-            },
-        )
 
 
 class MeView(APIView):
@@ -100,7 +88,9 @@ class MeView(APIView):
 
 
 class TokenView(APIView):
-    """API tokens: POST with username and password returns your token (created once); DELETE revokes it."""
+    """API keys: POST with username and password issues a new key, shown once (only its hash is stored; it
+    expires after DLA_API_TOKEN_DAYS); DELETE revokes the key the request was made with (or, from a browser
+    session, all your keys)."""
 
     permission_classes = []
     throttle_scope = "login"
@@ -108,7 +98,6 @@ class TokenView(APIView):
     @extend_schema(request=None, responses={200: dict})
     def post(self, request):
         from django.contrib.auth import authenticate
-        from rest_framework.authtoken.models import Token
 
         if not isinstance(request.data, dict):
             return Response({"detail": "send a JSON object with username and password"}, status=400)
@@ -119,19 +108,19 @@ class TokenView(APIView):
             return Response(
                 {"detail": "Unknown username or wrong password."}, status=status.HTTP_401_UNAUTHORIZED
             )
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        key, token = issue_token(user, request=request)
+        return Response({"token": key, "expires_at": token.expires_at})
 
     @extend_schema(request=None, responses={204: None})
     def delete(self, request):
-        from rest_framework.authtoken.models import Token
-
         if not request.user.is_authenticated:
             return Response(
                 {"detail": "Authentication credentials were not provided."},
                 status=status.HTTP_401_UNAUTHORIZED,
             )
-        Token.objects.filter(user=request.user).delete()
+        used = getattr(request, "api_token", None)
+        tokens = ApiToken.objects.filter(pk=used.pk) if used is not None else None
+        revoke_tokens(request.user, "revoked by its owner", request=request, tokens=tokens)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
