@@ -10,17 +10,21 @@ PNG for the viewer (``image_png``, ``label_png``); the reader study windows the 
 PNGs. Storage layout: ``mip_cache/<key[:2]>/<key>.npy``, written atomically (temporary file + rename), so two
 processes computing one frame write the same bytes.
 
-One way to compute a missing frame: ``frame(source, view)`` (load from the cache, else render under a render
-slot and store). One way to precompute: ``fill_cine(source)`` renders the ``CINE_ANGLES`` upright angles at
-``CINE_SIZE``; the ``compute_cine`` task (after ingest, inference and commits) and the reader-study task call it.
-The reader study's frames are the viewer's cine frames (same size, same angles), so a study whose volumes were
-ingested or inferred has its frames ready before it opens.
+One way to compute a missing frame: ``frame(source, view)`` (load from the cache, else render and store). One
+way to precompute: ``fill_cine(source)`` renders the ``CINE_ANGLES`` upright angles at ``CINE_SIZE``; the
+``compute_cine`` task (after ingest, inference and commits) and the reader-study task call it. The reader
+study's frames are the viewer's cine frames (same size, same angles), so a study whose volumes were ingested or
+inferred has its frames ready before it opens. Requests store only upright ``CINE_SIZE`` frames (at most 3,600
+angles per source, 128 kB each) and the cine task its own; other sizes and tilts are rendered per request
+(their ETag still lets the browser keep them), so no request pattern can fill the disk.
 
-Bounded work: ``dla.render.mip`` caps the size and the sampling grid of one frame (well under 256 MB); here at
-most ``DLA_RENDER_CONCURRENCY`` frames (default 1) are rendered at once per process, and a request that waits
-longer than ``DLA_RENDER_WAIT_S`` seconds (default 30) for a slot gets a 503 (``RenderBusy``) instead of piling
-up memory. Also here: per-process LRU caches of prepared (subsampled float32) volumes and class masks, and of
-decoded label versions, keyed by content (never stale).
+Bounded work per request: ``dla.render.mip`` caps the size and the sampling grid of one frame (well under
+256 MB). Per process at most ``DLA_RENDER_CONCURRENCY`` frames (default 1) render at once; a request waits at
+most ``DLA_RENDER_WAIT_S`` seconds (default 30) for a slot, and at most ``DLA_RENDER_QUEUE`` requests (default 2)
+for views outside the cine may wait at all: beyond that they get a 503 at once (``RenderBusy``), so renders
+can hold only a few of a server's threads and slices stay fast. Cine frames always wait their turn (each is
+rendered once, then served from the cache). Also here: per-process LRU caches of prepared (subsampled float32)
+volumes and class masks, and of decoded label versions, keyed by content (never stale).
 """
 
 import io
@@ -63,6 +67,9 @@ class RenderBusy(exceptions.APIException):
 def cine_angles(n: int = CINE_ANGLES) -> list[float]:
     """``n`` evenly spaced angles in degrees from 0 (0, 10, ..., 350 for 36)."""
     return [round(360.0 * i / n, 1) for i in range(n)]
+
+
+_CINE_ANGLE_SET = frozenset(cine_angles())
 
 
 def normalize_angle(angle_deg: float) -> float:
@@ -221,6 +228,8 @@ class _Lru:
 _prepared = _Lru(int(getattr(settings, "DLA_MIP_PREPARED_CACHE", 4)))
 _decoded_labels = _Lru(int(getattr(settings, "DLA_LABEL_DECODE_CACHE", 4)))
 _render_slots = threading.BoundedSemaphore(max(1, int(getattr(settings, "DLA_RENDER_CONCURRENCY", 1))))
+_admission = threading.Lock()
+_admitted = 0  # requests for views outside the cine that hold or wait for a render slot
 
 
 def decoded_labels(sha256: str, decode) -> np.ndarray:
@@ -240,14 +249,29 @@ def prepared(source: Source) -> MipVolume:
 
 
 @contextmanager
-def render_slot():
-    """Hold one of this process's render slots (``RenderBusy`` after ``DLA_RENDER_WAIT_S`` seconds)."""
-    if not _render_slots.acquire(timeout=float(getattr(settings, "DLA_RENDER_WAIT_S", 30.0))):
-        raise RenderBusy()
+def render_slot(*, cine: bool = False):
+    """Hold one of this process's render slots. ``RenderBusy`` when the slot stays taken for
+    ``DLA_RENDER_WAIT_S`` seconds, or at once for a view outside the cine (``cine`` False) when
+    ``DLA_RENDER_CONCURRENCY + DLA_RENDER_QUEUE`` such requests already render or wait."""
+    global _admitted
+    if not cine:
+        limit = max(1, int(getattr(settings, "DLA_RENDER_CONCURRENCY", 1)))
+        limit += max(0, int(getattr(settings, "DLA_RENDER_QUEUE", 2)))
+        with _admission:
+            if _admitted >= limit:
+                raise RenderBusy()
+            _admitted += 1
     try:
-        yield
+        if not _render_slots.acquire(timeout=float(getattr(settings, "DLA_RENDER_WAIT_S", 30.0))):
+            raise RenderBusy()
+        try:
+            yield
+        finally:
+            _render_slots.release()
     finally:
-        _render_slots.release()
+        if not cine:
+            with _admission:
+                _admitted -= 1
 
 
 # ------------------------------------------------------------------------------------------------ frames
@@ -271,20 +295,33 @@ def render_frame(source: Source, view: View) -> np.ndarray:
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def frame(source: Source, view: View) -> Frame:
-    """The frame of ``source`` at ``view``: from the cache, else rendered (under a render slot) and stored."""
+def is_cine_view(view: View) -> bool:
+    """True for the views ``fill_cine`` precomputes (upright, ``CINE_SIZE``, a ``CINE_ANGLES`` angle)."""
+    return view.tilt_deg == 0 and view.size == CINE_SIZE and view.angle_deg in _CINE_ANGLE_SET
+
+
+def is_stored_view(view: View) -> bool:
+    """True for the views whose frames go to the cache: upright at ``CINE_SIZE`` (any 0.1-degree angle)."""
+    return view.tilt_deg == 0 and view.size == CINE_SIZE
+
+
+def frame(source: Source, view: View, *, store: bool = False) -> Frame:
+    """The frame of ``source`` at ``view``: from the cache, else rendered under a render slot. A rendered frame
+    is stored when the source is storable and the view is (``is_stored_view``) or ``store`` says so (the cine
+    task's frames of any size)."""
     key = frame_key(source, view)
     if source.stored:
         cached = load_frame(key)
         if cached is not None:
             return Frame(key, cached, True)
-    with render_slot():
-        if source.stored:  # rendered by another request while this one waited for the slot
+    keep = source.stored and (store or is_stored_view(view))
+    with render_slot(cine=is_cine_view(view)):
+        if keep:  # rendered by another request while this one waited for the slot
             cached = load_frame(key)
             if cached is not None:
                 return Frame(key, cached, True)
         array = render_frame(source, view)
-        if source.stored:
+        if keep:
             store_frame(key, array)
     return Frame(key, array, False)
 
@@ -305,7 +342,7 @@ def fill_cine(source: Source, *, size: int = CINE_SIZE, n_angles: int = CINE_ANG
     computed = 0
     for index, view in enumerate(views):
         if not has_frame(frame_key(source, view)):
-            computed += not frame(source, view).hit
+            computed += not frame(source, view, store=True).hit
         if progress is not None:
             progress((index + 1) / len(views), view.angle_deg)
     return computed

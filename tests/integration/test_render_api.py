@@ -241,3 +241,36 @@ def test_worst_mip_parameters_are_refused_or_served_bounded(study, api):
         assert tilted.max() > tilted.min(), f"{url}: the tilted MIP shows something"
     cine = api.post(f"/api/volumes/{study.volume('fill').pk}/cine/", {"size": 1024}, format="json")
     assert cine.status_code == 400 and "size=1024 is outside 16..512" in cine.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_renders_beyond_the_slots_get_a_503_not_a_pile_up(study, api, settings):
+    """With every render slot taken, a MIP outside the cine is refused at once once the queue is full, a cine
+    frame waits at most DLA_RENDER_WAIT_S; both are 503s with a message, and the next request renders again."""
+    import threading
+
+    from annotations import mip_cache
+
+    settings.DLA_RENDER_QUEUE = 0
+    settings.DLA_RENDER_WAIT_S = 0.2
+    url = f"/api/volumes/{study.volume('fill').pk}/mip/"
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with mip_cache.render_slot():
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        busy = api.get(url, {"angle": 33, "tilt": 45, "size": 64})
+        assert busy.status_code == 503 and "busy rendering" in busy.json()["detail"]
+        waited = api.get(url, {"angle": 70})  # a cine view: waits for a slot, then gives up
+        assert waited.status_code == 503 and "try again" in waited.json()["detail"]
+    finally:
+        release.set()
+        holder.join(30)
+    assert api.get(url, {"angle": 33, "tilt": 45, "size": 64}).status_code == 200
+    assert api.get(url, {"angle": 70})["X-Cache"] == "miss"
