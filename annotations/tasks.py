@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from dla_web.audit import record
 from dla_web.tasks import TaskContext, dla_task
 
-from .ingest import ingest_files, remove_upload
+from .ingest import ingest, remove_upload
 from .labels import apply_draft_op
 from .models import Study
 
@@ -41,7 +41,7 @@ def ingest_upload(
     user = get_user_model().objects.filter(pk=ctx.run.created_by_id).first()
     study = Study.objects.get(pk=study_id) if study_id else None
     try:
-        study, volumes = ingest_files(
+        result = ingest(
             sorted(files_dir.iterdir()),
             work_dir=upload_dir / "work",
             user=user,
@@ -55,14 +55,22 @@ def ingest_upload(
         )
     finally:
         remove_upload(upload_dir)
+    for _, reason in result.skipped:
+        ctx.log(f"skipped {reason}")
+    study, volumes = result.study, result.volumes
     enqueue_cines(volumes, user=user)
     record(
         "data.import",
         user=user,
         obj=study,
-        detail={"volumes": [v.pk for v in volumes], "task_run": ctx.run_id},
+        detail={"volumes": [v.pk for v in volumes], "task_run": ctx.run_id, "skipped": len(result.skipped)},
     )
-    return {"study_id": study.pk, "pseudonym": study.pseudonym, "volume_ids": [v.pk for v in volumes]}
+    return {
+        "study_id": study.pk,
+        "pseudonym": study.pseudonym,
+        "volume_ids": [v.pk for v in volumes],
+        "skipped": [name for name, _ in result.skipped],
+    }
 
 
 @dla_task(kind="recipe")

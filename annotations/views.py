@@ -6,10 +6,11 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files.uploadhandler import FileUploadHandler
 from django.db.models import OuterRef, Prefetch, Q, Subquery
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -22,6 +23,39 @@ from . import export
 from .models import LabelVersion, Study, Volume
 from .serializers import ImportSerializer, StudySerializer, VolumeSerializer
 from .tasks import ingest_upload
+
+#: Room for the multipart framing around the files when the request's Content-Length is checked.
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+
+
+class UploadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "upload_too_large"
+
+
+def _too_large(size_text: str) -> UploadTooLarge:
+    return UploadTooLarge(
+        f"upload of {size_text} bytes exceeds the limit of {settings.DLA_MAX_UPLOAD_BYTES} bytes"
+    )
+
+
+class UploadLimitHandler(FileUploadHandler):
+    """First upload handler of an import: counts the file bytes as they stream in and stops the request at the
+    limit (DLA_MAX_UPLOAD_BYTES), so a body without an honest Content-Length is never stored whole."""
+
+    def __init__(self, request=None, limit: int = 0):
+        super().__init__(request)
+        self.limit = limit
+        self.received = 0
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        if self.received > self.limit:
+            raise _too_large(f"more than {self.limit}")
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None
 
 
 class StudyViewSet(
@@ -37,6 +71,21 @@ class StudyViewSet(
         if self.action in ("update", "partial_update"):
             return [IsAdmin()]
         return super().get_permissions()
+
+    def initial(self, request, *args, **kwargs):
+        """For imports, enforce the size limit before anything reads the body (authentication's CSRF check
+        would): refuse a Content-Length over the limit at once, and stream the rest through
+        UploadLimitHandler."""
+        if self.action == "import_files":
+            limit = settings.DLA_MAX_UPLOAD_BYTES
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > limit + MULTIPART_OVERHEAD_BYTES:
+                raise _too_large(str(length))
+            request._request.upload_handlers.insert(0, UploadLimitHandler(request._request, limit=limit))
+        super().initial(request, *args, **kwargs)
 
     def get_queryset(self):
         head = (

@@ -344,19 +344,33 @@ _SAFE_HEADER_KEYS = frozenset(
 )
 
 
-def deidentify_series_volume(sv: SeriesVolume, pseudonym: str, uid_map: UidMap) -> SeriesVolume:
+def deidentify_series_volume(
+    sv: SeriesVolume, pseudonym: str, uid_map: UidMap, *, keep_uids: bool = False
+) -> SeriesVolume:
     """A copy of ``sv`` with de-identified metadata (voxels and geometry shared, not copied).
 
-    Patient name/ID -> pseudonym, UIDs mapped through ``uid_map`` (same mapping as :func:`deidentify_dataset`),
+    Patient name/ID -> pseudonym, UIDs (study, series, frame of reference and each slice's SOP instance) mapped
+    through ``uid_map`` (same mapping as :func:`deidentify_dataset`),
     study_date shifted like DICOM dates, ``source_files`` emptied (paths may contain names), ``header`` reduced
-    to technical keys. The series description is kept.
+    to technical keys. The series description is kept. ``keep_uids`` is for data this installation de-identified
+    and exported itself: its UIDs and dates are kept as they are (mapping them again would make a new identity),
+    the rest is cleaned as above.
     """
     days = uid_map.date_offset_days(pseudonym)
+    if keep_uids:
+        return dataclasses.replace(
+            sv,
+            patient_id=sv.patient_id,
+            patient_name=sv.patient_id,
+            source_files=[],
+            header={k: v for k, v in sv.header.items() if k in _SAFE_HEADER_KEYS},
+        )
     return dataclasses.replace(
         sv,
         series_uid=uid_map.map(sv.series_uid) if sv.series_uid else "",
         study_uid=uid_map.map(sv.study_uid) if sv.study_uid else "",
         frame_of_reference_uid=uid_map.map(sv.frame_of_reference_uid) if sv.frame_of_reference_uid else None,
+        sop_instance_uids=[uid_map.map(uid) if uid else "" for uid in sv.sop_instance_uids],
         patient_id=pseudonym,
         patient_name=pseudonym,
         study_date=shift_date(sv.study_date, days) if sv.study_date else "",

@@ -38,6 +38,8 @@ from pydicom.uid import (
 
 __all__ = [
     "IngestError",
+    "NotDicomError",
+    "NotAnImageError",
     "DicomWriteError",
     "SeriesVolume",
     "SeriesRef",
@@ -45,6 +47,8 @@ __all__ = [
     "write_dicom_series",
     "new_uid",
     "infer_role_hint",
+    "series_label",
+    "object_kind",
     "SLICE_SPACING_REL_TOL",
 ]
 
@@ -69,6 +73,14 @@ class IngestError(ValueError):
     """A DICOM input cannot be turned into a volume; the message names the problem and the file."""
 
 
+class NotDicomError(IngestError):
+    """A file is not DICOM at all (a sidecar, a README); folder imports skip and list these."""
+
+
+class NotAnImageError(IngestError):
+    """A DICOM object that is not an image volume (RT Plan, waveform, structured report, SEG, ...)."""
+
+
 class DicomWriteError(ValueError):
     """The arguments given to :func:`write_dicom_series` are inconsistent."""
 
@@ -80,7 +92,10 @@ class SeriesVolume:
     ``volume_hu``: int16 ``[z, y, x]`` Hounsfield units. ``spacing_mm``: ``(dz, dy, dx)`` in mm.
     ``affine_lps``: float64 4x4, ``(i=x, j=y, k=z, 1)`` -> LPS mm. ``header`` holds a few technical tags
     (never pixel data, never identifying values).
-    ``role_hint`` is "fill", "mask", "subtracted", "dla" or None.
+    ``role_hint`` is "fill", "mask", "subtracted", "dla" or None. ``series_number`` is SeriesNumber (or None);
+    ``sop_instance_uids`` / ``frame_numbers`` name the source instance (and 1-based frame of a multi-frame
+    object, else None) of each z slice, so derived series can reference them; ``sop_class_uid`` is the
+    source's SOP class.
     """
 
     volume_hu: np.ndarray
@@ -98,6 +113,15 @@ class SeriesVolume:
     source_files: list[str]
     role_hint: str | None
     header: dict = field(default_factory=dict)
+    series_number: int | None = None
+    sop_class_uid: str = ""
+    sop_instance_uids: list[str] = field(default_factory=list)
+    frame_numbers: list[int | None] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """How messages name this series: number and description, never its UID."""
+        return series_label(self.series_number, self.series_description)
 
 
 @dataclass
@@ -105,12 +129,14 @@ class SeriesRef:
     """Reference to the series a derived series was computed from (for ReferencedSeriesSequence etc.).
 
     ``sop_instance_uids`` are the source slices in volume order (may be empty: then only the series is
-    referenced, no SourceImageSequence).
+    referenced, no SourceImageSequence); ``frame_numbers`` (1-based, or None per slice) where the source
+    slices are frames of multi-frame objects.
     """
 
     series_uid: str
     study_uid: str
     sop_instance_uids: list[str] = field(default_factory=list)
+    frame_numbers: list[int | None] = field(default_factory=list)
     sop_class_uid: str = CTImageStorage
     derivation_description: str = "Derived by DLA Workbench"
 
@@ -118,6 +144,44 @@ class SeriesRef:
 def new_uid() -> str:
     """A fresh globally unique DICOM UID (pydicom's ``generate_uid``)."""
     return str(generate_uid())
+
+
+def series_label(series_number, series_description: str) -> str:
+    """``series 3 '3D fill'``: how every message names a series (number and description, never its UID)."""
+    number = "" if series_number in (None, "") else f" {series_number}"
+    description = f" {str(series_description)!r}" if series_description else " (no description)"
+    return f"series{number}{description}"
+
+
+def _article(phrase: str) -> str:
+    word = phrase.split()[0] if phrase.split() else phrase
+    if len(word) > 1 and word.isupper():  # an acronym is read letter by letter: an RT Plan, an MR ..., a CT
+        return "an" if word[0] in "AEFHILMNORSX" else "a"
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def object_kind(sop_class_uid: str) -> str | None:
+    """What a DICOM object of this SOP class is, in words ("an RT Plan", "a waveform (12-lead ECG)",
+    "a DICOM SEG (segmentation)"), or None for an unknown SOP class."""
+    name = UID(str(sop_class_uid)).name
+    if not sop_class_uid or name == str(sop_class_uid):
+        return None
+    base = name.removesuffix(" - Trial").removesuffix(" SOP Class").removesuffix(" Storage").strip()
+    if "Segmentation" in base:
+        return f"a DICOM SEG ({base.lower()})"
+    if "Waveform" in base:
+        detail = base.replace(" Waveform", "").strip()
+        return f"a waveform ({detail})" if detail and detail != "Waveform" else "a waveform"
+    if base.endswith(" SR") or " SR " in base or base.endswith("Document"):
+        return f"a structured report ({base})"
+    if "Presentation State" in base:
+        return f"a presentation state ({base})"
+    return f"{_article(base)} {base}"
+
+
+def _is_image_class(sop_class_uid: str) -> bool:
+    name = UID(str(sop_class_uid)).name
+    return "Image" in name or name in ("RT Dose Storage", "Enhanced US Volume Storage")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -239,9 +303,9 @@ def _open(path: Path) -> Dataset:
         try:
             ds = pydicom.dcmread(path, defer_size="64 KB", force=True)
         except Exception:
-            raise IngestError(f"{path.name}: not a DICOM file")
+            raise NotDicomError(f"{path.name}: not a DICOM file")
         if "SOPClassUID" not in ds and "PixelData" not in ds:
-            raise IngestError(f"{path.name}: not a DICOM file (no DICM prefix and no DICOM image header)")
+            raise NotDicomError(f"{path.name}: not a DICOM file (no DICM prefix and no DICOM image header)")
         if "TransferSyntaxUID" not in ds.file_meta:
             ds.file_meta.TransferSyntaxUID = (
                 ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian
@@ -270,9 +334,50 @@ def _check_transfer_syntax(path: Path, ds: Dataset) -> None:
         raise IngestError(f"{path.name}: {label} cannot be decoded: no pixel data handler installed")
 
 
+def _check_complete(path: Path, ds: Dataset) -> None:
+    """Refuse a file that ends inside its (still deferred) pixel data, before any geometry check: a truncated
+    copy of a slice must be reported as truncated, not as a duplicate position of the intact one."""
+    elem = ds.get_item("PixelData")
+    tell = getattr(elem, "value_tell", None)
+    length = getattr(elem, "length", None)
+    if tell is None or length in (None, 0xFFFFFFFF):  # value already read, or encapsulated (undefined length)
+        return
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    if tell + length > size:
+        raise IngestError(
+            f"{path.name}: truncated pixel data: {max(size - tell, 0)} bytes, expected {length} "
+            "(the file ends early)"
+        )
+
+
 def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
     """Split a parsed file into frames with their geometry and rescale (no pixel data read)."""
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    sop_class = str(_get(ds, "SOPClassUID", "") or _get(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
+    kind = object_kind(sop_class) if sop_class else None
+    has_pixels = any(kw in ds for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    n_declared = int(_get(ds, "NumberOfFrames", 1) or 1)
+    per_frame_items = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame_items is not None and len(per_frame_items) != n_declared:  # damaged before anything else
+        raise IngestError(
+            f"{path.name}: PerFrameFunctionalGroupsSequence has {len(per_frame_items)} items "
+            f"for NumberOfFrames {n_declared}"
+        )
+    if kind is not None and "SEG" in kind:
+        raise NotAnImageError(
+            f"{path.name}: {kind}, not an image volume (a SEG labels another series; it is not imported as "
+            "a volume)"
+        )
+    if not has_pixels:
+        if kind is not None and not _is_image_class(sop_class):
+            raise NotAnImageError(f"{path.name}: missing pixel data - {kind}, not an image")
+        if kind is not None:
+            raise IngestError(
+                f"{path.name}: missing pixel data (not an image or truncated file): {kind} object that ends "
+                "before its pixel data, i.e. a truncated file"
+            )
         raise IngestError(f"{path.name}: missing pixel data (not an image or truncated file)")
     if "PixelData" not in ds:
         raise IngestError(f"{path.name}: float pixel data is not supported")
@@ -280,6 +385,7 @@ def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
         if _get(ds, kw) is None:
             raise IngestError(f"{path.name}: missing required image attribute {kw}")
     _check_transfer_syntax(path, ds)
+    _check_complete(path, ds)
     spp = int(_get(ds, "SamplesPerPixel", 1))
     if spp != 1:
         raise IngestError(
@@ -390,36 +496,36 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def _geometry(
-    frames: list[_Frame], series_uid: str
+    frames: list[_Frame], label: str
 ) -> tuple[list[_Frame], np.ndarray, tuple[float, float, float]]:
     """Validate a series' frames, sort them along the slice normal, return (sorted, affine_lps, spacing)."""
     first = frames[0]
     for fr in frames[1:]:
         if (fr.rows, fr.cols) != (first.rows, first.cols):
             raise IngestError(
-                f"series {series_uid}: matrix size differs: {fr.path.name} is {fr.rows}x{fr.cols} "
+                f"{label}: matrix size differs: {fr.path.name} is {fr.rows}x{fr.cols} "
                 f"(rows x columns) but {first.path.name} is {first.rows}x{first.cols}"
             )
         if fr.pixel_type != first.pixel_type:
             raise IngestError(
-                f"series {series_uid}: inconsistent pixel type: {fr.path.name} has (BitsAllocated, "
+                f"{label}: inconsistent pixel type: {fr.path.name} has (BitsAllocated, "
                 f"BitsStored, PixelRepresentation, SamplesPerPixel)={fr.pixel_type} but {first.path.name} "
                 f"has {first.pixel_type}"
             )
     if first.pixel_spacing is None:
         if len(frames) > 1:
-            raise IngestError(f"series {series_uid}: {first.path.name} has no PixelSpacing")
+            raise IngestError(f"{label}: {first.path.name} has no PixelSpacing")
         dy, dx = 1.0, 1.0
     else:
         dy, dx = first.pixel_spacing
     for fr in frames[1:]:
         if fr.pixel_spacing is None or not np.allclose(fr.pixel_spacing, (dy, dx), rtol=1e-4, atol=1e-5):
             raise IngestError(
-                f"series {series_uid}: PixelSpacing differs: {fr.path.name} has {fr.pixel_spacing}, "
+                f"{label}: PixelSpacing differs: {fr.path.name} has {fr.pixel_spacing}, "
                 f"{first.path.name} has {(dy, dx)}"
             )
     if dy <= 0 or dx <= 0:
-        raise IngestError(f"series {series_uid}: {first.path.name} has non-positive PixelSpacing {(dy, dx)}")
+        raise IngestError(f"{label}: {first.path.name} has non-positive PixelSpacing {(dy, dx)}")
 
     if len(frames) == 1 and (first.iop is None or first.ipp is None):
         iop = np.array([1.0, 0, 0, 0, 1.0, 0]) if first.iop is None else first.iop
@@ -429,7 +535,7 @@ def _geometry(
             if fr.iop is None or fr.ipp is None:
                 missing = "ImageOrientationPatient" if fr.iop is None else "ImagePositionPatient"
                 where = fr.path.name + ("" if fr.frame is None else f" frame {fr.frame + 1}")
-                raise IngestError(f"series {series_uid}: {where} has no {missing}; cannot order slices")
+                raise IngestError(f"{label}: {where} has no {missing}; cannot order slices")
         iop = first.iop
         ipp = first.ipp
     row_dir, col_dir = _unit(iop[:3]), _unit(iop[3:6])
@@ -438,13 +544,11 @@ def _geometry(
         or np.linalg.norm(iop[:3]) < 0.5
         or np.linalg.norm(iop[3:]) < 0.5
     ):
-        raise IngestError(
-            f"series {series_uid}: {first.path.name} has invalid ImageOrientationPatient {list(iop)}"
-        )
+        raise IngestError(f"{label}: {first.path.name} has invalid ImageOrientationPatient {list(iop)}")
     for fr in frames[1:]:
         if fr.iop is not None and not np.allclose(fr.iop, iop, atol=ORIENTATION_TOL):
             raise IngestError(
-                f"series {series_uid}: inconsistent orientation: {fr.path.name} has ImageOrientationPatient "
+                f"{label}: inconsistent orientation: {fr.path.name} has ImageOrientationPatient "
                 f"{[round(v, 6) for v in fr.iop]} but {first.path.name} has {[round(v, 6) for v in iop]}"
             )
     normal = np.cross(row_dir, col_dir)
@@ -469,7 +573,7 @@ def _geometry(
         for i, d in enumerate(diffs):
             if d < SLICE_SPACING_ABS_TOL_MM:
                 raise IngestError(
-                    f"series {series_uid}: duplicate slice position {proj[i]:.3f} mm along the slice normal: "
+                    f"{label}: duplicate slice position {proj[i]:.3f} mm along the slice normal: "
                     f"{describe(ordered[i])} and {describe(ordered[i + 1])}"
                 )
         expected = float(np.median(diffs))
@@ -480,7 +584,7 @@ def _geometry(
             n_missing = round(diffs[i] / expected) - 1
             hint = f" ({n_missing} slice(s) missing?)" if n_missing >= 1 else ""
             raise IngestError(
-                f"series {series_uid}: non-uniform slice spacing: gap of {diffs[i]:.3f} mm between "
+                f"{label}: non-uniform slice spacing: gap of {diffs[i]:.3f} mm between "
                 f"{describe(ordered[i])} at {proj[i]:.3f} mm and {describe(ordered[i + 1])} at "
                 f"{proj[i + 1]:.3f} mm "
                 f"along the slice normal, expected {expected:.3f} mm (tolerance {SLICE_SPACING_REL_TOL:.0%})"
@@ -493,7 +597,7 @@ def _geometry(
         worst = float(np.max(np.linalg.norm(drift, axis=1)))
         if worst > max(0.05 * expected, 0.05):
             raise IngestError(
-                f"series {series_uid}: slices are not stacked along the slice normal (in-plane shift up to "
+                f"{label}: slices are not stacked along the slice normal (in-plane shift up to "
                 f"{worst:.3f} mm; gantry tilt or sheared series is not supported)"
             )
         ipp = ordered[0].ipp
@@ -599,8 +703,13 @@ def _header(ds: Dataset, n_files: int, n_slices: int) -> dict:
     return out
 
 
-def _build_volume(series_uid: str, frames: list[_Frame]) -> SeriesVolume:
-    ordered, affine, spacing = _geometry(frames, series_uid)
+def _frames_label(frames: list[_Frame]) -> str:
+    ds0 = frames[0].ds
+    return series_label(_get(ds0, "SeriesNumber"), str(_get(ds0, "SeriesDescription", "")))
+
+
+def _build_volume(frames: list[_Frame]) -> SeriesVolume:
+    ordered, affine, spacing = _geometry(frames, _frames_label(frames))
     rows, cols = ordered[0].rows, ordered[0].cols
     volume = np.empty((len(ordered), rows, cols), dtype=np.int16)
     slots: dict[Path, list[tuple[int, _Frame]]] = {}
@@ -638,10 +747,24 @@ def _build_volume(series_uid: str, frames: list[_Frame]) -> SeriesVolume:
         source_files=source_files,
         role_hint=infer_role_hint(description, image_type),
         header=_header(ds0, len(source_files), len(ordered)),
+        series_number=_series_number(ds0),
+        sop_class_uid=str(_get(ds0, "SOPClassUID", "")),
+        sop_instance_uids=[str(_get(fr.ds, "SOPInstanceUID", "")) for fr in ordered],
+        frame_numbers=[None if fr.frame is None else fr.frame + 1 for fr in ordered],
     )
 
 
-def read_dicom_series(paths: Iterable[Path | str]) -> list[SeriesVolume]:
+def _series_number(ds: Dataset) -> int | None:
+    try:
+        value = _get(ds, "SeriesNumber")
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_dicom_series(
+    paths: Iterable[Path | str], *, skipped: list[tuple[str, str]] | None = None
+) -> list[SeriesVolume]:
     """Read DICOM files into one :class:`SeriesVolume` per SeriesInstanceUID (in order of first appearance).
 
     Accepts single-frame files, classic multi-frame (GridFrameOffsetVector / SpacingBetweenSlices) and
@@ -650,10 +773,15 @@ def read_dicom_series(paths: Iterable[Path | str]) -> list[SeriesVolume]:
     once, straight into a preallocated int16 ``[z, y, x]`` array of HU (stored * RescaleSlope +
     RescaleIntercept, rounded, clipped to [-32768, 32767]). Modality LUT sequences and VOI transforms
     are ignored.
-    Raises :class:`IngestError` on the first invalid file or inconsistent series.
+    Raises :class:`IngestError` on the first invalid file or inconsistent series; messages name files and
+    series (by number and description), never a UID. With a ``skipped`` list (folder imports), files that are
+    not DICOM (:class:`NotDicomError`) and DICOM objects that are not images (:class:`NotAnImageError`: RT
+    Plan, waveform, SR, SEG, ...) are appended to it as ``(file name, reason)`` instead of raising; the read
+    fails only when no image remains.
     """
     series: dict[str, list[_Frame]] = {}
     seen_any = False
+    local_skips: list[tuple[str, str]] = []
     for p in paths:
         path = Path(p)
         seen_any = True
@@ -663,24 +791,35 @@ def read_dicom_series(paths: Iterable[Path | str]) -> list[SeriesVolume]:
                 continue
             frames = _frames_of(path, ds)
             series.setdefault(_series_key(ds, path), []).extend(frames)
+        except (NotDicomError, NotAnImageError) as exc:
+            if skipped is None:
+                raise
+            local_skips.append((path.name, str(exc)))
         except IngestError:
             raise
         except Exception as exc:  # a damaged value pydicom cannot interpret (bad VR, non-numeric DS, ...)
             raise IngestError(f"{path.name}: damaged DICOM header ({type(exc).__name__}: {exc})") from exc
+    if skipped is not None:
+        skipped.extend(local_skips)
     if not seen_any:
         raise IngestError("no files given")
     if not series:
+        if local_skips:
+            reasons = "; ".join(reason for _, reason in local_skips[:5])
+            more = f" (and {len(local_skips) - 5} more)" if len(local_skips) > 5 else ""
+            raise NotAnImageError(f"nothing importable: {reasons}{more}")
         raise IngestError("no DICOM image files found (only DICOMDIR)")
     volumes = []
-    for uid, frames in series.items():
+    for frames in series.values():
         try:
-            volumes.append(_build_volume(uid, frames))
+            volumes.append(_build_volume(frames))
         except IngestError:
             raise
         except Exception as exc:
-            first = frames[0].path.name if frames else uid
+            first = frames[0].path.name
             raise IngestError(
-                f"series {uid} ({first}, ...): damaged geometry or pixel tags ({type(exc).__name__}: {exc})"
+                f"{_frames_label(frames)} ({first}, ...): damaged geometry or pixel tags "
+                f"({type(exc).__name__}: {exc})"
             ) from exc
     return volumes
 
@@ -719,13 +858,23 @@ def write_dicom_series(
     image_type: Sequence[str] | None = None,
     window_center_width: tuple[float, float] = (200.0, 800.0),
     manufacturer: str = "DLA Workbench",
+    sop_instance_uids: Sequence[str] | None = None,
+    rescale_slope: float = 1.0,
+    rescale_intercept: float = 0.0,
+    rescale_type: str = "HU",
+    study_id: str = "1",
+    deidentified: bool = False,
 ) -> list[Path]:
     """Write an int16 ``[z, y, x]`` HU volume as CT Image Storage files, one per slice, into ``out_dir``.
 
     ``spacing_mm`` = (dz, dy, dx) must match the column norms of ``affine_lps`` (voxel (x, y, z) -> LPS
     mm); the slice axis must be parallel to the slice normal (row x column direction; no shear). Files are
     explicit VR little endian, signed 16-bit (PixelRepresentation 1), RescaleSlope 1, RescaleIntercept 0,
-    named ``slice_00000.dcm`` ... in z order; SOPInstanceUIDs are new. With ``derived_from``: ImageType
+    named ``slice_00000.dcm`` ... in z order; SOPInstanceUIDs are ``sop_instance_uids`` (one per slice, so the
+    same volume written twice gives the same instances) or new. ``rescale_*`` label what the stored values mean
+    (default HU; e.g. a probability map stored as 0..255 is slope 100/255, RescaleType PCT; class ids are
+    RescaleType US); ``study_id`` is StudyID (SH, 16 characters); ``deidentified`` marks the patient module
+    (PatientIdentityRemoved YES with a DeidentificationMethod). With ``derived_from``: ImageType
     DERIVED\\SECONDARY and DerivationDescription; when its source instance UIDs are given, also a per-slice
     SourceImageSequence and ReferencedSeriesSequence (or StudiesContainingOtherReferencedInstancesSequence
     for a source in another study). Returns the written paths in z order.
@@ -758,6 +907,12 @@ def write_dicom_series(
         )
     if len(study_date) != 8 or not study_date.isdigit():
         raise DicomWriteError(f"study_date must be YYYYMMDD, got {study_date!r}")
+    if sop_instance_uids is not None and len(sop_instance_uids) != vol.shape[0]:
+        raise DicomWriteError(
+            f"{len(sop_instance_uids)} SOP instance UIDs given for a volume of {vol.shape[0]} slices"
+        )
+    if rescale_slope == 0 or not np.isfinite(rescale_slope) or not np.isfinite(rescale_intercept):
+        raise DicomWriteError(f"rescale slope/intercept must be finite, slope non-zero: {rescale_slope}")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -809,7 +964,7 @@ def write_dicom_series(
     ds.BodyPartExamined = "HEAD"  # unpaired body part: Laterality (type 2C) not required
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
-    ds.StudyID = ""
+    ds.StudyID = str(study_id)[:16]
     ds.SeriesNumber = int(series_number)
     ds.AcquisitionNumber = 1
     ds.ImageOrientationPatient = [_ds_str(v) for v in (*row_dir, *col_dir)]
@@ -825,18 +980,22 @@ def write_dicom_series(
     ds.PixelRepresentation = 1
     ds.WindowCenter = _ds_str(window_center_width[0])
     ds.WindowWidth = _ds_str(window_center_width[1])
-    ds.RescaleIntercept = "0"
-    ds.RescaleSlope = "1"
-    ds.RescaleType = "HU"
+    ds.RescaleIntercept = _ds_str(rescale_intercept)
+    ds.RescaleSlope = _ds_str(rescale_slope)
+    ds.RescaleType = rescale_type
     ds.BurnedInAnnotation = "NO"
+    if deidentified:
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = ["DLA Workbench pseudonymized export"]
     if derived_from is not None:
         ds.DerivationDescription = derived_from.derivation_description[:1024]
     src_uids = list(derived_from.sop_instance_uids) if derived_from is not None else []
+    src_frames = list(derived_from.frame_numbers) if derived_from is not None else []
 
     n = vol.shape[0]
     paths: list[Path] = []
     for k in range(n):
-        sop_uid = generate_uid()
+        sop_uid = str(sop_instance_uids[k]) if sop_instance_uids is not None else generate_uid()
         meta.MediaStorageSOPInstanceUID = sop_uid
         ds.SOPInstanceUID = sop_uid
         ds.InstanceNumber = k + 1
@@ -848,6 +1007,8 @@ def write_dicom_series(
             src = Dataset()
             src.ReferencedSOPClassUID = derived_from.sop_class_uid
             src.ReferencedSOPInstanceUID = src_uids[j]
+            if j < len(src_frames) and src_frames[j] is not None:
+                src.ReferencedFrameNumber = int(src_frames[j])
             purpose = Dataset()
             purpose.CodeValue = "121322"
             purpose.CodingSchemeDesignator = "DCM"

@@ -1,6 +1,8 @@
-"""DICOM SEG export of a label map with highdicom: one binary segment per tissue class (vessel, bone, soft
-tissue; SNOMED CT codes), referencing the CT series it was drawn on. Pure: pydicom datasets and numpy in,
-a pydicom Dataset out; the caller writes files."""
+"""DICOM objects for label and probability maps, built with highdicom over the CT series they were computed on:
+a binary SEG of a label map (one segment per tissue class present: vessel, bone, soft tissue; SNOMED CT codes)
+and a Parametric Map of a vessel probability map (uint8 = round(255 P) with a real world value mapping to a
+probability in [0, 1]). Neither is ever labelled HU. Pure: pydicom datasets and numpy in, a pydicom Dataset out;
+the caller writes files. UIDs can be given, so the same map exported twice is the same DICOM object."""
 
 from collections.abc import Sequence
 
@@ -13,6 +15,20 @@ from dla.classes import BONE, CLASS_NAMES, LABELED_CLASSES, SOFT_TISSUE, VESSEL
 from dla.io.dicom import new_uid
 
 SEGMENT_TYPES = {VESSEL: codes.SCT.BloodVessel, BONE: codes.SCT.Bone, SOFT_TISSUE: codes.SCT.SoftTissue}
+DERIVED_PIXEL_CONTRAST = "NONE"  # dciodvfy does not know QUANTITY yet
+_MANUFACTURER = {
+    "manufacturer": "DLA Workbench",
+    "manufacturer_model_name": "DLA Workbench",
+    "software_versions": "0.1",
+    "device_serial_number": "0",
+}
+
+
+def _check_grid(array: np.ndarray, source_slices: Sequence[pydicom.Dataset], what: str) -> None:
+    if array.ndim != 3 or array.shape[0] != len(source_slices):
+        raise ValueError(f"{what} {array.shape} does not match a series of {len(source_slices)} slices")
+    if (array.shape[1], array.shape[2]) != (int(source_slices[0].Rows), int(source_slices[0].Columns)):
+        raise ValueError(f"{what} slices {array.shape[1:]} do not match the images' rows/columns")
 
 
 def label_seg(
@@ -22,14 +38,15 @@ def label_seg(
     series_description: str,
     content_label: str = "DLALABELS",
     algorithm_name: str = "DLA Workbench",
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    series_number: int = 300,
 ) -> pydicom.Dataset:
     """A binary DICOM SEG of ``labels`` (uint8 [z, y, x], class ids) over ``source_slices`` (the CT series'
     datasets in z order, one per label slice). Classes without voxels are left out; raises ValueError when the
-    map is empty or does not match the series."""
-    if labels.ndim != 3 or labels.shape[0] != len(source_slices):
-        raise ValueError(f"label map {labels.shape} does not match a series of {len(source_slices)} slices")
-    if (labels.shape[1], labels.shape[2]) != (int(source_slices[0].Rows), int(source_slices[0].Columns)):
-        raise ValueError(f"label slices {labels.shape[1:]} do not match the images' rows/columns")
+    map is empty or does not match the series. ``series_instance_uid`` / ``sop_instance_uid`` default to new
+    UIDs."""
+    _check_grid(labels, source_slices, "label map")
     present = [c for c in LABELED_CLASSES if np.any(labels == c)]
     if not present:
         raise ValueError("the label map has no labeled voxels; there is nothing to export")
@@ -53,15 +70,56 @@ def label_seg(
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=new_uid(),
-        series_number=300,
-        sop_instance_uid=new_uid(),
+        series_instance_uid=series_instance_uid or new_uid(),
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid or new_uid(),
         instance_number=1,
-        manufacturer="DLA Workbench",
-        manufacturer_model_name="DLA Workbench",
-        software_versions="0.1",
-        device_serial_number="0",
         series_description=series_description[:64],
         content_label=content_label,
         omit_empty_frames=True,
+        **_MANUFACTURER,
     )
+
+
+def probability_map(
+    probability_u8: np.ndarray,
+    source_slices: Sequence[pydicom.Dataset],
+    *,
+    series_description: str,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    series_number: int = 310,
+) -> pydicom.Dataset:
+    """A DICOM Parametric Map of ``probability_u8`` (uint8 [z, y, x], round(255 P)) over ``source_slices``;
+    the real world value mapping (slope 1/255) turns stored values into the probability P in [0, 1] (unit
+    "1", dimensionless)."""
+    _check_grid(probability_u8, source_slices, "probability map")
+    if probability_u8.dtype != np.uint8:
+        raise ValueError(f"a probability map must be uint8 = round(255 P), got {probability_u8.dtype}")
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="VESSELPROB",
+        lut_explanation="vessel probability",
+        unit=hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units"),
+        value_range=(0, 255),
+        slope=1.0 / 255.0,
+        intercept=0.0,
+    )
+    pm = hd.pm.ParametricMap(
+        source_images=list(source_slices),
+        pixel_array=probability_u8.astype(np.uint16),  # Parametric Map integer pixels are 16 or 32 bits
+        series_instance_uid=series_instance_uid or new_uid(),
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid or new_uid(),
+        instance_number=1,
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=127.5, window_width=255.0)],
+        series_description=series_description[:64],
+        content_label="VESSELPROB",
+        derived_pixel_contrast=DERIVED_PIXEL_CONTRAST,
+        **_MANUFACTURER,
+    )
+    body_part = source_slices[0].get("BodyPartExamined")
+    if body_part:  # an unpaired body part (HEAD): General Series Laterality is then not required
+        pm.BodyPartExamined = body_part
+    return pm

@@ -1,5 +1,7 @@
-"""``manage.py ingest PATH [PATH ...]``: import DICOM/NIfTI files, folders or zips as one study."""
+"""``manage.py ingest PATH [PATH ...]``: import DICOM/NIfTI files, folders or zips as one study (audited like an
+import through the API: a ``data.import`` event naming the command and the OS user)."""
 
+import getpass
 import tempfile
 from pathlib import Path
 
@@ -7,9 +9,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from dla.io.archive import ArchiveError
 from dla.io.dicom import IngestError
+from dla_web.audit import record
 from dla_web.progress import TerminalProgress
 
-from ...ingest import ingest_files
+from ...ingest import ingest
 from ...models import Study, Volume
 from ...tasks import enqueue_cines
 
@@ -36,7 +39,7 @@ class Command(BaseCommand):
             raise CommandError(f"no study with id {study}")
         with tempfile.TemporaryDirectory(prefix="ingest-") as work:
             try:
-                study_obj, volumes = ingest_files(
+                result = ingest(
                     paths,
                     work_dir=Path(work),
                     study=target,
@@ -44,11 +47,25 @@ class Command(BaseCommand):
                     role=role,
                     cohort=cohort,
                     injection_site=injection_site,
+                    source_tag="manage.py ingest",
                     progress=TerminalProgress(self.stderr),
                 )
             except (IngestError, ArchiveError) as exc:
                 raise CommandError(str(exc))
+        study_obj, volumes = result.study, result.volumes
+        record(
+            "data.import",
+            obj=study_obj,
+            detail={
+                "volumes": [v.pk for v in volumes],
+                "via": "manage.py ingest",
+                "os_user": getpass.getuser(),
+                "skipped": len(result.skipped),
+            },
+        )
         enqueue_cines(volumes)
+        for _, reason in result.skipped:
+            self.stderr.write(f"skipped {reason}")
         for volume in volumes:
             self.stdout.write(
                 f"{study_obj.pseudonym}: {volume.role} volume {volume.pk} {tuple(volume.shape)}"

@@ -209,3 +209,30 @@ def test_deidentify_series_volume_matches_dataset_mapping(tmp_path):
     text = repr({k: v for k, v in vars(dsv).items() if k != "volume_hu"})
     for secret in ("MRN777", "Roe", sv.series_uid, sv.study_uid, "20250611", str(tmp_path)):
         assert secret not in text
+
+
+def test_deidentified_volume_maps_each_slice_instance_like_the_dataset(tmp_path):
+    paths = _two_series_of_a_study(tmp_path)[0]
+    [sv] = read_dicom_series(paths)
+    uid_map = UidMap(SECRET)
+    dsv = deidentify_series_volume(sv, "PSN-7", uid_map)
+    by_position = {}
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        original = ds.SOPInstanceUID
+        deidentify_dataset(ds, pseudonym="PSN-7", uid_map=uid_map)
+        by_position[float(ds.ImagePositionPatient[2])] = (original, ds.SOPInstanceUID)
+    in_z_order = [by_position[z] for z in sorted(by_position)]
+    assert sv.sop_instance_uids == [original for original, _ in in_z_order]
+    assert dsv.sop_instance_uids == [mapped for _, mapped in in_z_order]
+    assert not set(dsv.sop_instance_uids) & set(sv.sop_instance_uids)
+
+
+def test_keep_uids_is_for_our_own_exports_only_cleans_the_rest(tmp_path):
+    paths = _two_series_of_a_study(tmp_path)[0]
+    [sv] = read_dicom_series(paths)
+    kept = deidentify_series_volume(sv, "PSN-7", UidMap(SECRET), keep_uids=True)
+    assert (kept.series_uid, kept.study_uid, kept.sop_instance_uids, kept.study_date) == (
+        sv.series_uid, sv.study_uid, sv.sop_instance_uids, sv.study_date)  # fmt: skip
+    assert kept.source_files == [] and kept.patient_name == kept.patient_id == sv.patient_id
+    assert set(kept.header) <= set(sv.header)
