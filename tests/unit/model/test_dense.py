@@ -28,15 +28,23 @@ def _all_coords(shape):
     return np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).reshape(-1, 3)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "cpu"])
-def test_dense_equals_patches_at_every_voxel_with_tiling(preset):
+# Every voxel is a separate 41x41 patch in the reference, so the volumes are small (the wider cpu preset gets
+# the smaller one); the odd tiles force tile boundaries, partial edge tiles (19 = 8+8+3, 23 = 11+11+1;
+# 12 = 5+5+2, 13 = 6+6+1) and several slice batches of 2.
+@pytest.mark.parametrize(
+    "preset, shape, tile_yx",
+    [
+        pytest.param("tiny", (5, 19, 23), (8, 11), id="tiny"),
+        pytest.param("cpu", (3, 12, 13), (5, 6), id="cpu"),
+    ],
+)
+def test_dense_equals_patches_at_every_voxel_with_tiling(preset, shape, tile_yx):
     torch.manual_seed(0)
     model = build_model(preset)
-    vol = _volume((6, 27, 30))
+    vol = _volume(shape)
     coords = _all_coords(vol.shape)
     ref = predict_patches(model, vol, coords, batch=700)
-    # small odd tiles force many tile boundaries, partial edge tiles and several slice batches
-    res = predict_volume(model, vol, tile_yx=(8, 11), slab_batch=4, prob_dtype=np.float32, return_probs=True)
+    res = predict_volume(model, vol, tile_yx=tile_yx, slab_batch=2, prob_dtype=np.float32, return_probs=True)
     dense = res.probs.reshape(3, -1).T
     assert np.abs(dense - ref).max() <= 1e-4
     assert np.abs(res.vessel_prob.ravel() - ref[:, 0]).max() <= 1e-4

@@ -27,7 +27,6 @@ def test_presets_build_with_receptive_field_41(name):
     # independent receptive field: 1 + sum (k-1)*dilation over the actual conv modules
     rf = 1 + sum((m.kernel_size[0] - 1) * m.dilation[0] for m in convs)
     assert rf == 41 == model.receptive_field
-    print(f"preset {name}: {len(convs)} conv layers, {count_parameters(model)} parameters")
     x = torch.randn(2, 5, 41 + 7, 41 + 3)
     assert model(x).shape == (2, 3, 8, 4)
 
