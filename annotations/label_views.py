@@ -25,6 +25,7 @@ from . import export, labels
 from .models import Draft, LabelVersion, Study
 from .serializers import (
     CommitSerializer,
+    DraftRevisionSerializer,
     DraftSerializer,
     EditOpSerializer,
     LabelVersionSerializer,
@@ -44,6 +45,16 @@ def conflict_response(exc: labels.LabelConflict) -> Conflict:
             "actions": {"rebase": f"/api/drafts/{exc.draft.pk}/rebase/"},
         },
     )
+
+
+def moved_response(exc: labels.DraftMoved) -> Conflict:
+    return Conflict(str(exc), extra={"draft": DraftSerializer(exc.draft).data})
+
+
+def _expected_revision(request) -> int | None:
+    body = DraftRevisionSerializer(data=request.data if isinstance(request.data, dict) else {})
+    body.is_valid(raise_exception=True)
+    return body.validated_data.get("revision")
 
 
 class DraftViewSet(
@@ -86,12 +97,18 @@ class DraftViewSet(
     @extend_schema(request=EditOpSerializer, responses={200: dict, 202: TaskRunSerializer})
     @action(detail=True, methods=["post"])
     def ops(self, request, pk=None):
-        """Apply one edit op. The whole-volume ``recipe`` op runs as a task (202 with its task run)."""
+        """Apply one edit op. The whole-volume ``recipe`` op runs as a task (202 with its task run). With
+        ``revision`` (the draft revision the edit was made on), a draft that moved on since is a 409."""
         draft = self.owned()
         body = EditOpSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         op = body.validated_data["op"]
+        expected = body.validated_data.get("revision")
         if op.get("op") == "recipe":
+            try:
+                labels.check_revision(draft, expected)
+            except labels.DraftMoved as exc:
+                raise moved_response(exc)
             run = apply_recipe.enqueue(
                 user=request.user,
                 target=draft,
@@ -99,18 +116,35 @@ class DraftViewSet(
                 message="recipe queued",
             )
             return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
-        draft, result = labels.apply_draft_op(draft.pk, op)
+        try:
+            draft, result = labels.apply_draft_op(draft.pk, op, expected_revision=expected)
+        except labels.DraftMoved as exc:
+            raise moved_response(exc)
         return Response({"result": result.to_dict(), "draft": DraftSerializer(draft).data})
 
-    @extend_schema(request=None, responses=DraftSerializer)
+    @extend_schema(request=DraftRevisionSerializer, responses={200: DraftSerializer, 409: dict})
     @action(detail=True, methods=["post"])
     def undo(self, request, pk=None):
-        return Response(DraftSerializer(labels.undo(self.owned().pk)).data)
+        """Undo the last edit (optional ``revision``: 409 if the draft moved on since, e.g. in another tab)."""
+        draft = self.owned()
+        try:
+            return Response(
+                DraftSerializer(labels.undo(draft.pk, expected_revision=_expected_revision(request))).data
+            )
+        except labels.DraftMoved as exc:
+            raise moved_response(exc)
 
-    @extend_schema(request=None, responses=DraftSerializer)
+    @extend_schema(request=DraftRevisionSerializer, responses={200: DraftSerializer, 409: dict})
     @action(detail=True, methods=["post"])
     def redo(self, request, pk=None):
-        return Response(DraftSerializer(labels.redo(self.owned().pk)).data)
+        """Redo the last undone edit (optional ``revision`` as for undo)."""
+        draft = self.owned()
+        try:
+            return Response(
+                DraftSerializer(labels.redo(draft.pk, expected_revision=_expected_revision(request))).data
+            )
+        except labels.DraftMoved as exc:
+            raise moved_response(exc)
 
     @extend_schema(request=None, responses=DraftSerializer)
     @action(detail=True, methods=["post"])

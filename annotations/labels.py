@@ -2,20 +2,34 @@
 stale parent), rebase, revert, review, diff and training samples.
 
 The numeric work is in ``edit_ops``, ``recipe``, ``label_codec`` and ``samples``; this module loads, locks,
-calls and saves. Every change of a draft holds its row lock, so two tabs (or two requests) on one draft apply
-their ops one after the other. The draft's materialized array is a cache: its revision is written beside it,
-and a mismatch with the database (a crash between the two) rebuilds it by replaying the ops.
+calls and saves.
+
+One writer, many readers. The draft's materialized map (``drafts/<id>/labels.npy``, edited in place through a
+memory map) is a cache of "base version + ops"; the revision it holds is stamped beside it (``revision.txt``,
+replaced atomically; ``dirty`` while an op is being written). Only a writer changes the map or the stamp, and
+every writer holds the draft's row lock (``select_for_update``) from before it reads the stamp until its
+transaction ends, so two tabs (or two requests, threads or processes) on one draft apply their ops one after the
+other. A writer that finds the stamp behind or ahead of its locked row (a crash, a rolled-back transaction)
+rebuilds the map by replaying the ops, which only it may do. Readers (``reading_draft``, ``draft_array``) never
+write: they take a shared lock on the row (PostgreSQL ``FOR SHARE``, which waits for a writer's ``FOR UPDATE``
+and blocks none of the other readers), so no writer is between its first voxel and its commit while they read;
+when the stamp matches the row they read the map, otherwise they replay the row's ops in memory. Either way
+they serve the committed revision of the row, never a half-written or stale map.
 """
 
 import os
 import tempfile
+import threading
 import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from dla.labeling.codec import class_counts, decode_labels, diff_labels, encode_labels, labels_sha256
@@ -27,6 +41,24 @@ from .models import Draft, LabelVersion, Study, Volume
 
 class LabelRuleError(ValueError):
     """A request that the labeling rules refuse (the message says why); nothing was changed."""
+
+
+class DraftMoved(Exception):
+    """The request was made on a draft revision that is not the current one; nothing was changed."""
+
+    def __init__(self, draft: Draft, expected_revision: int):
+        self.draft, self.expected_revision = draft, expected_revision
+        super().__init__(
+            f"the draft changed since this edit was made: it was made on revision {expected_revision}, the draft "
+            f"is now at revision {draft.revision} (edited in another tab or window?); reload the draft and "
+            "repeat the edit if it is still needed"
+        )
+
+
+def check_revision(draft: Draft, expected_revision: int | None) -> None:
+    """Raise ``DraftMoved`` when ``expected_revision`` is given and is not ``draft.revision``."""
+    if expected_revision is not None and int(expected_revision) != draft.revision:
+        raise DraftMoved(draft, int(expected_revision))
 
 
 class LabelConflict(Exception):
@@ -89,14 +121,42 @@ def _draft_paths(draft: Draft) -> tuple[Path, Path]:
     return path, path.with_name("revision.txt")
 
 
+DIRTY = "dirty"
+
+
+def _read_stamp(draft: Draft) -> str | None:
+    try:
+        return _draft_paths(draft)[1].read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _write_stamp(draft: Draft, text: str) -> None:
+    """Replace the revision stamp atomically (a reader never sees a half-written or empty stamp)."""
+    revision_file = _draft_paths(draft)[1]
+    revision_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=revision_file.parent, suffix=".stamp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, revision_file)
+
+
+def _cache_is_fresh(draft: Draft) -> bool:
+    """The map on disk holds ``draft.revision`` (``draft`` must be the row as seen under its lock)."""
+    return _draft_paths(draft)[0].exists() and _read_stamp(draft) == str(draft.revision)
+
+
 def _write_draft_array(draft: Draft, labels: np.ndarray) -> None:
-    path, revision_file = _draft_paths(draft)
+    """Replace the cached map with ``labels`` (a new file: memory maps of the old one keep the old voxels) and
+    stamp it with ``draft.revision``. Writers only, under the row lock."""
+    path, _ = _draft_paths(draft)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_stamp(draft, DIRTY)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "wb") as handle:
         np.save(handle, labels, allow_pickle=False)
     os.replace(tmp, path)
-    revision_file.write_text(str(draft.revision))
+    _write_stamp(draft, str(draft.revision))
     draft.file = f"drafts/{draft.pk}/labels.npy"
 
 
@@ -106,23 +166,91 @@ def _base_labels(draft: Draft) -> np.ndarray:
     return np.zeros(tuple(label_grid(draft.study).shape), dtype=np.uint8)
 
 
-def draft_array(draft: Draft, *, writable: bool = False) -> np.ndarray:
-    """The draft's labels as a memory map; rebuilt by replaying its ops when the cache is missing or stale."""
-    path, revision_file = _draft_paths(draft)
-    fresh = (
-        path.exists() and revision_file.exists() and revision_file.read_text().strip() == str(draft.revision)
-    )
-    if not fresh:
-        labels = _base_labels(draft)
-        ctx = volume_context(draft.study)
-        for entry in draft.ops:
-            apply_op(labels, entry["op"], ctx)
-        _write_draft_array(draft, labels)
-    return np.load(path, mmap_mode="r+" if writable else "r", allow_pickle=False)
+def _replayed(draft: Draft) -> np.ndarray:
+    """Base version + the draft's recorded ops, in memory (nothing written)."""
+    labels = _base_labels(draft)
+    ctx = volume_context(draft.study)
+    for entry in draft.ops:
+        apply_op(labels, entry["op"], ctx)
+    return labels
+
+
+def _writable_array(draft: Draft) -> np.ndarray:
+    """The cached map as a writable memory map for a writer holding the row lock; rebuilt first by replaying
+    the ops when its stamp is not the locked row's revision (behind, ahead, dirty or missing)."""
+    if not _cache_is_fresh(draft):
+        _write_draft_array(draft, _replayed(draft))
+    return np.load(_draft_paths(draft)[0], mmap_mode="r+", allow_pickle=False)
+
+
+def _share_locked(draft_id: int) -> Draft:
+    """The draft's row under a shared lock (inside a transaction): waits while a writer holds the row lock,
+    lets other readers in. PostgreSQL ``FOR SHARE``; elsewhere the exclusive lock (SQLite's immediate
+    transactions serialize anyway)."""
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Draft._meta.db_table)
+        rows = list(Draft.objects.raw(f"SELECT * FROM {table} WHERE id = %s FOR SHARE", [draft_id]))
+        if not rows:
+            raise Draft.DoesNotExist(f"draft {draft_id} does not exist")
+        return rows[0]
+    return Draft.objects.select_for_update().get(pk=draft_id)
+
+
+@contextmanager
+def _reading(draft_id: int) -> Iterator[tuple[Draft, np.ndarray]]:
+    with transaction.atomic():
+        row = _share_locked(draft_id)
+        if _cache_is_fresh(row):
+            labels = np.load(_draft_paths(row)[0], mmap_mode="r", allow_pickle=False)
+        else:
+            labels = _replayed(row)
+            labels.flags.writeable = False
+        yield row, labels
+
+
+@contextmanager
+def reading_draft(draft: Draft) -> Iterator[np.ndarray]:
+    """Read-only uint8 [z, y, x] labels of ``draft``'s committed revision, valid inside the ``with`` block.
+
+    Holds the row's shared lock for the block: a writer busy with this draft is waited for, and none can start
+    until the block ends, so slicing the yielded map is consistent (and copies nothing). The revision served is
+    the row's as of the lock (the caller's ``draft`` may be older: then a newer committed revision is served,
+    never an older one). Never writes: a cache whose stamp differs from the row is replayed in memory instead.
+    """
+    with _reading(draft.pk) as (_, labels):
+        yield labels
+
+
+_SNAPSHOTS: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_SNAPSHOTS_LOCK = threading.Lock()
+SNAPSHOTS_KEPT = 2  # per process: the workspace asks for several slices and a MIP of each revision
+
+
+def draft_array(draft: Draft) -> np.ndarray:
+    """A read-only in-memory copy of the draft's labels at its committed revision (see ``reading_draft``).
+
+    The copies of the last ``SNAPSHOTS_KEPT`` (draft, revision) pairs are kept per process: a committed
+    revision's voxels never change, so the slices and MIPs of one revision share one copy. The shared row
+    lock is held only while copying.
+    """
+    with _reading(draft.pk) as (row, labels):
+        key = (row.pk, row.created_at, row.revision)
+        with _SNAPSHOTS_LOCK:
+            snapshot = _SNAPSHOTS.get(key)
+            if snapshot is not None:
+                _SNAPSHOTS.move_to_end(key)
+                return snapshot
+        snapshot = np.array(labels, copy=True)
+    snapshot.flags.writeable = False
+    with _SNAPSHOTS_LOCK:
+        _SNAPSHOTS[key] = snapshot
+        while len(_SNAPSHOTS) > SNAPSHOTS_KEPT:
+            _SNAPSHOTS.popitem(last=False)
+    return snapshot
 
 
 def _mark_revision(draft: Draft) -> None:
-    _draft_paths(draft)[1].write_text(str(draft.revision))
+    _write_stamp(draft, str(draft.revision))
 
 
 def _locked(draft_id: int) -> Draft:
@@ -140,9 +268,19 @@ def get_or_create_draft(study: Study, user) -> Draft:
         study=study, user=user, defaults={"base_version": head_version(study)}
     )
     if created:
-        draft.counts = class_counts(np.asarray(draft_array(draft)))
-        draft.save(update_fields=["counts", "file"])
+        with transaction.atomic():
+            draft = _locked(draft.pk)
+            labels = _writable_array(draft)
+            draft.counts = {str(k): v for k, v in class_counts(np.asarray(labels)).items()}
+            draft.save(update_fields=["counts", "file"])
     return draft
+
+
+def _delete_on_commit(entries) -> None:
+    """Delete the undo patches of ``entries`` once the transaction commits (a rollback keeps them usable)."""
+    names = [entry["undo"]["file"] for entry in entries if entry.get("undo")]
+    if names:
+        transaction.on_commit(lambda: [volume_store.delete_file(name) for name in names])
 
 
 def _apply_and_record(
@@ -151,13 +289,17 @@ def _apply_and_record(
     """Apply ``op`` in place and store its undo patch. The op reports the previous voxels of its bounding box, so
     no whole-volume copy is made. A refused op changes nothing; a crash mid-op leaves the cache marked dirty and
     the next load rebuilds it by replaying the recorded ops."""
-    _draft_paths(draft)[1].write_text("dirty")
+    in_place = isinstance(labels, np.memmap)  # the cached map (rebase works on a copy in memory)
+    if in_place:
+        _write_stamp(draft, DIRTY)
     try:
         result = apply_op(labels, op, ctx)
     except EditOpError:
-        _mark_revision(draft)  # validated before any voxel changed
+        if in_place:
+            _mark_revision(draft)  # validated before any voxel changed
         raise
-    labels.flush()
+    if in_place:
+        labels.flush()
     undo = None
     if result.bbox_zyx is not None:
         undo = {
@@ -180,34 +322,37 @@ def _finish_change(draft: Draft, labels: np.ndarray, delta_counts: dict | None =
     _mark_revision(draft)
 
 
-def apply_draft_op(draft_id: int, op: dict) -> tuple[Draft, OpResult]:
-    """Apply one edit op (validated by ``edit_ops``) to the draft; clears its redo stack."""
+def apply_draft_op(
+    draft_id: int, op: dict, *, expected_revision: int | None = None
+) -> tuple[Draft, OpResult]:
+    """Apply one edit op (validated by ``edit_ops``) to the draft; clears its redo stack. ``expected_revision``:
+    the revision the edit was made on (``DraftMoved`` if the draft is elsewhere now)."""
     with transaction.atomic():
         draft = _locked(draft_id)
-        labels = draft_array(draft, writable=True)
+        check_revision(draft, expected_revision)
+        labels = _writable_array(draft)
         entry, result = _apply_and_record(draft, labels, op, volume_context(draft.study))
         draft.ops = [*draft.ops, entry]
-        for undone in draft.redo:
-            if undone.get("undo"):
-                volume_store.delete_file(undone["undo"]["file"])
+        _delete_on_commit(draft.redo)
         draft.redo = []
         _finish_change(draft, labels, result.delta_counts)
     return draft, result
 
 
-def undo(draft_id: int) -> Draft:
+def undo(draft_id: int, *, expected_revision: int | None = None) -> Draft:
     with transaction.atomic():
         draft = _locked(draft_id)
+        check_revision(draft, expected_revision)
         if not draft.ops:
             raise LabelRuleError("nothing to undo: the draft has no edits")
-        labels = draft_array(draft, writable=True)
+        labels = _writable_array(draft)
         entry = draft.ops[-1]
         if entry.get("undo"):
             z0, z1, y0, y1, x0, x1 = entry["undo"]["bbox_zyx"]
             with default_storage.open(entry["undo"]["file"], "rb") as handle:
                 labels[z0:z1, y0:y1, x0:x1] = decode_labels(handle.read(), (z1 - z0, y1 - y0, x1 - x0))
             labels.flush()
-            volume_store.delete_file(entry["undo"]["file"])
+            _delete_on_commit([entry])
         draft.ops = draft.ops[:-1]
         draft.redo = [*draft.redo, {"op": entry["op"]}]
         _finish_change(
@@ -216,12 +361,13 @@ def undo(draft_id: int) -> Draft:
     return draft
 
 
-def redo(draft_id: int) -> Draft:
+def redo(draft_id: int, *, expected_revision: int | None = None) -> Draft:
     with transaction.atomic():
         draft = _locked(draft_id)
+        check_revision(draft, expected_revision)
         if not draft.redo:
             raise LabelRuleError("nothing to redo")
-        labels = draft_array(draft, writable=True)
+        labels = _writable_array(draft)
         entry, _ = _apply_and_record(draft, labels, draft.redo[-1]["op"], volume_context(draft.study))
         draft.ops = [*draft.ops, entry]
         draft.redo = draft.redo[:-1]
@@ -233,15 +379,13 @@ def discard(draft_id: int) -> Draft:
     """Drop all edits; the draft starts again from the study's head version."""
     with transaction.atomic():
         draft = _locked(draft_id)
-        for entry in [*draft.ops, *draft.redo]:
-            if entry.get("undo"):
-                volume_store.delete_file(entry["undo"]["file"])
+        _delete_on_commit([*draft.ops, *draft.redo])
         draft.ops, draft.redo = [], []
         draft.base_version = head_version(draft.study)
         draft.revision += 1
         labels = _base_labels(draft)
         _write_draft_array(draft, labels)
-        draft.counts = class_counts(labels)
+        draft.counts = {str(k): v for k, v in class_counts(labels).items()}
         draft.save()
     return draft
 
@@ -254,21 +398,16 @@ def rebase(draft_id: int) -> Draft:
         if head is None or draft.base_version_id == head.pk:
             raise LabelRuleError("the draft is already based on the head version; nothing to rebase")
         ops = [entry["op"] for entry in draft.ops]
-        for entry in [*draft.ops, *draft.redo]:
-            if entry.get("undo"):
-                volume_store.delete_file(entry["undo"]["file"])
+        _delete_on_commit([*draft.ops, *draft.redo])
         draft.base_version = head
         draft.ops, draft.redo = [], []
-        labels = version_labels(head)
-        _write_draft_array(draft, labels)
-        labels = draft_array(draft, writable=True)
+        labels = version_labels(head)  # in memory: the cached map keeps the row's revision until the end
         ctx = volume_context(draft.study)
-        entries = []
-        for op in ops:
-            entry, _ = _apply_and_record(draft, labels, op, ctx)
-            entries.append(entry)
-        draft.ops = entries
-        _finish_change(draft, labels)
+        draft.ops = [_apply_and_record(draft, labels, op, ctx)[0] for op in ops]
+        draft.revision += 1
+        draft.counts = {str(k): v for k, v in class_counts(labels).items()}
+        _write_draft_array(draft, labels)
+        draft.save()
     return draft
 
 
@@ -324,7 +463,7 @@ def commit(draft_id: int, user, message: str) -> LabelVersion:
             raise LabelConflict(draft, head)
         if not draft.ops:
             raise LabelRuleError("the draft has no edits; there is nothing to commit")
-        labels = np.asarray(draft_array(draft))
+        labels = np.asarray(_writable_array(draft))
         base = draft.base_version
         try:
             version = _create_version(
@@ -339,9 +478,7 @@ def commit(draft_id: int, user, message: str) -> LabelVersion:
             )
         except IntegrityError:
             raise LabelConflict(draft, head_version(draft.study))
-        for entry in draft.ops:
-            if entry.get("undo"):
-                volume_store.delete_file(entry["undo"]["file"])
+        _delete_on_commit(draft.ops)
         draft.base_version = version
         draft.ops, draft.redo = [], []
         draft.revision += 1

@@ -84,6 +84,34 @@ def test_bad_ops_are_refused_and_change_nothing(client_for, phantom_study, op, m
 
 
 @pytest.mark.django_db
+def test_edits_made_on_a_stale_revision_are_409_and_change_nothing(client_for, phantom_study):
+    """Two tabs on one draft: an edit, undo or redo that names the revision it was made on is refused once
+    the other tab has moved the draft on; without ``revision`` the edits apply one after the other."""
+    study = phantom_study(seed=8)
+    client = client_for("annotator")
+    draft = open_draft(client, study)
+    first = client.post(f"/api/drafts/{draft['id']}/ops/", {"op": BRUSH, "revision": 0}, format="json")
+    assert first.status_code == 200 and first.json()["draft"]["revision"] == 1
+    before = Draft.objects.get(pk=draft["id"])
+    other_tab = {**BRUSH, "label": BONE}
+    for path, body in (
+        ("ops", {"op": other_tab, "revision": 0}),
+        ("ops", {"op": {"op": "recipe", "params": {}}, "revision": 0}),
+        ("undo", {"revision": 0}),
+        ("redo", {"revision": 0}),
+    ):
+        response = client.post(f"/api/drafts/{draft['id']}/{path}/", body, format="json")
+        assert response.status_code == 409, (path, response.content)
+        assert "revision 0" in response.json()["detail"] and response.json()["draft"]["revision"] == 1
+    bad = client.post(f"/api/drafts/{draft['id']}/undo/", {"revision": -1}, format="json")
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("revision:")
+    after = Draft.objects.get(pk=draft["id"])
+    assert (after.revision, after.counts, after.ops) == (before.revision, before.counts, before.ops)
+    undone = client.post(f"/api/drafts/{draft['id']}/undo/", {"revision": 1}, format="json")
+    assert undone.status_code == 200 and undone.json()["counts"][str(VESSEL)] == 0
+
+
+@pytest.mark.django_db
 def test_refused_commits_and_reviews(client_for, phantom_study, users):
     study = phantom_study(seed=3)
     annotator, admin = client_for("annotator"), client_for("admin")
