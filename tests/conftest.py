@@ -1,5 +1,5 @@
 """Shared fixtures: users per role, API clients, a real Celery worker process on the Redis broker against the
-test PostgreSQL database, and helpers to wait for task runs."""
+test PostgreSQL database, helpers to wait for task runs, phantom studies and small DICOM series."""
 
 import os
 import subprocess
@@ -184,6 +184,20 @@ def wait_for_run(
         time.sleep(0.1)
     tail = worker.tail() if worker else ""
     raise AssertionError(f"task run {run_id} stayed {run.state if run else '?'} for {timeout_s} s\n{tail}")
+
+
+@pytest.fixture
+def dicom_series(tmp_path):
+    """``dicom_series(name="s", volume=None, **fields)`` -> ``WrittenSeries(volume, affine_lps, paths)``: one CT
+    series written into ``tmp_path / name`` by ``tests.dicom_support.write_series`` (random volume, fresh UIDs
+    and a made-up patient unless given; ``spacing_mm``, ``affine_lps``/``origin_lps`` and any
+    ``write_dicom_series`` keyword)."""
+    from tests.dicom_support import write_series
+
+    def write(name: str = "s", volume=None, **fields):
+        return write_series(tmp_path / name, volume, **fields)
+
+    return write
 
 
 @pytest.fixture

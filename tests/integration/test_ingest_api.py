@@ -11,7 +11,7 @@ from django.conf import settings
 from pydicom.data import get_testdata_file
 
 from annotations.models import Study, Volume
-from dla.io.dicom import new_uid, write_dicom_series
+from dla.io.dicom import new_uid
 from tests.conftest import wait_for_run
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -20,23 +20,14 @@ PATIENT_NAME = "Doe^Jane"
 PATIENT_ID = "MRN-4711"
 
 
-def write_series(out_dir: Path, volume: np.ndarray, description: str, study_uid: str) -> list[Path]:
-    spacing = (1.5, 0.8, 0.8)
-    affine = np.diag([0.8, 0.8, 1.5, 1.0])
-    affine[:3, 3] = (-20.0, -30.0, 10.0)
-    return write_dicom_series(
-        volume,
-        spacing,
-        affine,
-        out_dir,
-        study_uid=study_uid,
-        series_uid=new_uid(),
-        frame_of_reference_uid=new_uid(),
-        series_description=description,
-        series_number=1,
-        patient_id=PATIENT_ID,
-        patient_name=PATIENT_NAME,
-    )
+# the grid and the patient of every series these tests upload (written by the shared dicom_series fixture)
+SERIES = dict(
+    spacing_mm=(1.5, 0.8, 0.8),
+    origin_lps=(-20.0, -30.0, 10.0),
+    series_number=1,
+    patient_id=PATIENT_ID,
+    patient_name=PATIENT_NAME,
+)
 
 
 def upload(client, paths, **fields):
@@ -54,10 +45,10 @@ def stored_files() -> list[Path]:
     return sorted(p for p in root.rglob("*.npy")) if root.exists() else []
 
 
-def test_dicom_series_imports_as_deidentified_study(celery_worker, client_for, tmp_path):
+def test_dicom_series_imports_as_deidentified_study(celery_worker, client_for, dicom_series):
     rng = np.random.default_rng(0)
     volume = rng.integers(-1000, 2000, size=(6, 12, 10), dtype=np.int16)
-    paths = write_series(tmp_path / "fill", volume, "FILL run", new_uid())
+    paths = dicom_series("fill", volume, series_description="FILL run", **SERIES).paths
     response = upload(client_for("annotator"), paths[::-1], pseudonym="CASE-1", injection_site="ica")
     assert response.status_code == 202, response.content
     run = wait_for_run(response.json()["id"], worker=celery_worker)
@@ -111,18 +102,20 @@ def test_bad_upload_fails_with_message_and_stores_nothing(
     assert not (Path(settings.UPLOAD_DIR) / run.params["upload_id"]).exists()
 
 
-def test_volume_on_another_grid_is_refused_and_earlier_volume_kept(celery_worker, client_for, tmp_path):
+def test_volume_on_another_grid_is_refused_and_earlier_volume_kept(celery_worker, client_for, dicom_series):
     client = client_for("annotator")
     study_uid = new_uid()
     fill = np.zeros((6, 12, 10), dtype=np.int16)
     first = wait_for_run(
-        upload(client, write_series(tmp_path / "a", fill, "FILL", study_uid)).json()["id"],
+        upload(
+            client, dicom_series("a", fill, series_description="FILL", study_uid=study_uid, **SERIES).paths
+        ).json()["id"],
         worker=celery_worker,
     )
     assert first.state == "succeeded", first.error
     study = Study.objects.get(pk=first.result["study_id"])
     sub = np.zeros((5, 12, 10), dtype=np.int16)
-    paths = write_series(tmp_path / "b", sub, "SUBTRACTED DSA", study_uid)
+    paths = dicom_series("b", sub, series_description="SUBTRACTED DSA", study_uid=study_uid, **SERIES).paths
     second = wait_for_run(upload(client, paths, study=study.pk).json()["id"], worker=celery_worker)
     assert second.state == "failed"
     assert "does not match" in second.error and "(5, 12, 10)" in second.error
@@ -145,14 +138,16 @@ def test_import_without_files_is_a_400_naming_the_field(client_for):
     assert response.status_code == 400 and response.json()["detail"].startswith("files:")
 
 
-def test_download_nifti_and_dicom_round_trip(celery_worker, client_for, tmp_path):
+def test_download_nifti_and_dicom_round_trip(celery_worker, client_for, tmp_path, dicom_series):
     import nibabel as nib
 
     from dla.io.dicom import read_dicom_series
 
     volume = np.arange(6 * 12 * 10, dtype=np.int16).reshape(6, 12, 10)
     run = wait_for_run(
-        upload(client_for("admin"), write_series(tmp_path / "s", volume, "FILL", new_uid())).json()["id"],
+        upload(
+            client_for("admin"), dicom_series("s", volume, series_description="FILL", **SERIES).paths
+        ).json()["id"],
         worker=celery_worker,
     )
     fill = Study.objects.get(pk=run.result["study_id"]).volume("fill")
@@ -194,14 +189,14 @@ def _truncated_dicom(directory: Path) -> Path:
 
 
 @pytest.mark.parametrize("keep_map", [False, True])
-def test_pseudonym_map_is_kept_only_when_enabled(tmp_path, settings, keep_map):
+def test_pseudonym_map_is_kept_only_when_enabled(tmp_path, settings, keep_map, dicom_series):
     from annotations.ingest import ingest_files
     from annotations.models import PseudonymMap
 
     settings.DLA_KEEP_PSEUDONYM_MAP = keep_map
     volume = np.zeros((3, 8, 8), dtype=np.int16)
     study_uid = new_uid()
-    paths = write_series(tmp_path / "s", volume, "FILL", study_uid)
+    paths = dicom_series("s", volume, series_description="FILL", study_uid=study_uid, **SERIES).paths
     study, _ = ingest_files(paths, work_dir=tmp_path / "w", pseudonym="MAP-1")
     if keep_map:
         identity = PseudonymMap.objects.get(study=study)

@@ -29,8 +29,9 @@ from annotations.export import export_label_version, export_volume
 from annotations.ingest import ingest
 from annotations.models import LabelVersion, Study, Volume
 from dla.io.deidentify import UidMap
-from dla.io.dicom import IngestError, new_uid, write_dicom_series
+from dla.io.dicom import IngestError, new_uid
 from dla_web.models import AuditEvent
+from tests.dicom_support import write_series
 
 PATIENT_ID, PATIENT_NAME = "MRN-90210", "Roe^Richard"
 SHAPE = (6, 12, 10)
@@ -44,11 +45,8 @@ class Subject:
         self.study_uid, self.frame_uid = new_uid(), new_uid()
 
     def series(self, out_dir: Path, volume, description, *, number=1, modality="CT", **overrides):
-        affine = np.diag([0.8, 0.8, 1.5, 1.0])
-        affine[:3, 3] = (-20.0, -30.0, 10.0)
         args = dict(
             study_uid=self.study_uid,
-            series_uid=new_uid(),
             frame_of_reference_uid=self.frame_uid,
             series_description=description,
             series_number=number,
@@ -57,7 +55,7 @@ class Subject:
             modality=modality,
         )
         args.update(overrides)
-        write_dicom_series(volume, (1.5, 0.8, 0.8), affine, out_dir, **args)
+        write_series(out_dir, volume, spacing_mm=(1.5, 0.8, 0.8), origin_lps=(-20.0, -30.0, 10.0), **args)
         return out_dir
 
 

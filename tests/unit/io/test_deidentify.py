@@ -10,7 +10,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from dla.io.deidentify import UidMap, deidentify_dataset, deidentify_series_volume, shift_date
-from dla.io.dicom import new_uid, read_dicom_series, write_dicom_series
+from dla.io.dicom import new_uid, read_dicom_series
+from tests.dicom_support import random_volume
 
 SECRET = "project-secret-1"
 
@@ -123,21 +124,30 @@ def test_dates_shifted_by_per_patient_offset():
     assert shift_date("garbage", 5) == ""
 
 
-def _two_series_of_a_study(tmp_path):
+def _two_series_of_a_study(dicom_series):
+    """A mask and a fill series of one study and frame of reference of patient MRN777 (Roe^Richard), 3x4x4
+    voxels of 1 mm each: [mask paths, fill paths]."""
     study, frame = new_uid(), new_uid()
-    out = []
-    for name in ("mask", "fill"):
-        vol = np.random.default_rng(len(name)).integers(-1000, 2000, (3, 4, 4)).astype(np.int16)
-        out.append(
-            write_dicom_series(vol, (1, 1, 1), np.eye(4), tmp_path / name, study_uid=study, series_uid=new_uid(),
-                               frame_of_reference_uid=frame, series_description=name, series_number=1,
-                               patient_id="MRN777", patient_name="Roe^Richard", study_date="20250611")
-        )  # fmt: skip
-    return out
+    return [
+        dicom_series(
+            name,
+            random_volume((3, 4, 4), seed=len(name), low_hu=-1000, high_hu=2000),
+            spacing_mm=(1.0, 1.0, 1.0),
+            affine_lps=np.eye(4),
+            study_uid=study,
+            frame_of_reference_uid=frame,
+            series_description=name,
+            series_number=1,
+            patient_id="MRN777",
+            patient_name="Roe^Richard",
+            study_date="20250611",
+        ).paths
+        for name in ("mask", "fill")
+    ]
 
 
-def test_uids_consistent_across_files_and_series(tmp_path):
-    series = _two_series_of_a_study(tmp_path)
+def test_uids_consistent_across_files_and_series(dicom_series):
+    series = _two_series_of_a_study(dicom_series)
     uid_map = UidMap(SECRET)
     deid = []
     for paths in series:
@@ -194,8 +204,8 @@ def test_keep_descriptors_flag():
     assert "SeriesDescription" not in ds and "StudyDescription" not in ds
 
 
-def test_deidentify_series_volume_matches_dataset_mapping(tmp_path):
-    paths = _two_series_of_a_study(tmp_path)[0]
+def test_deidentify_series_volume_matches_dataset_mapping(tmp_path, dicom_series):
+    paths = _two_series_of_a_study(dicom_series)[0]
     [sv] = read_dicom_series(paths)
     uid_map = UidMap(SECRET)
     dsv = deidentify_series_volume(sv, "PSN-7", uid_map)
@@ -211,8 +221,8 @@ def test_deidentify_series_volume_matches_dataset_mapping(tmp_path):
         assert secret not in text
 
 
-def test_deidentified_volume_maps_each_slice_instance_like_the_dataset(tmp_path):
-    paths = _two_series_of_a_study(tmp_path)[0]
+def test_deidentified_volume_maps_each_slice_instance_like_the_dataset(dicom_series):
+    paths = _two_series_of_a_study(dicom_series)[0]
     [sv] = read_dicom_series(paths)
     uid_map = UidMap(SECRET)
     dsv = deidentify_series_volume(sv, "PSN-7", uid_map)
@@ -228,8 +238,8 @@ def test_deidentified_volume_maps_each_slice_instance_like_the_dataset(tmp_path)
     assert not set(dsv.sop_instance_uids) & set(sv.sop_instance_uids)
 
 
-def test_keep_uids_is_for_our_own_exports_only_cleans_the_rest(tmp_path):
-    paths = _two_series_of_a_study(tmp_path)[0]
+def test_keep_uids_is_for_our_own_exports_only_cleans_the_rest(dicom_series):
+    paths = _two_series_of_a_study(dicom_series)[0]
     [sv] = read_dicom_series(paths)
     kept = deidentify_series_volume(sv, "PSN-7", UidMap(SECRET), keep_uids=True)
     assert (kept.series_uid, kept.study_uid, kept.sop_instance_uids, kept.study_date) == (

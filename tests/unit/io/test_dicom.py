@@ -21,40 +21,12 @@ from dla.io.dicom import (
     read_dicom_series,
     write_dicom_series,
 )
+from tests.dicom_support import axis_affine, random_volume
 
 
-def _phantom(shape=(6, 12, 10), seed=0):
-    return np.random.default_rng(seed).integers(-1024, 3072, shape).astype(np.int16)
-
-
-def _affine(spacing, origin=(-40.0, 25.5, -13.25)):
-    dz, dy, dx = spacing
-    a = np.diag([dx, dy, dz, 1.0])
-    a[:3, 3] = origin
-    return a
-
-
-def _write(tmp_path, vol=None, spacing=(2.5, 0.7, 0.45), name="s", **kw):
-    vol = _phantom() if vol is None else vol
-    args = dict(
-        study_uid=kw.pop("study_uid", new_uid()),
-        series_uid=kw.pop("series_uid", new_uid()),
-        frame_of_reference_uid=new_uid(),
-        series_description=kw.pop("series_description", "fill run"),
-        series_number=3,
-        patient_id="PID-7",
-        patient_name="Doe^Jane",
-    )
-    args.update(kw)
-    affine = kw.pop("affine", None)
-    args.pop("affine", None)
-    affine = _affine(spacing) if affine is None else affine
-    return vol, affine, write_dicom_series(vol, spacing, affine, tmp_path / name, **args)
-
-
-def test_round_trip_anisotropic(tmp_path):
+def test_round_trip_anisotropic(dicom_series):
     spacing = (2.5, 0.7, 0.45)
-    vol, affine, paths = _write(tmp_path, spacing=spacing)
+    vol, affine, paths = dicom_series(spacing_mm=spacing)
     [sv] = read_dicom_series(paths)
     assert sv.volume_hu.dtype == np.int16
     np.testing.assert_array_equal(sv.volume_hu, vol)
@@ -66,7 +38,7 @@ def test_round_trip_anisotropic(tmp_path):
     assert "PixelData" not in sv.header and sv.header["n_slices"] == vol.shape[0]
 
 
-def test_round_trip_rotated_orientation(tmp_path):
+def test_round_trip_rotated_orientation(dicom_series):
     # rotation about z by 30 degrees: oblique in-plane, slices still stacked along the normal
     c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
     rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
@@ -74,14 +46,14 @@ def test_round_trip_rotated_orientation(tmp_path):
     affine = np.eye(4)
     affine[:3, :3] = rot @ np.diag([spacing[2], spacing[1], spacing[0]])
     affine[:3, 3] = (10, -20, 30)
-    vol, _, paths = _write(tmp_path, spacing=spacing, affine=affine)
+    vol, _, paths = dicom_series(spacing_mm=spacing, affine_lps=affine)
     [sv] = read_dicom_series(paths)
     np.testing.assert_array_equal(sv.volume_hu, vol)
     np.testing.assert_allclose(sv.affine_lps, affine, atol=1e-5)
 
 
-def test_shuffled_file_order(tmp_path):
-    vol, affine, paths = _write(tmp_path)
+def test_shuffled_file_order(dicom_series):
+    vol, affine, paths = dicom_series()
     shuffled = list(paths)
     random.Random(1).shuffle(shuffled)
     assert shuffled != paths
@@ -90,8 +62,8 @@ def test_shuffled_file_order(tmp_path):
     np.testing.assert_allclose(sv.affine_lps, affine, atol=1e-5)
 
 
-def test_slice_order_uses_position_not_instance_number(tmp_path):
-    vol, affine, paths = _write(tmp_path)
+def test_slice_order_uses_position_not_instance_number(dicom_series):
+    vol, affine, paths = dicom_series()
     for p in paths:  # scramble InstanceNumber: ordering must come from ImagePositionPatient
         ds = pydicom.dcmread(p)
         ds.InstanceNumber = random.Random(str(p)).randint(1, 1000)
@@ -100,11 +72,11 @@ def test_slice_order_uses_position_not_instance_number(tmp_path):
     np.testing.assert_array_equal(sv.volume_hu, vol)
 
 
-def test_two_series_returned_separately(tmp_path):
+def test_two_series_returned_separately(dicom_series):
     study = new_uid()
-    vol_a, _, paths_a = _write(tmp_path, name="a", study_uid=study, series_description="MASK run")
-    vol_b, _, paths_b = _write(
-        tmp_path, vol=_phantom(seed=5), name="b", study_uid=study, series_description="DSA"
+    vol_a, _, paths_a = dicom_series(name="a", study_uid=study, series_description="MASK run")
+    vol_b, _, paths_b = dicom_series(
+        volume=random_volume(seed=5), name="b", study_uid=study, series_description="DSA"
     )
     mixed = [p for pair in zip(paths_a, paths_b, strict=True) for p in pair]
     out = read_dicom_series(mixed)
@@ -129,8 +101,8 @@ def test_ct_small_hu_matches_pydicom():
     assert sv.series_uid == ds.SeriesInstanceUID and sv.header["KVP"] == 120.0
 
 
-def test_rescale_slope_and_clipping(tmp_path):
-    vol, _, paths = _write(tmp_path, vol=np.full((2, 4, 4), 1000, np.int16))
+def test_rescale_slope_and_clipping(dicom_series):
+    vol, _, paths = dicom_series(volume=np.full((2, 4, 4), 1000, np.int16))
     ds = pydicom.dcmread(paths[0])
     ds.RescaleSlope = "40.5"
     ds.RescaleIntercept = "-7.3"
@@ -185,8 +157,8 @@ def test_jpeg_ls_decoded_with_a_handler_or_refused_naming_the_syntax():
             read_dicom_series([path])
 
 
-def test_unknown_transfer_syntax_refused(tmp_path):
-    _, _, paths = _write(tmp_path, vol=_phantom((1, 4, 4)))
+def test_unknown_transfer_syntax_refused(dicom_series):
+    _, _, paths = dicom_series(volume=random_volume((1, 4, 4)))
     ds = pydicom.dcmread(paths[0])
     ds.file_meta.TransferSyntaxUID = "1.2.3.4.5.6.7"
     ds.save_as(paths[0], enforce_file_format=False)
@@ -246,8 +218,8 @@ def _to_enhanced(paths, out_path, frame_order):
     return out_path
 
 
-def test_enhanced_multiframe(tmp_path):
-    vol, affine, paths = _write(tmp_path, vol=_phantom((5, 8, 6)))
+def test_enhanced_multiframe(tmp_path, dicom_series):
+    vol, affine, paths = dicom_series(volume=random_volume((5, 8, 6)))
     order = [3, 0, 4, 1, 2]
     mf = _to_enhanced(paths, tmp_path / "enhanced.dcm", order)
     [sv] = read_dicom_series([mf])
@@ -269,12 +241,12 @@ def test_non_dicom_file_refused(tmp_path):
         read_dicom_series([p])
 
 
-def test_truncated_files_refused(tmp_path):
+def test_truncated_files_refused(dicom_series):
     with pytest.raises(
         IngestError, match=r"MR_truncated.dcm: truncated pixel data: \d+ bytes, expected 8192"
     ):
         read_dicom_series([get_testdata_file("MR_truncated.dcm")])
-    _, _, paths = _write(tmp_path)
+    _, _, paths = dicom_series()
     data = paths[2].read_bytes()
     paths[2].write_bytes(data[: len(data) // 2])  # cut inside the pixel data
     with pytest.raises(
@@ -298,9 +270,9 @@ def _edit(path, **changes):
     ds.save_as(path)
 
 
-def test_rows_columns_mismatch_refused(tmp_path):
-    _, _, paths = _write(tmp_path)
-    _, _, other = _write(tmp_path, vol=_phantom((1, 12, 9)), name="o")
+def test_rows_columns_mismatch_refused(dicom_series):
+    _, _, paths = dicom_series()
+    _, _, other = dicom_series(volume=random_volume((1, 12, 9)), name="o")
     ds = pydicom.dcmread(other[0])
     ref = pydicom.dcmread(paths[1])
     ds.SeriesInstanceUID = ref.SeriesInstanceUID
@@ -310,15 +282,15 @@ def test_rows_columns_mismatch_refused(tmp_path):
         read_dicom_series(paths)
 
 
-def test_inconsistent_orientation_refused(tmp_path):
-    _, _, paths = _write(tmp_path)
+def test_inconsistent_orientation_refused(dicom_series):
+    _, _, paths = dicom_series()
     _edit(paths[2], ImageOrientationPatient=[1, 0, 0, 0, 0.8, 0.6])
     with pytest.raises(IngestError, match=f"inconsistent orientation: {paths[2].name}"):
         read_dicom_series(paths)
 
 
-def test_missing_slice_refused_with_gap_location(tmp_path):
-    _, _, paths = _write(tmp_path)  # dz = 2.5 mm, origin z = -13.25
+def test_missing_slice_refused_with_gap_location(dicom_series):
+    _, _, paths = dicom_series()  # dz = 2.5 mm, origin z = -13.25
     del paths[3]
     with pytest.raises(IngestError) as exc:
         read_dicom_series(paths)
@@ -328,8 +300,8 @@ def test_missing_slice_refused_with_gap_location(tmp_path):
     assert "expected 2.500 mm (tolerance 1%)" in msg and "1 slice(s) missing" in msg
 
 
-def test_slightly_irregular_spacing_within_tolerance_accepted(tmp_path):
-    vol, _, paths = _write(tmp_path)
+def test_slightly_irregular_spacing_within_tolerance_accepted(dicom_series):
+    vol, _, paths = dicom_series()
     ds = pydicom.dcmread(paths[2])
     pos = [float(v) for v in ds.ImagePositionPatient]
     _edit(paths[2], ImagePositionPatient=[pos[0], pos[1], pos[2] + 0.01])  # 0.4 % of 2.5 mm
@@ -339,8 +311,8 @@ def test_slightly_irregular_spacing_within_tolerance_accepted(tmp_path):
         read_dicom_series(paths)
 
 
-def test_duplicate_position_refused(tmp_path):
-    _, _, paths = _write(tmp_path)
+def test_duplicate_position_refused(tmp_path, dicom_series):
+    _, _, paths = dicom_series()
     dup = tmp_path / "dup.dcm"
     shutil.copy(paths[1], dup)
     _edit(dup, SOPInstanceUID=new_uid())
@@ -350,8 +322,8 @@ def test_duplicate_position_refused(tmp_path):
         read_dicom_series([*paths, dup])
 
 
-def test_inconsistent_pixel_type_refused(tmp_path):
-    _, _, paths = _write(tmp_path, vol=np.abs(_phantom()))
+def test_inconsistent_pixel_type_refused(dicom_series):
+    _, _, paths = dicom_series(volume=np.abs(random_volume()))
     ds = pydicom.dcmread(paths[4])
     ds.PixelRepresentation = 0
     ds.save_as(paths[4])
@@ -371,9 +343,9 @@ def test_role_hints():
 
 
 def test_writer_rejects_inconsistent_inputs(tmp_path):
-    vol = _phantom((2, 4, 4))
+    vol = random_volume((2, 4, 4))
     with pytest.raises(DicomWriteError, match="does not match the affine"):
-        write_dicom_series(vol, (1.0, 1.0, 1.0), _affine((2.0, 1.0, 1.0)), tmp_path, study_uid=new_uid(),
+        write_dicom_series(vol, (1.0, 1.0, 1.0), axis_affine((2.0, 1.0, 1.0)), tmp_path, study_uid=new_uid(),
                            series_uid=new_uid(), frame_of_reference_uid=new_uid(), series_description="x",
                            series_number=1, patient_id="p", patient_name="n")  # fmt: skip
     with pytest.raises(DicomWriteError, match="int16"):
@@ -382,9 +354,9 @@ def test_writer_rejects_inconsistent_inputs(tmp_path):
                            series_number=1, patient_id="p", patient_name="n")  # fmt: skip
 
 
-def test_derived_series_references_source(tmp_path):
+def test_derived_series_references_source(dicom_series):
     study = new_uid()
-    _, _, src_paths = _write(tmp_path, name="src", study_uid=study)
+    _, _, src_paths = dicom_series(name="src", study_uid=study)
     src = [pydicom.dcmread(p) for p in src_paths]
     ref = SeriesRef(
         series_uid=src[0].SeriesInstanceUID,
@@ -392,7 +364,7 @@ def test_derived_series_references_source(tmp_path):
         sop_instance_uids=[d.SOPInstanceUID for d in src],
         derivation_description="DLA vessel prediction",
     )
-    _, _, paths = _write(tmp_path, name="dla", study_uid=study, series_description="DLA", derived_from=ref)
+    _, _, paths = dicom_series(name="dla", study_uid=study, series_description="DLA", derived_from=ref)
     for k, p in enumerate(paths):
         ds = pydicom.dcmread(p)
         assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
@@ -407,12 +379,12 @@ def test_derived_series_references_source(tmp_path):
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools (dciodvfy) not installed")
 @pytest.mark.parametrize("derived", [False, True, "other-study"])
-def test_dciodvfy_reports_no_errors(tmp_path, derived):
+def test_dciodvfy_reports_no_errors(derived, dicom_series):
     ref = None
     study = new_uid()
     if derived:
         ref = SeriesRef(new_uid(), study if derived is True else new_uid(), [new_uid(), new_uid(), new_uid()])
-    _, _, paths = _write(tmp_path, vol=_phantom((3, 8, 8)), study_uid=study, derived_from=ref,
+    _, _, paths = dicom_series(volume=random_volume((3, 8, 8)), study_uid=study, derived_from=ref,
                          patient_name="Müller^Jürgen")  # fmt: skip
     for p in (paths[0], paths[-1]):
         res = subprocess.run(["dciodvfy", str(p)], capture_output=True, text=True, timeout=60)
@@ -423,8 +395,8 @@ def test_dciodvfy_reports_no_errors(tmp_path, derived):
 
 
 @pytest.mark.skipif(shutil.which("dcmdump") is None, reason="dcmtk (dcmdump) not installed")
-def test_dcmdump_parses_output(tmp_path):
-    vol, _, paths = _write(tmp_path, vol=_phantom((2, 8, 8)))
+def test_dcmdump_parses_output(dicom_series):
+    vol, _, paths = dicom_series(volume=random_volume((2, 8, 8)))
     res = subprocess.run(["dcmdump", "-E", str(paths[1])], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "CTImageStorage" in res.stdout and "(0028,0103) US 1" in res.stdout

@@ -24,20 +24,21 @@ from dla.io.dicom import (
 from dla.io.seg import label_seg, probability_map
 
 
-def _series(out_dir, *, n=5, description="FILL run", number=7, series_uid=None, vol=None, **kw):
-    vol = np.arange(n * 6 * 5, dtype=np.int16).reshape(n, 6, 5) if vol is None else vol
-    affine = np.diag([0.5, 0.5, 2.0, 1.0])
-    args = dict(
-        study_uid=new_uid(),
-        series_uid=series_uid or new_uid(),
-        frame_of_reference_uid=new_uid(),
+def _series(dicom_series, *, n=5, description="FILL run", number=7, **fields):
+    """``n`` slices of a 6x5 ramp (2 x 0.5 x 0.5 mm, origin 0) of patient MRN-1 written into ``tmp_path / "s"``
+    by the shared ``dicom_series`` fixture: (volume, paths)."""
+    volume = np.arange(n * 6 * 5, dtype=np.int16).reshape(n, 6, 5)
+    written = dicom_series(
+        "s",
+        volume,
+        spacing_mm=(2.0, 0.5, 0.5),
+        origin_lps=(0.0, 0.0, 0.0),
         series_description=description,
         series_number=number,
         patient_id="MRN-1",
-        patient_name="Doe^Jane",
+        **fields,
     )
-    args.update(kw)
-    return vol, write_dicom_series(vol, (2.0, 0.5, 0.5), affine, out_dir, **args)
+    return written.volume, written.paths
 
 
 def test_series_label_names_number_and_description():
@@ -52,8 +53,8 @@ def test_object_kind_of_non_image_sop_classes():
     assert object_kind("1.2.3.4.5") is None
 
 
-def test_truncated_copy_is_reported_as_truncated_not_as_duplicate_position(tmp_path):
-    _, paths = _series(tmp_path / "s")
+def test_truncated_copy_is_reported_as_truncated_not_as_duplicate_position(tmp_path, dicom_series):
+    _, paths = _series(dicom_series)
     data = paths[2].read_bytes()
     (tmp_path / "s" / "copy_of_slice_2.dcm").write_bytes(data[:-20])  # cut inside the pixel data
     with pytest.raises(IngestError) as exc:
@@ -71,8 +72,8 @@ def test_rt_plan_and_waveform_are_not_images():
         read_dicom_series([get_testdata_file("waveform_ecg.dcm")])
 
 
-def test_seg_is_refused_as_an_image_volume(tmp_path):
-    _, paths = _series(tmp_path / "s", n=4)
+def test_seg_is_refused_as_an_image_volume(tmp_path, dicom_series):
+    _, paths = _series(dicom_series, n=4)
     labels = np.zeros((4, 6, 5), np.uint8)
     labels[1:3, 2:4, 1:4] = 1
     labels[0, :2] = 2
@@ -84,9 +85,9 @@ def test_seg_is_refused_as_an_image_volume(tmp_path):
     assert "duplicate" not in str(exc.value)
 
 
-def test_geometry_messages_name_the_series_by_number_and_description_never_the_uid(tmp_path):
+def test_geometry_messages_name_the_series_by_number_and_description_never_the_uid(tmp_path, dicom_series):
     series_uid = new_uid()
-    _, paths = _series(tmp_path / "s", series_uid=series_uid, description="3D fill", number=4)
+    _, paths = _series(dicom_series, series_uid=series_uid, description="3D fill", number=4)
     dup = tmp_path / "s" / "dup.dcm"
     shutil.copy(paths[1], dup)
     ds = pydicom.dcmread(dup)
@@ -98,8 +99,8 @@ def test_geometry_messages_name_the_series_by_number_and_description_never_the_u
     assert series_uid not in str(exc.value)
 
 
-def test_folder_read_skips_and_lists_non_dicom_and_non_image_files(tmp_path):
-    vol, paths = _series(tmp_path / "s")
+def test_folder_read_skips_and_lists_non_dicom_and_non_image_files(tmp_path, dicom_series):
+    vol, paths = _series(dicom_series)
     readme = tmp_path / "s" / "README"
     readme.write_text("phantom export\n")
     plan = tmp_path / "s" / "plan.dcm"
@@ -116,9 +117,9 @@ def test_folder_read_skips_and_lists_non_dicom_and_non_image_files(tmp_path):
         read_dicom_series([readme], skipped=[])
 
 
-def test_reader_keeps_series_number_and_instance_uids_in_z_order(tmp_path):
+def test_reader_keeps_series_number_and_instance_uids_in_z_order(dicom_series):
     uids = [new_uid() for _ in range(5)]
-    _, paths = _series(tmp_path / "s", sop_instance_uids=uids, number=12)
+    _, paths = _series(dicom_series, sop_instance_uids=uids, number=12)
     [sv] = read_dicom_series(reversed(paths))
     assert sv.series_number == 12 and sv.label == "series 12 'FILL run'"
     assert sv.sop_instance_uids == uids and sv.frame_numbers == [None] * 5
@@ -156,8 +157,8 @@ def test_writer_given_uids_rescale_and_references(tmp_path):
         )  # fmt: skip
 
 
-def test_probability_map_maps_stored_values_to_probability(tmp_path):
-    _, paths = _series(tmp_path / "s", n=3)
+def test_probability_map_maps_stored_values_to_probability(dicom_series):
+    _, paths = _series(dicom_series, n=3)
     prob = np.random.default_rng(1).integers(0, 256, size=(3, 6, 5)).astype(np.uint8)
     uid = new_uid()
     pm = probability_map(

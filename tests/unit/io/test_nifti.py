@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
-from dla.io.dicom import IngestError, new_uid, read_dicom_series, write_dicom_series
+from dla.io.dicom import IngestError, read_dicom_series
 from dla.io.nifti import NiftiWriteError, read_nifti, write_nifti
+from tests.dicom_support import random_volume
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 
@@ -86,14 +87,9 @@ def test_float_data_rounded_and_clipped(tmp_path):
     assert sv.volume_hu[:, 0, 0].tolist() == [1, 2, -2, 32767, -32768, 0]
 
 
-def test_dicom_to_nifti_to_dicom_geometry(tmp_path):
-    vol = np.random.default_rng(2).integers(-1000, 2000, (4, 6, 5)).astype(np.int16)
-    spacing = (2.0, 0.5, 0.75)
-    affine = np.diag([0.75, 0.5, 2.0, 1.0])
-    affine[:3, 3] = (-20, 30, -40)
-    paths = write_dicom_series(vol, spacing, affine, tmp_path / "d", study_uid=new_uid(), series_uid=new_uid(),
-                               frame_of_reference_uid=new_uid(), series_description="x", series_number=1,
-                               patient_id="p", patient_name="n")  # fmt: skip
+def test_dicom_to_nifti_to_dicom_geometry(tmp_path, dicom_series):
+    vol = random_volume((4, 6, 5), seed=2, low_hu=-1000, high_hu=2000)
+    _, _, paths = dicom_series("d", vol, spacing_mm=(2.0, 0.5, 0.75), origin_lps=(-20, 30, -40))
     [dv] = read_dicom_series(paths)
     nv = read_nifti(write_nifti(dv.volume_hu, dv.spacing_mm, dv.affine_lps, tmp_path / "v.nii.gz"))
     np.testing.assert_array_equal(nv.volume_hu, vol)
