@@ -19,7 +19,8 @@ angles per source, 128 kB each) and the cine task its own; other sizes and tilts
 (their ETag still lets the browser keep them), so no request pattern can fill the disk.
 
 Bounded work per request: ``dla.render.mip`` caps the size and the sampling grid of one frame (well under
-256 MB). Per process at most ``DLA_RENDER_CONCURRENCY`` frames (default 1) render at once; a request waits at
+256 MB). Per process at most ``DLA_RENDER_CONCURRENCY`` frames (default 1) render at once, each with
+``DLA_RENDER_THREADS`` torch threads (default 1, so renders leave cores to everything else); a request waits at
 most ``DLA_RENDER_WAIT_S`` seconds (default 30) for a slot, and at most ``DLA_RENDER_QUEUE`` requests (default 2)
 for views outside the cine may wait at all: beyond that they get a 503 at once (``RenderBusy``), so renders
 can hold only a few of a server's threads and slices stay fast. Cine frames always wait their turn (each is
@@ -274,6 +275,24 @@ def render_slot(*, cine: bool = False):
                 _admitted -= 1
 
 
+@contextmanager
+def _render_threads():
+    """Render with ``DLA_RENDER_THREADS`` torch threads (default 1: on a small machine a render using every
+    core would starve the slices and pages served beside it), restored afterwards."""
+    import torch
+
+    wanted = max(1, int(getattr(settings, "DLA_RENDER_THREADS", 1)))
+    previous = torch.get_num_threads()
+    if wanted == previous:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 # ------------------------------------------------------------------------------------------------ frames
 
 
@@ -315,7 +334,7 @@ def frame(source: Source, view: View, *, store: bool = False) -> Frame:
         if cached is not None:
             return Frame(key, cached, True)
     keep = source.stored and (store or is_stored_view(view))
-    with render_slot(cine=is_cine_view(view)):
+    with render_slot(cine=is_cine_view(view)), _render_threads():
         if keep:  # rendered by another request while this one waited for the slot
             cached = load_frame(key)
             if cached is not None:
