@@ -1,8 +1,11 @@
-"""Django admin for studies and volumes (volumes are read-only: their voxels are immutable)."""
+"""Django admin for studies and volumes (volumes are read-only: their voxels are immutable), and read-only views
+of label versions and drafts (they change only through the labeling rules: commit, review, edit ops)."""
 
 from django.contrib import admin
 
-from .models import PseudonymMap, Study, Volume
+from dla_web.admin import ReadOnlyForAdmins
+
+from .models import Draft, LabelVersion, PseudonymMap, Study, Volume
 
 
 class VolumeInline(admin.TabularInline):
@@ -62,3 +65,30 @@ class PseudonymMapAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(LabelVersion)
+class LabelVersionAdmin(ReadOnlyForAdmins):
+    """Label versions with their review state; approve or reject them on the review page (/reviews/)."""
+
+    list_display = [
+        "id",
+        "study",
+        "number",
+        "author",
+        "review_status",
+        "reviewed_by",
+        "reviewed_at",
+        "created_at",
+    ]
+    list_filter = ["review_status", "study__cohort"]
+    search_fields = ["study__pseudonym", "message", "review_comment", "author__username"]
+    list_select_related = ["study", "author", "reviewed_by"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(Draft)
+class DraftAdmin(ReadOnlyForAdmins):
+    list_display = ["id", "study", "user", "base_version", "revision", "updated_at"]
+    search_fields = ["study__pseudonym", "user__username"]
+    list_select_related = ["study", "user", "base_version"]

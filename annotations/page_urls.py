@@ -3,17 +3,23 @@
 ``/studies/``: the study list (search, filters cohort / label status / has DLA), rendered on the server so it
 works without JavaScript. ``/studies/<id>/``: the annotation workspace; its data (volumes, geometry) is handed
 to the ES modules through ``json_script`` and ``data-*`` attributes, everything else comes from the REST API.
+``/studies/<id>/?review=<version id>`` opens the workspace read-only on that label version with its diff
+against the parent (approve / reject for admins, through the API's review action).
+``/reviews/``: the admins' review queue (submitted label versions, oldest first, and the latest outcomes),
+rendered on the server.
 """
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q, Subquery
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404
+from django.shortcuts import render
 from django.urls import path
 
+from dla.classes import CLASS_NAMES, LABELED_CLASSES
 from dla.render.slices import WINDOW_PRESETS_HU
-from dla_web.roles import is_annotator
+from dla_web.roles import is_admin, is_annotator
 
 from .models import Draft, LabelVersion, Study, Volume
 
@@ -87,7 +93,21 @@ def study_list(request):
 @login_required
 def workspace(request, pk: int):
     _annotator_only(request)
-    study = get_object_or_404(Study, pk=pk)
+    study = Study.objects.filter(pk=pk).first()
+    if study is None:
+        raise Http404(
+            f"There is no study with id {pk}; it may have been deleted. Pick one from the study list."
+        )
+    review = None
+    review_id = request.GET.get("review", "")
+    if review_id:
+        review = (
+            LabelVersion.objects.filter(study=study, pk=review_id).select_related("parent").first()
+            if review_id.isdigit()
+            else None
+        )
+        if review is None:
+            raise Http404(f"study {study.pseudonym} has no label version with id {review_id!r} to review")
     volumes = [
         {
             "id": v.pk,
@@ -111,8 +131,56 @@ def workspace(request, pk: int):
         "annotations/workspace.html",
         {
             "study": study,
+            "review": review,
             "volumes": newest,
             "presets": {k: {"center": c, "width": w} for k, (c, w) in WINDOW_PRESETS_HU.items()},
+        },
+    )
+
+
+def _class_counts(version: LabelVersion | None) -> dict[int, int]:
+    counts = (version.counts or {}) if version else {}
+    return {c: int(counts.get(str(c), counts.get(c, 0)) or 0) for c in LABELED_CLASSES}
+
+
+def _queue_row(version: LabelVersion) -> dict:
+    """One row of the review queue: the version, its per-class counts and their change from the parent."""
+    now, before = _class_counts(version), _class_counts(version.parent)
+    return {
+        "version": version,
+        "classes": [
+            {
+                "id": c,
+                "name": CLASS_NAMES[c].replace("_", " "),
+                "count": f"{now[c]:,}",
+                "delta": now[c] - before[c] if version.parent_id else None,
+                "delta_text": f"{now[c] - before[c]:+,}" if version.parent_id else "",
+            }
+            for c in LABELED_CLASSES
+        ],
+    }
+
+
+@login_required
+def review_queue(request):
+    """Submitted label versions waiting for an admin (oldest first) and the latest reviews."""
+    if not is_admin(request.user):
+        raise PermissionDenied(
+            "Only admins may review label versions; annotators submit them from the workspace."
+        )
+    versions = LabelVersion.objects.select_related("study", "author", "reviewed_by", "parent")
+    waiting = versions.filter(review_status=LabelVersion.Review.SUBMITTED).order_by("created_at", "id")
+    done = versions.filter(
+        review_status__in=[LabelVersion.Review.APPROVED, LabelVersion.Review.REJECTED],
+        reviewed_at__isnull=False,
+    ).order_by("-reviewed_at")[:20]
+    return render(
+        request,
+        "annotations/review_queue.html",
+        {
+            "waiting": [_queue_row(v) for v in waiting],
+            "done": list(done),
+            "class_labels": [CLASS_NAMES[c].replace("_", " ") for c in LABELED_CLASSES],
         },
     )
 
@@ -120,4 +188,5 @@ def workspace(request, pk: int):
 urlpatterns = [
     path("studies/", study_list, name="study-list"),
     path("studies/<int:pk>/", workspace, name="study-workspace"),
+    path("reviews/", review_queue, name="review-queue"),
 ]

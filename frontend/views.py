@@ -1,16 +1,41 @@
-"""Page views: thin, they render templates; data comes from the REST API via ES modules."""
+"""Page views: thin, they render templates; data comes from the REST API via ES modules.
+
+Also the project's error pages (``handler403``/``handler404``/``handler500`` in ``dla_web.urls``): the page
+keeps the navigation and says why, in words (the reason given by the view that refused); requests under
+``/api/`` get the API's JSON ``{"detail": ...}`` instead of HTML.
+"""
+
+import logging
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models.functions import Coalesce
+from django.http import HttpResponseServerError, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import requires_csrf_token
 
-from annotations.models import Study, Volume
-from dla_web.roles import is_annotator
+from annotations.models import LabelVersion, Study, Volume
+from dla_web.roles import is_admin, is_annotator
+
+logger = logging.getLogger(__name__)
 
 
 @login_required
 def dashboard(request):
-    return render(request, "frontend/dashboard.html")
+    context = {}
+    if is_annotator(request.user):
+        context["my_versions"] = list(
+            LabelVersion.objects.filter(author=request.user)
+            .exclude(review_status=LabelVersion.Review.NONE)
+            .select_related("study", "reviewed_by")
+            .annotate(last_change=Coalesce("reviewed_at", "created_at"))
+            .order_by("-last_change", "-id")[:8]
+        )
+    if is_admin(request.user):
+        context["awaiting_review"] = LabelVersion.objects.filter(
+            review_status=LabelVersion.Review.SUBMITTED
+        ).count()
+    return render(request, "frontend/dashboard.html", context)
 
 
 @login_required
@@ -29,3 +54,54 @@ def import_page(request):
         "studies": Study.objects.order_by("pseudonym").values_list("pk", "pseudonym"),
     }
     return render(request, "frontend/import.html", context)
+
+
+# ------------------------------------------------------------------------------------------------ error pages
+
+ERRORS = {
+    403: ("You may not open this page", "Your role does not allow this page."),
+    404: ("Page not found", "Nothing lives at this address."),
+    500: ("Something went wrong on the server", "The error was logged; nothing you did caused it."),
+}
+
+
+def _reason(exception) -> str:
+    """The message a view gave its exception, or '' (never a class name or Django's resolver dictionary)."""
+    message = exception.args[0] if exception is not None and getattr(exception, "args", None) else ""
+    return message if isinstance(message, str) else ""
+
+
+def _error_page(request, status: int, reason: str = ""):
+    title, fallback = ERRORS[status]
+    reason = reason or fallback
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": reason}, status=status)
+    context = {
+        "status": status,
+        "title": title,
+        "reason": reason,
+        "path": request.path,
+    }
+    return render(request, "frontend/error.html", context, status=status)
+
+
+@requires_csrf_token
+def permission_denied(request, exception=None):
+    return _error_page(request, 403, _reason(exception))
+
+
+@requires_csrf_token
+def page_not_found(request, exception=None):
+    return _error_page(request, 404, _reason(exception))
+
+
+@requires_csrf_token
+def server_error(request):
+    try:
+        return _error_page(request, 500)
+    except Exception:  # the page itself failed (e.g. the database is down): a plain page without navigation
+        logger.exception("the error page could not be rendered")
+        title, reason = ERRORS[500]
+        return HttpResponseServerError(
+            f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{reason}</p><p><a href='/'>Dashboard</a></p>"
+        )

@@ -2,6 +2,7 @@
 // active (progress bar with ETA, plotly curves of training loss and per-class validation error, log tail,
 // cancel). Plotly is loaded by a classic <script> served from the installed python package (window.Plotly).
 import { api, el, showError } from "./api.js";
+import { plainError } from "./taskruns.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 const CLASSES = [["vessel", "#ff6b6b"], ["bone", "#e6edf3"], ["soft_tissue", "#4fb3ff"]];
@@ -66,6 +67,7 @@ function showRun(detail) {
   state.className = `badge ${run.state}`;
   const pct = Math.round((run.progress || 0) * 100);
   const bar = document.getElementById("run-progress");
+  bar.hidden = false;
   bar.className = `progress ${run.state}`;
   bar.setAttribute("aria-valuenow", pct);
   bar.firstElementChild.style.width = `${pct}%`;
@@ -75,7 +77,8 @@ function showRun(detail) {
   if (run.duration_s) parts.push(`elapsed ${fmtSeconds(run.duration_s)}`);
   const message = document.getElementById("run-message");
   // while running, the server's message repeats the numbers above; show it only when it says something else
-  const extra = run.error || (ACTIVE.has(run.state) && run.message.startsWith("iteration") ? "" : run.message);
+  const extra = run.error ? plainError(run.error)
+    : ACTIVE.has(run.state) && run.message.startsWith("iteration") ? "" : plainError(run.message);
   message.replaceChildren(parts.join(" · "), ...(extra ? [el("br"), extra] : []));
   message.className = run.error ? "error-text" : "muted";
   if (detail.model_version) {
@@ -128,7 +131,7 @@ async function refreshList() {
                         onclick: () => select(r.id) },
         el("td", {}, `#${r.id}`), el("td", {}, r.name || "—"),
         el("td", {}, el("span", { class: `badge ${r.run.state}` }, r.run.state)),
-        el("td", {}, bar, ` ${pct}%`), el("td", { class: "muted" }, (r.run.message || "").slice(0, 90)),
+        el("td", {}, bar, ` ${pct}%`), el("td", { class: "muted" }, plainError(r.run.message || "").slice(0, 90)),
         el("td", {}, r.run.created_by || ""),
         el("td", {}, r.model_version ? el("a", { href: `/models/#model-${r.model_version}` }, `#${r.model_version}`) : "—"));
     }) : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No training runs yet."))]));
@@ -171,6 +174,33 @@ form.addEventListener("submit", async (event) => {
     button.disabled = false;
   }
 });
+
+// The studies of the chosen cohorts without an approved label version: training skips them (a cohort with
+// none cannot train at all). Each links to its workspace, or to its review when the head version is submitted.
+const lacking = JSON.parse(document.getElementById("lacking-labels").textContent);
+const lackingBox = document.getElementById("lacking");
+const STATUS_WORDS = { unlabeled: "no labels yet", none: "not submitted", submitted: "waiting for review", rejected: "rejected" };
+
+function showLacking() {
+  const cohorts = [form.elements.train_cohort.value, form.elements.validation_cohort.value].filter(Boolean);
+  const groups = [...new Set(cohorts)].map((cohort) => {
+    const studies = lacking[cohort] || [];
+    if (!studies.length) return null;
+    const items = studies.slice(0, 30).map((s) => el("li", { dataset: { studyId: s.id } },
+      el("a", { href: s.status === "submitted" ? `/studies/${s.id}/?review=${s.head_id}` : `/studies/${s.id}/` }, s.pseudonym),
+      el("span", { class: "muted" }, ` ${s.head ? `v${s.head} ` : ""}${STATUS_WORDS[s.status] || s.status}`)));
+    if (studies.length > 30) items.push(el("li", { class: "muted" }, `… and ${studies.length - 30} more`));
+    return el("div", { class: "lacking-group", dataset: { cohort } },
+      el("strong", {}, `${studies.length} ${cohort} stud${studies.length === 1 ? "y lacks" : "ies lack"} approved labels`),
+      el("span", { class: "muted small" }, " (skipped by training; approve them in the ", el("a", { href: "/reviews/" }, "review queue"), ")"),
+      el("ul", { class: "lacking-list" }, ...items));
+  }).filter(Boolean);
+  lackingBox.replaceChildren(...groups);
+  lackingBox.hidden = !groups.length;
+}
+form.elements.train_cohort.addEventListener("change", showLacking);
+form.elements.validation_cohort.addEventListener("change", showLacking);
+showLacking();
 
 cancelButton.addEventListener("click", async () => {
   if (!selected) return;

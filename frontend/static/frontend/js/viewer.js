@@ -2,6 +2,8 @@
 // browser (so window/level drags are instant), blends the label overlay and draws one orthogonal view on a 2D
 // canvas with zoom, pan, crosshair and screen <-> voxel mapping. No framework; one class per view.
 // Class ids and overlay colours come from the page (classes.js reads dla/classes.py's definitions).
+// The labels come from the workspace's label source (ws.labels: a draft, a label version, or none); with a diff
+// source (ws.diff: the parent version) the voxels that differ are drawn in the diff colours on top.
 import { CLASS_COLORS, UNLABELED, VESSEL } from "./classes.js";
 
 const AXIS_INDEX = { z: 0, y: 1, x: 2 };
@@ -56,6 +58,14 @@ export function volumeSlice(volumeId, axis, index) {
 export function draftSlice(draftId, revision, axis, index) {
   return fetchRaw(`/api/drafts/${draftId}/slice/?axis=${axis}&index=${index}&rev=${revision}`, Uint8Array);
 }
+
+export function versionSlice(versionId, axis, index) {
+  return fetchRaw(`/api/label-versions/${versionId}/slice/?axis=${axis}&index=${index}`, Uint8Array);
+}
+
+// Colours of changed voxels in a diff overlay (not class colours: a change must stand out from every class):
+// "gained" = the voxel now has a labeled class it did not have before, "cleared" = it became unlabeled.
+export const DIFF_COLORS = Object.freeze({ gained: Object.freeze([255, 0, 255]), cleared: Object.freeze([0, 255, 255]) });
 
 // Geometry of a view: which array axis runs along rows and columns, their spacing, and whether rows are
 // flipped so that superior is at the top (coronal and sagittal views).
@@ -115,13 +125,15 @@ export class SliceView {
     const ws = this.ws;
     this.indexLabel.textContent = `${this.index + 1} / ${this.count}`;
     try {
-      const [hu, labels] = await Promise.all([
+      const [hu, labels, before] = await Promise.all([
         volumeSlice(ws.volume.id, this.axis, this.index),
-        ws.draft ? draftSlice(ws.draft.id, ws.draft.revision, this.axis, this.index) : null,
+        ws.labels ? ws.labels.slice(this.axis, this.index) : null,
+        ws.diff && ws.diff.source ? ws.diff.source.slice(this.axis, this.index) : null,
       ]);
       if (token !== this.renderToken) return;
       this.hu = hu;
       this.labels = labels;
+      this.before = before;
       this.showError("");
       this.compose();
     } catch (err) {
@@ -149,13 +161,24 @@ export class SliceView {
     const preview = this.preview && this.preview.rows === rows && this.preview.cols === cols ? this.preview.data : null;
     const threshold = ws.threshold;
     const vessel = CLASS_COLORS[VESSEL];
+    const current = this.labels ? this.labels.data : null;
+    const before = ws.diff && ws.diff.visible && current && this.before && this.before.data.length === current.length
+      ? this.before.data : null;
+    const { gained, cleared } = DIFF_COLORS;
     for (let i = 0, j = 0; i < data.length; i += 1, j += 4) {
       let g = (data[i] - low) * scale;
       g = g < 0 ? 0 : g > 255 ? 255 : g;
       let r = g, gg = g, b = g;
       let c = labels ? labels[i] : UNLABELED;
       if (preview) c = preview[i] >= threshold ? VESSEL : (c === VESSEL ? UNLABELED : c);
-      if (c && (preview ? (c === VESSEL || shown[c]) : shown[c])) {
+      if (before && before[i] !== current[i]) {
+        // a changed voxel: drawn even with the class overlay off, opaque enough to be seen at any opacity
+        const col = current[i] === UNLABELED ? cleared : gained;
+        const a = Math.max(alpha, 0.85);
+        r = r * (1 - a) + col[0] * a;
+        gg = gg * (1 - a) + col[1] * a;
+        b = b * (1 - a) + col[2] * a;
+      } else if (c && (preview ? (c === VESSEL || shown[c]) : shown[c])) {
         const col = CLASS_COLORS[c] || vessel;
         r = r * (1 - alpha) + col[0] * alpha;
         gg = gg * (1 - alpha) + col[1] * alpha;
@@ -164,7 +187,7 @@ export class SliceView {
       px[j] = r; px[j + 1] = gg; px[j + 2] = b; px[j + 3] = 255;
     }
     ctx.putImageData(out, 0, 0);
-    this.root.dataset.loaded = `${this.index}:${ws.draft ? ws.draft.revision : "-"}`;
+    this.root.dataset.loaded = `${this.index}:${ws.labels ? ws.labels.key : "-"}`;
     this.draw();
   }
 

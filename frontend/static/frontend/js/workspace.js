@@ -1,10 +1,13 @@
 // Annotation workspace: three orthogonal slice views and a MIP, window/level, label overlay of the user's draft,
 // threshold preview + recipe, island removal, brush, scissors, undo/redo, commit with conflict handling,
 // version history. Data: volumes via json_script, everything else from the REST API.
+// Opening the page makes no draft: until the first edit the overlay shows the head version (revision "0"), and
+// the first edit opens the user's draft. With data-review-version the page is read-only on that label version,
+// shows its changes against the parent (overlay and per-class counts) and, for admins, approve / reject.
 import { api, el } from "./api.js";
-import { runRow } from "./taskruns.js";
-import { CLASS_COLORS, CLASS_LABELS, LABELED_CLASSES, SOFT_TISSUE, VESSEL } from "./classes.js";
-import { SliceView, volumeSlice } from "./viewer.js";
+import { plainError, runRow } from "./taskruns.js";
+import { CLASS_COLORS, CLASS_LABELS, LABELED_CLASSES, SOFT_TISSUE, UNLABELED, VESSEL } from "./classes.js";
+import { DIFF_COLORS, SliceView, draftSlice, versionSlice, volumeSlice } from "./viewer.js";
 import { RotatingMip } from "./viewer_mip.js";
 
 const root = document.getElementById("workspace");
@@ -21,14 +24,45 @@ const ws = {
   overlay: { visible: true, opacity: 0.5, classes: Object.fromEntries(LABELED_CLASSES.map((id) => [id, id !== SOFT_TISSUE])) },
   crosshair: { z: 0, y: 0, x: 0 },
   draft: null,
+  labels: null, // the label source shown: {key, slice(axis, index), mipUrl(angle)} of the draft or a version
+  diff: null, // review: {source: the parent's label source, visible}
+  head: null, // the study's newest label version (shown until the first edit makes a draft)
+  review: root.dataset.reviewVersion ? { id: Number(root.dataset.reviewVersion), version: null } : null,
   threshold: Number($("threshold-slider").value),
   tool: "navigate",
 };
+const canReview = root.dataset.canReview === "1";
 root.ws = ws; // for debugging in the console
 
 function setStatus(message, kind = "info") {
   statusBox.textContent = message || "";
   statusBox.className = `ws-status ${message ? kind : ""}`;
+}
+
+// A new action starts: the outcome of the previous one (status line, a finished recipe's row) is history now.
+function beginAction() {
+  setStatus("");
+  const recipeBox = $("recipe-progress");
+  if (!recipeBox.querySelector(".run[data-state=queued], .run[data-state=running]")) recipeBox.replaceChildren();
+}
+
+const MIP_SIZE_PX = 256;
+
+function draftSource(draft) {
+  return {
+    key: String(draft.revision),
+    slice: (axis, index) => draftSlice(draft.id, draft.revision, axis, index),
+    mipUrl: (angle) => `/api/drafts/${draft.id}/mip/?angle=${angle}&size=${MIP_SIZE_PX}&label=${VESSEL}&rev=${draft.revision}`,
+  };
+}
+
+// key "0": the labels a new draft starts from (its revision 0), so a lazily made draft does not reload the views
+function versionSource(version, key = "0") {
+  return {
+    key,
+    slice: (axis, index) => versionSlice(version.id, axis, index),
+    mipUrl: (angle) => `/api/label-versions/${version.id}/mip/?angle=${angle}&size=${MIP_SIZE_PX}&label=${VESSEL}`,
+  };
 }
 
 const views = {};
@@ -64,16 +98,13 @@ function selectVolume(volume) {
 
 // ------------------------------------------------------------------------------------------------ MIP
 
-const MIP_SIZE_PX = 256;
 const mipError = $("view-mip").querySelector(".view-error");
 const mipVessels = $("mip-vessels");
 const mip = new RotatingMip([{
   canvas: $("mip-canvas"),
   frameUrl: (angle) => `/api/volumes/${ws.volume.id}/mip/?angle=${angle}&size=${MIP_SIZE_PX}`,
-  // the draft's vessel label projected on top, once the rotation rests
-  overlayUrl: (angle) => (mipVessels.checked && ws.draft
-    ? `/api/drafts/${ws.draft.id}/mip/?angle=${angle}&size=${MIP_SIZE_PX}&label=${VESSEL}&rev=${ws.draft.revision}`
-    : null),
+  // the shown labels' vessel class projected on top, once the rotation rests
+  overlayUrl: (angle) => (mipVessels.checked && ws.labels ? ws.labels.mipUrl(angle) : null),
   onError: (message) => { mipError.textContent = message || ""; mipError.hidden = !message; },
 }], {
   frames: 36, // the server's cine: 10 degree steps
@@ -174,44 +205,85 @@ $("overlay-visible").addEventListener("change", (e) => {
 
 // ------------------------------------------------------------------------------------------------ draft
 
+function showCounts(counts) {
+  for (const span of toggles.querySelectorAll("[data-count-for]")) {
+    const n = (counts || {})[span.dataset.countFor] || 0;
+    span.textContent = n ? ` ${n.toLocaleString()} vx` : "";
+  }
+}
+
+function reloadLabels() {
+  allViews().forEach((v) => v.load());
+  mip.refreshOverlay();
+}
+
+// Your draft of this study if you have one; otherwise the head version is shown and no draft is made yet.
 async function openDraft() {
   try {
-    setDraft(await api("/api/drafts/", { method: "POST", body: { study: ws.studyId } }));
+    const page = await api(`/api/drafts/?study=${ws.studyId}`);
+    const mine = (page.results || [])[0];
+    ws.draftChecked = true;
+    if (mine) setDraft(mine);
+    else if (!ws.draft) showWithoutDraft();
   } catch (err) {
-    $("draft-info").textContent = `No draft: ${err.message}`;
-    setStatus(`Labels cannot be edited: ${err.message}`, "error");
+    $("draft-info").textContent = `Your draft could not be loaded: ${err.message}`;
+    setStatus(`Labels cannot be edited right now: ${err.message}`, "error");
   }
+}
+
+// no version yet: an empty map (what a new draft starts from, so also key "0")
+const EMPTY_SOURCE = Object.freeze({ key: "0", slice: () => null, mipUrl: () => null });
+
+function showWithoutDraft() {
+  const head = ws.head;
+  ws.labels = head ? versionSource(head) : EMPTY_SOURCE;
+  showCounts(head ? head.counts : {});
+  $("undo").disabled = true;
+  $("redo").disabled = true;
+  $("draft-info").textContent =
+    `0 edits on ${head ? `v${head.number}` : "an empty map"} · your draft starts with your first edit`;
+  root.dataset.draftRevision = "0";
+  reloadLabels();
 }
 
 function setDraft(draft, { reload = true } = {}) {
   const changed = !ws.draft || ws.draft.revision !== draft.revision || ws.draft.id !== draft.id;
   ws.draft = draft;
+  ws.labels = draftSource(draft);
   $("undo").disabled = !draft.can_undo;
   $("redo").disabled = !draft.can_redo;
-  const counts = draft.counts || {};
-  for (const span of toggles.querySelectorAll("[data-count-for]")) {
-    const n = counts[span.dataset.countFor] || 0;
-    span.textContent = n ? ` ${n.toLocaleString()} vx` : "";
-  }
+  showCounts(draft.counts);
   $("draft-info").textContent =
     `${draft.ops.length} edit${draft.ops.length === 1 ? "" : "s"} on ${draft.base_number ? `v${draft.base_number}` : "an empty map"}` +
     ` · revision ${draft.revision}`;
   root.dataset.draftRevision = String(draft.revision);
-  if (changed && reload) {
-    allViews().forEach((v) => v.load());
-    mip.refreshOverlay();
+  if (changed && reload) reloadLabels();
+}
+
+// The first edit opens (creates) the draft; later calls return it. Refused in review mode.
+let draftPromise = null;
+function ensureDraft() {
+  if (ws.review) return Promise.reject(new Error("this label version is open read-only for review; open the study to edit"));
+  if (ws.draft) return Promise.resolve(ws.draft);
+  if (!draftPromise) {
+    draftPromise = api("/api/drafts/", { method: "POST", body: { study: ws.studyId } })
+      .then((draft) => { setDraft(draft, { reload: draft.revision !== 0 }); return draft; })
+      .finally(() => { draftPromise = null; });
   }
+  return draftPromise;
 }
 
 let opChain = Promise.resolve();
 let pendingOps = 0;
 function runOp(op, label) {
-  if (!ws.draft) { setStatus("No draft is open.", "error"); return Promise.resolve(); }
+  if (ws.review) { setStatus("This version is open read-only for review.", "error"); return Promise.resolve(); }
+  beginAction();
   pendingOps += 1;
   root.dataset.busy = "1";
   opChain = opChain.then(async () => {
     try {
-      const response = await api(`/api/drafts/${ws.draft.id}/ops/`, { method: "POST", body: { op } });
+      const draft = await ensureDraft();
+      const response = await api(`/api/drafts/${draft.id}/ops/`, { method: "POST", body: { op } });
       setDraft(response.draft);
       const changed = response.result.changed_voxels ?? response.result.changed;
       setStatus(`${label}: ${changed !== undefined ? `${changed} voxels changed` : "done"}`);
@@ -226,7 +298,8 @@ function runOp(op, label) {
 }
 
 async function draftAction(action, label) {
-  if (!ws.draft) return;
+  if (!ws.draft || ws.review) return;
+  beginAction();
   try {
     setDraft(await api(`/api/drafts/${ws.draft.id}/${action}/`, { method: "POST", body: {} }));
     setStatus(label);
@@ -240,10 +313,15 @@ $("discard").addEventListener("click", () => {
   if (confirm("Drop all edits of your draft and start again from the head version?")) draftAction("discard", "Draft discarded.");
 });
 
-// another tab (or colleague's request) changed the draft: follow it
+// another tab (or colleague's request) changed the draft, or made it: follow it
 setInterval(async () => {
-  if (!ws.draft || pendingOps || document.hidden) return;
+  if (ws.review || !ws.volume || pendingOps || draftPromise || document.hidden) return;
   try {
+    if (!ws.draft) {
+      const mine = ((await api(`/api/drafts/?study=${ws.studyId}`)).results || [])[0];
+      if (mine && !ws.draft && !pendingOps) setDraft(mine);
+      return;
+    }
     const fresh = await api(`/api/drafts/${ws.draft.id}/`);
     if (fresh.revision !== ws.draft.revision) {
       setDraft(fresh);
@@ -256,9 +334,11 @@ setInterval(async () => {
 
 $("commit-form").addEventListener("submit", async (e) => {
   e.preventDefault();
+  beginAction();
   const message = $("commit-message").value.trim();
   if (!message) { setStatus("Write a commit message saying what changed.", "error"); $("commit-message").focus(); return; }
   await opChain;
+  if (!ws.draft) { setStatus("There is nothing to commit yet: make an edit first.", "error"); return; }
   try {
     const version = await api(`/api/drafts/${ws.draft.id}/commit/`, { method: "POST", body: { message } });
     $("commit-message").value = "";
@@ -293,24 +373,44 @@ $("conflict-rebase").addEventListener("click", async () => {
   }
 });
 
+const REVIEW_WORDS = { none: "not submitted", submitted: "submitted for review", approved: "approved", rejected: "rejected" };
+
+// The outcome of a review in words: "approved by admin · 12/05/2025 10:31" (and the reviewer's comment).
+function reviewNote(v) {
+  if (!["approved", "rejected"].includes(v.review_status)) return null;
+  const when = v.reviewed_at ? ` · ${new Date(v.reviewed_at).toLocaleString()}` : "";
+  return el("div", { class: `review-note small ${v.review_status}`, dataset: { testid: "review-note" } },
+    `${REVIEW_WORDS[v.review_status]} by ${v.reviewed_by || "an admin"}${when}`,
+    v.review_comment ? el("div", {}, `“${v.review_comment}”`) : null);
+}
+
 async function loadHistory() {
   const list = $("history");
   try {
     const page = await api(`/api/label-versions/?study=${ws.studyId}`);
     const versions = page.results || [];
+    const head = versions[0] || null;
+    const headMoved = (head && head.id) !== (ws.head && ws.head.id);
+    ws.head = head;
+    if (headMoved && ws.draftChecked && !ws.draft && !ws.review && !draftPromise && !pendingOps) showWithoutDraft();
     if (!versions.length) { list.replaceChildren(el("li", { class: "muted" }, "No versions yet.")); return; }
-    const headNumber = versions[0].number;
-    list.replaceChildren(...versions.map((v) => el("li", { dataset: { version: v.number } },
+    const editable = !ws.review;
+    list.replaceChildren(...versions.map((v) => el("li", {
+      class: ws.review && ws.review.id === v.id ? "current" : "", dataset: { version: v.number, status: v.review_status } },
       el("div", {}, el("strong", {}, `v${v.number}`), " ", el("span", { class: `badge review-${v.review_status}` },
-        v.review_status === "none" ? "not submitted" : v.review_status), " ",
+        REVIEW_WORDS[v.review_status] || v.review_status), " ",
         el("span", { class: "muted small" }, `${v.author || "?"} · ${new Date(v.created_at).toLocaleString()}`)),
       el("div", { class: "msg" }, v.message),
-      v.review_comment ? el("div", { class: "muted small" }, `review: ${v.review_comment}`) : null,
+      reviewNote(v),
       el("div", { class: "btn-row small" },
         v.parent ? el("button", { type: "button", class: "link", onclick: () => showDiff(v) }, "diff") : null,
-        v.number !== headNumber ? el("button", { type: "button", class: "link", onclick: () => revert(v) }, "revert to this") : null,
-        v.number === headNumber && ["none", "rejected"].includes(v.review_status)
-          ? el("button", { type: "button", class: "link", onclick: () => submit(v) }, "submit for review") : null))));
+        editable && v.number !== head.number
+          ? el("button", { type: "button", class: "link", onclick: () => revert(v) }, "revert to this") : null,
+        editable && v.number === head.number && ["none", "rejected"].includes(v.review_status)
+          ? el("button", { type: "button", class: "link", onclick: () => submit(v) }, "submit for review") : null,
+        canReview && (!ws.review || ws.review.id !== v.id)
+          ? el("a", { href: `/studies/${ws.studyId}/?review=${v.id}` }, v.review_status === "submitted" ? "review" : "open read-only")
+          : null))));
   } catch (err) {
     list.replaceChildren(el("li", { class: "flash error" }, `Could not load the history: ${err.message}`));
   }
@@ -319,13 +419,17 @@ async function loadHistory() {
 async function showDiff(v) {
   try {
     const d = await api(`/api/label-versions/${v.id}/diff/`);
-    const rows = Object.entries(d).filter(([k]) => !["from", "to"].includes(k));
-    $("diff-box").replaceChildren(el("strong", {}, `v${d.from} → v${d.to}`),
-      el("pre", { class: "diff" }, rows.map(([k, val]) => `${k}: ${JSON.stringify(val)}`).join("\n")));
+    const changes = LABELED_CLASSES.concat([UNLABELED]).map((c) => {
+      const gained = (d.gained || {})[c] || 0, lost = (d.lost || {})[c] || 0;
+      return gained || lost ? `${CLASS_LABELS[c] || "unlabeled"}: +${gained.toLocaleString()} −${lost.toLocaleString()}` : null;
+    }).filter(Boolean);
+    $("diff-box").replaceChildren(el("strong", {}, `v${d.from} → v${d.to}: ${d.changed_voxels.toLocaleString()} voxels changed`),
+      el("div", { class: "muted" }, changes.length ? changes.join(" · ") : "no change"));
   } catch (err) { setStatus(`Diff failed: ${err.message}`, "error"); }
 }
 
 async function revert(v) {
+  beginAction();
   try {
     const made = await api(`/api/label-versions/${v.id}/revert/`, { method: "POST", body: {} });
     setStatus(`Reverted: v${made.number} has the labels of v${v.number}. Rebase your draft to edit on top of it.`, "success");
@@ -334,6 +438,7 @@ async function revert(v) {
 }
 
 async function submit(v) {
+  beginAction();
   try {
     await api(`/api/label-versions/${v.id}/submit/`, { method: "POST", body: {} });
     setStatus(`v${v.number} submitted for review.`, "success");
@@ -381,14 +486,17 @@ if (!subtracted) {
 }
 
 $("threshold-apply").addEventListener("click", async () => {
-  if (!ws.draft) return;
+  if (ws.review) return;
+  beginAction();
   const params = { vessel_threshold_hu: ws.threshold };
   const minComp = Number($("min-component").value);
   if (Number.isFinite(minComp) && $("min-component").value !== "") params.min_vessel_component_voxels = minComp;
   const box = $("recipe-progress");
   $("threshold-apply").disabled = true;
   try {
-    let run = await api(`/api/drafts/${ws.draft.id}/ops/`, { method: "POST", body: { op: { op: "recipe", params } } });
+    await opChain;
+    const draft = await ensureDraft();
+    let run = await api(`/api/drafts/${draft.id}/ops/`, { method: "POST", body: { op: { op: "recipe", params } } });
     box.replaceChildren(runRow(run));
     while (["queued", "running"].includes(run.state)) {
       await new Promise((r) => setTimeout(r, 400));
@@ -401,7 +509,7 @@ $("threshold-apply").addEventListener("click", async () => {
       setDraft(await api(`/api/drafts/${ws.draft.id}/`));
       setStatus(`Recipe applied at ${ws.threshold} HU.`, "success");
     } else {
-      setStatus(`Recipe ${run.state}: ${run.error || run.message}`, "error");
+      setStatus(`Recipe ${run.state}: ${plainError(run.error || run.message)}`, "error");
     }
   } catch (err) {
     box.replaceChildren(el("div", { class: "flash error", role: "alert" }, err.message));
@@ -413,7 +521,10 @@ $("threshold-apply").addEventListener("click", async () => {
 // ------------------------------------------------------------------------------------------------ tools
 
 const toolButtons = $("tools").querySelectorAll("button[data-tool]");
+const REVIEW_TOOLS = new Set(["navigate", "window"]);
 function setTool(tool) {
+  if (ws.review && !REVIEW_TOOLS.has(tool)) { setStatus("This version is open read-only: only navigating and windowing.", "error"); return; }
+  if (statusBox.classList.contains("error")) setStatus("");
   ws.tool = tool;
   root.dataset.tool = tool;
   toolButtons.forEach((b) => b.classList.toggle("active", b.dataset.tool === tool));
@@ -560,6 +671,7 @@ document.addEventListener("keydown", (e) => {
     !["range", "checkbox"].includes(document.activeElement?.type);
   if (typing && e.key !== "Escape") return;
   const key = e.key;
+  if (ws.review && (e.ctrlKey || e.metaKey) && ["z", "y"].includes(key.toLowerCase())) return;
   if ((e.ctrlKey || e.metaKey) && key.toLowerCase() === "z") {
     e.preventDefault();
     draftAction(e.shiftKey ? "redo" : "undo", e.shiftKey ? "Redone." : "Undone.");
@@ -592,6 +704,131 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
+// ------------------------------------------------------------------------------------------------ review
+
+const countsOf = (v) => Object.fromEntries(LABELED_CLASSES.concat([UNLABELED]).map((c) => [c, Number(((v && v.counts) || {})[c] || 0)]));
+
+function renderReview() {
+  const v = ws.review.version;
+  const info = $("review-info");
+  const outcome = v.review_status === "submitted"
+    ? el("div", { class: "review-outcome submitted" }, "Waiting for review.")
+    : v.review_status === "none"
+      ? el("div", { class: "review-outcome" }, "Not submitted for review.")
+      : el("div", { class: `review-outcome ${v.review_status}`, dataset: { testid: "review-outcome" } },
+          `${REVIEW_WORDS[v.review_status]} by ${v.reviewed_by || "an admin"}${v.reviewed_at ? ` · ${new Date(v.reviewed_at).toLocaleString()}` : ""}`,
+          v.review_comment ? el("div", {}, `“${v.review_comment}”`) : null);
+  info.replaceChildren(
+    el("div", {}, el("strong", {}, `v${v.number}`), ` by ${v.author || "?"} · ${new Date(v.created_at).toLocaleString()}`),
+    el("div", { class: "msg" }, `“${v.message}”`),
+    outcome);
+  $("review-form").hidden = !(canReview && v.review_status === "submitted");
+  showCounts(v.counts);
+}
+
+function renderDiff(diff, before, after) {
+  const rows = LABELED_CLASSES.concat([UNLABELED]).map((c) => {
+    const [r, g, b] = CLASS_COLORS[c] || [60, 60, 60];
+    return el("tr", { dataset: { classId: c } },
+      el("td", {}, el("span", { class: "swatch", style: `background:rgb(${r},${g},${b})` }), ` ${CLASS_LABELS[c] || "unlabeled"}`),
+      el("td", {}, before[c].toLocaleString()), el("td", {}, after[c].toLocaleString()),
+      el("td", { dataset: { gained: diff.gained[c] || 0 } }, diff.gained[c] ? `+${diff.gained[c].toLocaleString()}` : "0"),
+      el("td", { dataset: { lost: diff.lost[c] || 0 } }, diff.lost[c] ? `−${diff.lost[c].toLocaleString()}` : "0"));
+  });
+  $("diff-table").tBodies[0].replaceChildren(...rows);
+  const moves = (diff.transitions || []).slice().sort((a, b) => b[2] - a[2]).slice(0, 4)
+    .map(([from, to, n]) => `${n.toLocaleString()} ${CLASS_LABELS[from] || "unlabeled"} → ${CLASS_LABELS[to] || "unlabeled"}`);
+  $("diff-summary").textContent = diff.changed_voxels
+    ? `${diff.changed_voxels.toLocaleString()} voxels changed${moves.length ? `: ${moves.join(", ")}` : ""}.`
+    : "No voxel changed.";
+  root.dataset.changedVoxels = String(diff.changed_voxels);
+  const goto = $("diff-goto");
+  goto.disabled = !diff.bbox_zyx || !ws.diff;
+  goto.onclick = () => gotoChanges(diff.bbox_zyx);
+}
+
+// Move the crosshair to the axial slice with the most changed voxels (up to 24 slices of the changed box are
+// compared, the label slices are cached) and to the centre of the changes on it.
+async function gotoChanges([z0, z1]) {
+  const step = Math.max(1, Math.ceil((z1 - z0) / 24));
+  let best = null;
+  try {
+    for (let z = z0; z < z1; z += step) {
+      const [now, before] = await Promise.all([ws.labels.slice("z", z), ws.diff.source.slice("z", z)]);
+      let n = 0, rows = 0, cols = 0;
+      for (let i = 0; i < now.data.length; i += 1) {
+        if (now.data[i] !== before.data[i]) { n += 1; rows += Math.floor(i / now.cols); cols += i % now.cols; }
+      }
+      if (n && (!best || n > best.n)) best = { z, n, row: Math.round(rows / n), col: Math.round(cols / n) };
+    }
+  } catch (err) { setStatus(`Could not look for the changes: ${err.message}`, "error"); return; }
+  if (best) moveCrosshair([best.z, best.row, best.col], null);
+}
+
+async function openReview() {
+  for (const [id, [r, g, b]] of [["swatch-gained", DIFF_COLORS.gained], ["swatch-cleared", DIFF_COLORS.cleared]]) {
+    $(id).style.background = `rgb(${r},${g},${b})`;
+  }
+  try {
+    const v = await api(`/api/label-versions/${ws.review.id}/`);
+    ws.review.version = v;
+    ws.labels = versionSource(v, `review-${v.id}`);
+    renderReview();
+    if (v.parent) {
+      const [parent, diff] = await Promise.all([api(`/api/label-versions/${v.parent}/`), api(`/api/label-versions/${v.id}/diff/`)]);
+      ws.diff = { source: versionSource(parent, `v${parent.id}`), visible: $("diff-visible").checked };
+      renderDiff(diff, countsOf(parent), countsOf(v));
+    } else {
+      // the first version: everything it labels is new (no parent map to fetch or to overlay)
+      const after = countsOf(v);
+      const gained = Object.fromEntries(LABELED_CLASSES.map((c) => [c, after[c]]));
+      const total = LABELED_CLASSES.reduce((n, c) => n + after[c], 0);
+      const before = Object.fromEntries(Object.keys(after).map((c) => [c, 0]));
+      before[UNLABELED] = total + after[UNLABELED];
+      renderDiff({ gained, lost: { [UNLABELED]: total }, transitions: [], changed_voxels: total, bbox_zyx: null },
+                 before, after);
+      $("diff-summary").textContent = `v${v.number} is the first version: all ${total.toLocaleString()} labeled voxels are new.`;
+    }
+    root.dataset.reviewReady = "1";
+    reloadLabels();
+  } catch (err) {
+    setStatus(`This label version could not be opened: ${err.message}`, "error");
+  }
+}
+
+$("workspace").addEventListener("change", (e) => {
+  if (e.target.id !== "diff-visible" || !ws.diff) return;
+  ws.diff.visible = e.target.checked;
+  allViews().forEach((v) => v.compose());
+});
+
+async function sendReview(status) {
+  beginAction();
+  const comment = $("review-comment").value.trim();
+  const buttons = [$("approve-button"), $("reject-button")];
+  buttons.forEach((b) => { b.disabled = true; });
+  try {
+    ws.review.version = await api(`/api/label-versions/${ws.review.id}/review/`, { method: "POST", body: { status, comment } });
+    renderReview();
+    setStatus(status === "approved"
+      ? `v${ws.review.version.number} approved: training now uses it for ${root.dataset.pseudonym}.`
+      : `v${ws.review.version.number} rejected; ${ws.review.version.author || "the author"} sees your comment in the history.`, "success");
+    loadHistory();
+  } catch (err) {
+    setStatus(`${status === "approved" ? "Approve" : "Reject"} refused: ${err.message}`, "error");
+    if (status === "rejected" && !comment) $("review-comment").focus();
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+if (ws.review) {
+  $("review-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sendReview((e.submitter && e.submitter.dataset.status) || "approved");
+  });
+}
+
 // ------------------------------------------------------------------------------------------------ start
 
 setTool("navigate");
@@ -599,6 +836,10 @@ if (!volumes.length) {
   setStatus("This study has no image volumes yet; import a fill volume first.", "error");
 } else {
   selectVolume(volumes.find((v) => v.role === "fill") || volumes[0]);
-  openDraft();
-  loadHistory();
+  if (ws.review) {
+    openReview();
+    loadHistory();
+  } else {
+    loadHistory().then(openDraft);
+  }
 }
