@@ -32,6 +32,37 @@ def _disk_full(exc: BaseException) -> bool:
     return False
 
 
+def first_message(errors, path: tuple = ()) -> tuple[tuple, str]:
+    """The first message in DRF's nested error structure and where it sits: ``{"files": {0: ["empty"]}}`` ->
+    (("files", 0), "empty"). Lists of messages are joined; messages come out as plain text (never a repr)."""
+    if isinstance(errors, dict):
+        if not errors:
+            return path, ""
+        key, value = next(iter(errors.items()))
+        return first_message(value, path if key in ("detail", "non_field_errors") else (*path, key))
+    if isinstance(errors, list | tuple):
+        filled = [i for i, item in enumerate(errors) if item not in (None, "", [], {})]
+        if not filled:
+            return path, ""
+        if all(isinstance(errors[i], str) for i in filled):
+            return path, " ".join(str(errors[i]) for i in filled)
+        index = filled[0]
+        nested = isinstance(errors[index], dict | list) and len(errors) > 1
+        return first_message(errors[index], (*path, index) if nested else path)
+    return path, str(errors)
+
+
+def error_text(errors) -> str:
+    """One readable sentence for a DRF error structure, field first, list positions last:
+    ``{"files": {0: ["The submitted file is empty."]}}`` -> "files: The submitted file is empty (item 1)."."""
+    path, message = first_message(errors)
+    fields = ".".join(str(key) for key in path if not isinstance(key, int))
+    items = ", ".join(f"item {key + 1}" for key in path if isinstance(key, int))
+    if items:
+        message = f"{message.rstrip('.')} ({items})."
+    return f"{fields}: {message}" if fields else message
+
+
 def exception_handler(exc, context):
     from django.db import InterfaceError, OperationalError
 
@@ -70,16 +101,9 @@ def exception_handler(exc, context):
         return None
     data = response.data
     if isinstance(data, dict) and "detail" in data and len(data) == 1:
-        pass
-    elif isinstance(data, dict):
-        first_field, first_error = next(iter(data.items()), ("", ""))
-        message = first_error[0] if isinstance(first_error, list) and first_error else first_error
-        response.data = {
-            "detail": f"{first_field}: {message}" if first_field != "detail" else message,
-            "errors": data,
-        }
-    elif isinstance(data, list):
-        response.data = {"detail": "; ".join(str(item) for item in data), "errors": data}
+        response.data = {"detail": first_message(data["detail"])[1]}
+    elif isinstance(data, dict | list):
+        response.data = {"detail": error_text(data), "errors": data}
     if isinstance(exc, Conflict):
         response.data.update(exc.extra)
     return response

@@ -34,3 +34,8 @@ urlpatterns = [
     path("", include("frontend.urls")),
     *(path("", include(f"{app}.page_urls")) for app in APPS),
 ]
+
+# error pages with the navigation and the reason (JSON under /api/)
+handler403 = "frontend.views.permission_denied"
+handler404 = "frontend.views.page_not_found"
+handler500 = "frontend.views.server_error"

@@ -2,7 +2,9 @@
 ``<app>/page_urls.py``, included by ``dla_web.urls``)."""
 
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from . import views
 
@@ -12,4 +14,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tasks/", views.task_runs, name="task-runs"),
     path("import/", views.import_page, name="import"),
+    path("favicon.ico", RedirectView.as_view(url=static("frontend/img/favicon.svg"), permanent=False)),
 ]

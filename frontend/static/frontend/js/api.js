@@ -35,10 +35,20 @@ export async function api(path, { method = "GET", body, raw = false, signal } = 
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!response.ok) {
-    const detail = (data && data.detail) || `${response.status} ${response.statusText}`;
+    const detail = (data && typeof data.detail === "string" && data.detail) || statusText(response.status, response.statusText);
     throw new ApiError(response.status, detail, data);
   }
   return data;
+}
+
+// Words for an error response without a JSON detail (a proxy's page, a crash before our error handler).
+export function statusText(status, fallback = "") {
+  if (status >= 500) return `The server hit an error (${status}); it was logged and nothing was saved. Try again, or tell an admin if it persists.`;
+  if (status === 413) return "The upload is larger than the server accepts.";
+  if (status === 404) return "Not found: it may have been deleted.";
+  if (status === 403) return "Your role does not allow this.";
+  if (status === 401) return "You are not logged in any more; log in again.";
+  return `The request failed (${status}${fallback ? ` ${fallback}` : ""}).`;
 }
 
 export function el(tag, attrs = {}, ...children) {

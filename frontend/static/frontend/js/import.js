@@ -1,6 +1,6 @@
 // Import page: upload with a byte progress bar (XMLHttpRequest), then follow the ingest task run live.
-import { api, el } from "./api.js";
-import { runRow } from "./taskruns.js";
+import { api, el, statusText } from "./api.js";
+import { plainError, runRow } from "./taskruns.js";
 
 const form = document.getElementById("import-form");
 const status = document.getElementById("upload-status");
@@ -33,7 +33,7 @@ function upload(data) {
       let body = null;
       try { body = JSON.parse(xhr.responseText); } catch { body = null; }
       if (xhr.status === 202) resolve(body);
-      else reject(new Error((body && body.detail) || `${xhr.status} ${xhr.statusText}`));
+      else reject(new Error((body && body.detail) || statusText(xhr.status, xhr.statusText)));
     };
     xhr.onerror = () => reject(new Error("The upload was interrupted; nothing was stored. Try again."));
     xhr.send(data);
@@ -51,7 +51,7 @@ async function follow(run) {
       `Open ${run.result.pseudonym}`);
     status.replaceChildren(el("div", { class: "flash success" }, `Imported ${run.result.volume_ids.length} volume(s). `, link));
   } else {
-    setStatus(`Import ${run.state}: ${run.error || run.message}`, "error");
+    setStatus(`Import ${run.state}: ${plainError(run.error || run.message)}`, "error");
   }
 }
 
@@ -59,6 +59,11 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const data = new FormData(form);
   for (const key of ["study", "pseudonym", "role"]) if (!data.get(key)) data.delete(key);
+  // a new import: the previous one's outcome, run row and bar are cleared
+  runBox.replaceChildren();
+  bar.firstElementChild.style.width = "0%";
+  bar.setAttribute("aria-valuenow", 0);
+  setStatus("Uploading…");
   bar.hidden = false;
   form.querySelector("button").disabled = true;
   try {
@@ -66,6 +71,7 @@ form.addEventListener("submit", async (event) => {
     setStatus("Uploaded; importing…");
     follow(run);
   } catch (err) {
+    bar.hidden = true; // nothing was stored: no half-full bar left behind
     setStatus(err.message, "error");
   } finally {
     form.querySelector("button").disabled = false;

@@ -21,6 +21,7 @@ function pct(value) {
 }
 
 async function activate(model) {
+  document.getElementById("models-error").replaceChildren();
   try {
     await api(`/api/models/${model.id}/activate/`, { method: "POST", body: {} });
   } catch (err) {

@@ -21,6 +21,7 @@ async function load() {
 document.getElementById("rs-create").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const f = ev.target;
+  document.getElementById("rs-create-error").replaceChildren();
   try {
     const s = await api("/api/reader-studies/", { method: "POST", body: {
       title: f.title.value, instructions: f.instructions.value, mode: f.mode.value, seed: Number(f.seed.value || 0),
