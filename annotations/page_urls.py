@@ -43,6 +43,7 @@ def studies_with_status():
     return Study.objects.annotate(
         head_number=Subquery(head.values("number")[:1]),
         head_review=Subquery(head.values("review_status")[:1]),
+        head_id=Subquery(head.values("pk")[:1]),
         has_dla=Exists(Volume.objects.filter(study=OuterRef("pk"), role=Volume.Role.DLA)),
         has_draft=Exists(Draft.objects.filter(study=OuterRef("pk"))),
     ).prefetch_related("volumes")

@@ -103,6 +103,11 @@ def test_admin_reviews_a_version_in_the_browser(
     assert ids == [str(v2["id"]), str(first["id"])], "oldest first"
     shot(page, "review-queue")
 
+    # the study list offers the review too
+    page.goto(f"{live_server.url}/studies/?label=submitted")
+    link = page.get_by_test_id("study-table").get_by_role("link", name="review", exact=True).first
+    assert link.get_attribute("href") == f"/studies/{study.pk}/?review={v2['id']}"
+
     # the training form lists the study as lacking approved labels, with a link to its review
     page.goto(f"{live_server.url}/models/train/")
     lacking = page.get_by_test_id("lacking-labels")
@@ -171,6 +176,7 @@ def test_admin_reviews_a_version_in_the_browser(
     assert "approved" in page.inner_text("#ws-status")
     assert page.locator("#review-form").is_hidden()
     assert "approved by admin" in page.get_by_test_id("review-outcome").inner_text()
+    assert page.locator("#history li[data-version='2']").get_attribute("data-status") == "approved"
     version = LabelVersion.objects.get(pk=v2["id"])
     assert (version.review_status, version.review_comment) == ("approved", "clean vessel, good bone edges")
     assert version.reviewed_by == users["admin"]

@@ -810,10 +810,10 @@ async function sendReview(status) {
   try {
     ws.review.version = await api(`/api/label-versions/${ws.review.id}/review/`, { method: "POST", body: { status, comment } });
     renderReview();
+    await loadHistory();
     setStatus(status === "approved"
       ? `v${ws.review.version.number} approved: training now uses it for ${root.dataset.pseudonym}.`
       : `v${ws.review.version.number} rejected; ${ws.review.version.author || "the author"} sees your comment in the history.`, "success");
-    loadHistory();
   } catch (err) {
     setStatus(`${status === "approved" ? "Approve" : "Reject"} refused: ${err.message}`, "error");
     if (status === "rejected" && !comment) $("review-comment").focus();
