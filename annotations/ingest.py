@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from pydicom.uid import UID_dictionary
 
 from dla.io.archive import ArchiveError, extract_zip
 from dla.io.deidentify import UidMap, deidentify_series_volume
@@ -59,7 +60,7 @@ MODALITY_NAMES = {
     "OT": "other",
     "SEG": "segmentation",
 }
-_UID_PATTERN = re.compile(r"\b\d+(?:\.\d+){3,}\b")
+_UID_PATTERN = re.compile(r"\b\d+(?:\.\d+){2,}\b")
 
 
 def project_uid_map() -> UidMap:
@@ -131,10 +132,20 @@ class IngestResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _uid_or_keep(match: re.Match) -> str:
+    """``<UID>`` for what looks like an instance UID; IPv4 addresses, version numbers and the standard UIDs of
+    the DICOM dictionary (SOP classes, transfer syntaxes) are kept."""
+    text = match.group(0)
+    parts = text.split(".")
+    if len(text) < 10 or (len(parts) == 4 and all(len(p) <= 3 and int(p) <= 255 for p in parts)):
+        return text
+    return text if text in UID_dictionary else "<UID>"
+
+
 def scrub(message: str, secrets_: tuple[str, ...] = ()) -> str:
     """``message`` without anything that looks like a DICOM UID or equals one of ``secrets_`` (patient
     names/IDs), cut to MAX_MESSAGE_CHARS."""
-    text = _UID_PATTERN.sub("<UID>", str(message))
+    text = _UID_PATTERN.sub(_uid_or_keep, str(message))
     for value in secrets_:
         if value and len(str(value)) >= 3:
             text = text.replace(str(value), "<removed>")
@@ -390,11 +401,14 @@ def ingest(
     cohort: str = Study.Cohort.UNASSIGNED,
     injection_site: str = Study.Injection.UNKNOWN,
     source_tag: str = "",
+    keep_identity: bool = False,
     progress: Callable[[float, str], None] = lambda f, m: None,
 ) -> IngestResult:
     """Read, check, de-identify and store ``paths`` as volumes of ``study`` (or of a new study). All or
-    nothing. Non-DICOM files and non-image DICOM objects of a folder are skipped and listed in the result; the
-    import fails only when nothing importable remains. Every IngestError raised has no UID, patient name or ID
+    nothing. The original identity goes into the pseudonym map (admin-only) when DLA_KEEP_PSEUDONYM_MAP is set
+    or ``keep_identity`` is asked for (data retrieved from a PACS that results are sent back to). Non-DICOM
+    files and non-image DICOM objects of a folder are skipped and listed in the result; the import fails only
+    when nothing importable remains. Every IngestError raised has no UID, patient name or ID
     in its message."""
     originals: tuple[str, ...] = ()
     try:
@@ -427,6 +441,7 @@ def ingest(
             cohort=cohort,
             injection_site=injection_site,
             source_tag=source_tag,
+            keep_identity=keep_identity or settings.DLA_KEEP_PSEUDONYM_MAP,
             progress=progress,
         )
         result.skipped = [(scrub(name, originals), scrub(reason, originals)) for name, reason in skipped]
@@ -448,6 +463,7 @@ def _store(
     cohort,
     injection_site,
     source_tag,
+    keep_identity,
     progress,
 ) -> IngestResult:
     original_patient = next((s.patient_id for _, s in assigned if s.patient_id), "")
@@ -501,7 +517,7 @@ def _store(
                     created_by=user,
                     metadata=metadata,
                 )
-                if settings.DLA_KEEP_PSEUDONYM_MAP:
+                if keep_identity and identity.own_export_of is None:
                     PseudonymMap.objects.create(study=study, **original_identity)
                 if cohort != Study.Cohort.UNASSIGNED:
                     study.check_cohort_assignment(cohort)
@@ -514,6 +530,12 @@ def _store(
                 if new:
                     study.metadata = {**(study.metadata or {}), "frame_of_reference_uids": known + new}
                     study.save(update_fields=["metadata"])
+                if (
+                    keep_identity
+                    and identity.own_export_of is None
+                    and original_identity["original_study_uid"]
+                ):
+                    PseudonymMap.objects.get_or_create(study=study, defaults=original_identity)
             volumes = [
                 Volume.objects.create(
                     study=study,

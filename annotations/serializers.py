@@ -193,3 +193,117 @@ class ReviewSerializer(serializers.Serializer):
 
 class RevertSerializer(serializers.Serializer):
     message = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+# DICOMweb (admin-only): request bodies. UIDs and patient filters travel in POST bodies, never in URLs, so they
+# stay out of access logs.
+UID_REGEX = r"^[0-9]+(\.[0-9]+)*$"
+
+
+class DicomWebErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="which server and what failed (no UIDs)")
+
+
+class DicomWebServerSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    url = serializers.CharField()
+    auth = serializers.ChoiceField(choices=["basic", "token", "none"])
+    username = serializers.CharField(allow_blank=True)
+    timeout_s = serializers.IntegerField()
+    retries = serializers.IntegerField()
+    keep_identity = serializers.BooleanField()
+
+
+class DicomWebStudySearchSerializer(serializers.Serializer):
+    patient_id = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    patient_name = serializers.CharField(required=False, allow_blank=True, max_length=64, help_text="* and ?")
+    study_date = serializers.RegexField(
+        r"^(\d{8})?(-(\d{8})?)?$", required=False, allow_blank=True, help_text="YYYYMMDD or a range A-B"
+    )
+    modality = serializers.RegexField(r"^[A-Z]{1,16}$", required=False, allow_blank=True)
+    accession_number = serializers.CharField(required=False, allow_blank=True, max_length=16)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
+
+    QIDO_KEYS = {
+        "patient_id": "PatientID",
+        "patient_name": "PatientName",
+        "study_date": "StudyDate",
+        "modality": "ModalitiesInStudy",
+        "accession_number": "AccessionNumber",
+        "description": "StudyDescription",
+    }
+
+    def qido_filters(self) -> dict:
+        return {self.QIDO_KEYS[k]: v for k, v in self.validated_data.items() if k in self.QIDO_KEYS and v}
+
+
+class DicomWebStudySerializer(serializers.Serializer):
+    study_uid = serializers.CharField()
+    patient_id = serializers.CharField(allow_blank=True)
+    patient_name = serializers.CharField(allow_blank=True)
+    study_date = serializers.CharField(allow_blank=True)
+    description = serializers.CharField(allow_blank=True)
+    accession_number = serializers.CharField(allow_blank=True)
+    modalities = serializers.ListField(child=serializers.CharField())
+    series_count = serializers.IntegerField(allow_null=True)
+    instance_count = serializers.IntegerField(allow_null=True)
+    imported_as = serializers.CharField(
+        allow_null=True, help_text="pseudonym of the study it was imported as"
+    )
+
+
+class DicomWebSeriesSearchSerializer(serializers.Serializer):
+    study_uid = serializers.RegexField(UID_REGEX, max_length=64)
+
+
+class DicomWebSeriesSerializer(serializers.Serializer):
+    series_uid = serializers.CharField()
+    number = serializers.IntegerField(allow_null=True)
+    description = serializers.CharField(allow_blank=True)
+    modality = serializers.CharField(allow_blank=True)
+    date = serializers.CharField(allow_blank=True)
+    body_part = serializers.CharField(allow_blank=True)
+    instance_count = serializers.IntegerField(allow_null=True)
+    imported_as = serializers.DictField(allow_null=True)
+
+
+class DicomWebRetrieveSerializer(serializers.Serializer):
+    study_uid = serializers.RegexField(UID_REGEX, max_length=64)
+    series_uids = serializers.ListField(
+        child=serializers.RegexField(UID_REGEX, max_length=64),
+        required=False,
+        default=list,
+        max_length=500,
+        help_text="the series to retrieve (empty: all series of the study)",
+    )
+    study = serializers.PrimaryKeyRelatedField(
+        queryset=Study.objects.all(), required=False, allow_null=True, help_text="add to this study"
+    )
+    pseudonym = serializers.RegexField(r"^[A-Za-z0-9_-]{1,64}$", required=False, allow_blank=True)
+    role = serializers.ChoiceField(
+        choices=[r for r in Volume.Role.values if r not in ("truth", "class_map", "vessel_prob")],
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+    )
+    cohort = serializers.ChoiceField(choices=Study.Cohort.values, default=Study.Cohort.UNASSIGNED)
+    injection_site = serializers.ChoiceField(choices=Study.Injection.values, default=Study.Injection.UNKNOWN)
+
+
+class DicomWebSendSerializer(serializers.Serializer):
+    study = serializers.PrimaryKeyRelatedField(queryset=Study.objects.all())
+    label_version = serializers.PrimaryKeyRelatedField(
+        queryset=LabelVersion.objects.all(), required=False, allow_null=True, help_text="an approved version"
+    )
+    include_dla = serializers.BooleanField(required=False, default=True)
+
+    def validate(self, attrs):
+        version = attrs.get("label_version")
+        if version is not None and version.study_id != attrs["study"].pk:
+            raise serializers.ValidationError({"label_version": "belongs to another study"})
+        if version is None and not attrs.get("include_dla", True):
+            raise serializers.ValidationError(
+                {"include_dla": "nothing to send: no DLA series, no label version"}
+            )
+        return attrs

@@ -34,13 +34,34 @@ def ingest_upload(
             "pseudonym": done.pseudonym,
             "volume_ids": list(done.volumes.values_list("pk", flat=True)),
         }
+    from . import dicomweb
+
     upload_dir = Path(settings.UPLOAD_DIR) / upload_id
     files_dir = upload_dir / "files"
-    if not files_dir.is_dir():
+    from_pacs = dicomweb.has_selection(upload_dir)
+    if not files_dir.is_dir() and not from_pacs:
         raise FileNotFoundError(f"upload {upload_id} is gone (already imported or removed)")
     user = get_user_model().objects.filter(pk=ctx.run.created_by_id).first()
     study = Study.objects.get(pk=study_id) if study_id else None
+    progress = ctx.progress
+    transfer = None
     try:
+        if from_pacs:  # a DICOMweb retrieve: fetch into files/, then the same ingest as an upload
+            server = dicomweb.selection_server(upload_dir)
+            try:
+                transfer = dicomweb.fetch_selection(
+                    upload_dir,
+                    max_bytes=settings.DLA_MAX_UPLOAD_BYTES,
+                    progress=lambda fraction, message: ctx.progress(0.5 * fraction, message),
+                )
+            except dicomweb.DicomWebError as exc:
+                record(
+                    "dicomweb.retrieve_failed",
+                    user=user,
+                    detail={"server": server.name, "reason": str(exc), "task_run": ctx.run_id},
+                )
+                raise
+            progress = lambda fraction, message: ctx.progress(0.5 + 0.5 * fraction, message)  # noqa: E731
         result = ingest(
             sorted(files_dir.iterdir()),
             work_dir=upload_dir / "work",
@@ -51,10 +72,13 @@ def ingest_upload(
             cohort=cohort,
             injection_site=injection_site,
             source_tag=f"run-{ctx.run_id}",
-            progress=lambda fraction, message: ctx.progress(fraction, message),
+            keep_identity=bool(from_pacs and server.keep_identity),
+            progress=lambda fraction, message: progress(fraction, message),
         )
     finally:
         remove_upload(upload_dir)
+    if transfer is not None:
+        record("dicomweb.retrieve", user=user, obj=result.study, detail={**transfer, "task_run": ctx.run_id})
     for _, reason in result.skipped:
         ctx.log(f"skipped {reason}")
     study, volumes = result.study, result.volumes
@@ -71,6 +95,36 @@ def ingest_upload(
         "volume_ids": [v.pk for v in volumes],
         "skipped": [name for name, _ in result.skipped],
     }
+
+
+@dla_task(kind="dicomweb_send")
+def dicomweb_send(
+    ctx: TaskContext,
+    *,
+    server: str,
+    study_id: int,
+    label_version_id: int | None = None,
+    include_dla: bool = True,
+) -> dict:
+    """STOW-RS the study's DLA series and/or an approved label version's SEG to a DICOMweb server, next to the
+    originals (``dicomweb.send_results``); audited whether it succeeds or not. Idempotent: the UIDs are stable,
+    a re-run stores the same instances again."""
+    from . import dicomweb
+    from .models import LabelVersion
+
+    user = get_user_model().objects.filter(pk=ctx.run.created_by_id).first()
+    study = Study.objects.get(pk=study_id)
+    version = LabelVersion.objects.get(pk=label_version_id, study=study) if label_version_id else None
+    detail = {"server": server, "label_version": version.number if version else None, "task_run": ctx.run_id}
+    try:
+        result = dicomweb.send_results(
+            server, study, label_version=version, include_dla=include_dla, progress=ctx.progress
+        )
+    except dicomweb.DicomWebError as exc:
+        record("dicomweb.send_failed", user=user, obj=study, detail={**detail, "reason": str(exc)})
+        raise
+    record("dicomweb.send", user=user, obj=study, detail={**detail, **result})
+    return result
 
 
 @dla_task(kind="recipe")

@@ -6,10 +6,11 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadhandler import FileUploadHandler
 from django.db.models import OuterRef, Prefetch, Q, Subquery
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -19,10 +20,22 @@ from dla_web.audit import record
 from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
-from . import export
+from . import dicomweb, export
 from .models import LabelVersion, Study, Volume
-from .serializers import ImportSerializer, StudySerializer, VolumeSerializer
-from .tasks import ingest_upload
+from .serializers import (
+    DicomWebErrorSerializer,
+    DicomWebRetrieveSerializer,
+    DicomWebSendSerializer,
+    DicomWebSeriesSearchSerializer,
+    DicomWebSeriesSerializer,
+    DicomWebServerSerializer,
+    DicomWebStudySearchSerializer,
+    DicomWebStudySerializer,
+    ImportSerializer,
+    StudySerializer,
+    VolumeSerializer,
+)
+from .tasks import dicomweb_send, ingest_upload
 
 #: Room for the multipart framing around the files when the request's Content-Length is checked.
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
@@ -193,3 +206,143 @@ class VolumeViewSet(viewsets.ReadOnlyModelViewSet):
             "export.volume", request=request, obj=volume.study, detail={"volume": volume.pk, "format": fmt}
         )
         return FileResponse(handle, as_attachment=True, filename=path.name)
+
+
+def _dicomweb(call):
+    """Run a DICOMweb call; its DicomWebError becomes a JSON error with the status it carries."""
+    try:
+        return call()
+    except dicomweb.DicomWebError as exc:
+        return Response({"detail": str(exc)}, status=exc.status)
+    except ImproperlyConfigured as exc:
+        return Response({"detail": f"DICOMweb configuration: {exc}"}, status=503)
+
+
+_PACS_ERRORS = {
+    502: OpenApiResponse(DicomWebErrorSerializer, description="the DICOMweb server is down or refused"),
+    503: OpenApiResponse(DicomWebErrorSerializer, description="the DICOMweb configuration is malformed"),
+    504: OpenApiResponse(DicomWebErrorSerializer, description="the DICOMweb server did not answer in time"),
+}
+
+
+class DicomWebViewSet(viewsets.ViewSet):
+    """DICOMweb servers (admin-only): browse studies and series (QIDO-RS), retrieve series into the normal
+    ingest task (WADO-RS), send a study's DLA series and an approved label version's SEG back (STOW-RS). Every
+    search and transfer is audited (server, counts; never identifiers). UIDs and patient filters are sent in
+    POST bodies, so they stay out of URLs and access logs."""
+
+    permission_classes = [IsAdmin]
+    lookup_field = "name"
+    lookup_value_regex = r"[a-z0-9][a-z0-9_-]*"
+
+    @extend_schema(responses={200: DicomWebServerSerializer(many=True), 503: _PACS_ERRORS[503]})
+    def list(self, request):
+        """The configured servers (DLA_DICOMWEB_SERVERS), without secrets."""
+        return _dicomweb(lambda: Response([s.public() for s in dicomweb.configured_servers().values()]))
+
+    @extend_schema(responses={200: DicomWebServerSerializer, 503: _PACS_ERRORS[503]})
+    def retrieve(self, request, name=None):
+        return _dicomweb(lambda: Response(dicomweb.get_server(name).public()))
+
+    @extend_schema(
+        request=DicomWebStudySearchSerializer,
+        responses={200: DicomWebStudySerializer(many=True), **_PACS_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def studies(self, request, name=None):
+        """QIDO-RS: the server's studies matching the filters (patient, date, modality, ...)."""
+        form = DicomWebStudySearchSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+
+        def search():
+            found = dicomweb.search_studies(name, form.qido_filters(), limit=form.validated_data["limit"])
+            record(
+                "dicomweb.search",
+                request=request,
+                detail={
+                    "server": name,
+                    "level": "studies",
+                    "filters": sorted(form.qido_filters()),
+                    "results": len(found),
+                },
+            )
+            return Response(found)
+
+        return _dicomweb(search)
+
+    @extend_schema(
+        request=DicomWebSeriesSearchSerializer,
+        responses={200: DicomWebSeriesSerializer(many=True), **_PACS_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def series(self, request, name=None):
+        """QIDO-RS: the series of one study (number, description, modality, instance count, imported as)."""
+        form = DicomWebSeriesSearchSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+
+        def search():
+            found = dicomweb.search_series(name, form.validated_data["study_uid"])
+            record(
+                "dicomweb.search",
+                request=request,
+                detail={"server": name, "level": "series", "results": len(found)},
+            )
+            return Response(found)
+
+        return _dicomweb(search)
+
+    @extend_schema(
+        request=DicomWebRetrieveSerializer, responses={202: TaskRunSerializer, 503: _PACS_ERRORS[503]}
+    )
+    @action(detail=True, methods=["post"], url_path="retrieve")
+    def fetch(self, request, name=None):
+        """WADO-RS: retrieve the selected series (or the whole study) and import them with the normal ingest
+        task (same checks, de-identification and progress)."""
+        form = DicomWebRetrieveSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+
+        def start():
+            upload_id = dicomweb.prepare_retrieve(name, data["study_uid"], data["series_uids"])
+            count = len(data["series_uids"]) or "all"
+            run = ingest_upload.enqueue(
+                user=request.user,
+                params={
+                    "upload_id": upload_id,
+                    "study_id": data["study"].pk if data.get("study") else None,
+                    "pseudonym": data.get("pseudonym") or None,
+                    "role": data.get("role") or None,
+                    "cohort": data["cohort"],
+                    "injection_site": data["injection_site"],
+                },
+                message=f"retrieve of {count} series from {name} queued",
+            )
+            return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+        return _dicomweb(start)
+
+    @extend_schema(request=DicomWebSendSerializer, responses={202: TaskRunSerializer, 503: _PACS_ERRORS[503]})
+    @action(detail=True, methods=["post"])
+    def send(self, request, name=None):
+        """STOW-RS: send the study's DLA series and/or an approved label version's SEG back to the server, into
+        the original study, referencing the original fill series."""
+        form = DicomWebSendSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+
+        def start():
+            dicomweb.get_server(name)
+            run = dicomweb_send.enqueue(
+                user=request.user,
+                target=data["study"],
+                params={
+                    "server": name,
+                    "study_id": data["study"].pk,
+                    "label_version_id": data["label_version"].pk if data.get("label_version") else None,
+                    "include_dla": data["include_dla"],
+                },
+                message=f"sending results of {data['study'].pseudonym} to {name} queued",
+            )
+            return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+        return _dicomweb(start)

@@ -6,7 +6,7 @@
 # DLA_SYSTEM_DEPS=check forces that no-install branch (report only, never install).
 set -euo pipefail
 
-# "command package": the command whose absence means the package is missing
+# "command package": the command (or, for an absolute path, the file) whose absence means the package is missing
 REQUIRED=(
   "pg_ctlcluster postgresql"
   "redis-server redis-server"
@@ -16,12 +16,15 @@ REQUIRED=(
   "dcmdump dcmtk"
   "pdftoppm poppler-utils"
   "make make"
+  "/usr/sbin/Orthanc orthanc"
+  "/usr/share/orthanc/plugins/libOrthancDicomWeb.so orthanc-dicomweb"
 )
 
 missing_packages() {
   local entry cmd pkg
   for entry in "${REQUIRED[@]}"; do
     read -r cmd pkg <<<"$entry"
+    if [[ $cmd == /* ]]; then [ -e "$cmd" ] || printf '%s\n' "$pkg"; continue; fi
     command -v "$cmd" >/dev/null 2>&1 || printf '%s\n' "$pkg"
   done
   python3 -c "import venv, ensurepip" >/dev/null 2>&1 || printf '%s\n' python3-venv

@@ -49,6 +49,8 @@ __all__ = [
     "infer_role_hint",
     "series_label",
     "object_kind",
+    "slice_order",
+    "SliceOrder",
     "SLICE_SPACING_REL_TOL",
 ]
 
@@ -353,8 +355,9 @@ def _check_complete(path: Path, ds: Dataset) -> None:
         )
 
 
-def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
-    """Split a parsed file into frames with their geometry and rescale (no pixel data read)."""
+def _frames_of(path: Path, ds: Dataset, *, metadata_only: bool = False) -> list[_Frame]:
+    """Split a parsed file into frames with their geometry and rescale (no pixel data read). With
+    ``metadata_only`` (instance metadata from a PACS, no pixel data) the pixel-data checks are skipped."""
     sop_class = str(_get(ds, "SOPClassUID", "") or _get(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
     kind = object_kind(sop_class) if sop_class else None
     has_pixels = any(kw in ds for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
@@ -370,7 +373,7 @@ def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
             f"{path.name}: {kind}, not an image volume (a SEG labels another series; it is not imported as "
             "a volume)"
         )
-    if not has_pixels:
+    if not has_pixels and not metadata_only:
         if kind is not None and not _is_image_class(sop_class):
             raise NotAnImageError(f"{path.name}: missing pixel data - {kind}, not an image")
         if kind is not None:
@@ -379,13 +382,14 @@ def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
                 "before its pixel data, i.e. a truncated file"
             )
         raise IngestError(f"{path.name}: missing pixel data (not an image or truncated file)")
-    if "PixelData" not in ds:
+    if "PixelData" not in ds and not metadata_only:
         raise IngestError(f"{path.name}: float pixel data is not supported")
     for kw in ("Rows", "Columns", "BitsAllocated"):
         if _get(ds, kw) is None:
             raise IngestError(f"{path.name}: missing required image attribute {kw}")
-    _check_transfer_syntax(path, ds)
-    _check_complete(path, ds)
+    if not metadata_only:
+        _check_transfer_syntax(path, ds)
+        _check_complete(path, ds)
     spp = int(_get(ds, "SamplesPerPixel", 1))
     if spp != 1:
         raise IngestError(
@@ -822,6 +826,45 @@ def read_dicom_series(
                 f"({type(exc).__name__}: {exc})"
             ) from exc
     return volumes
+
+
+@dataclass
+class SliceOrder:
+    """The instances of a series in volume (z) order, from their metadata alone: ``sop_instance_uids`` and
+    1-based ``frame_numbers`` (None for single-frame instances), the ``affine_lps``, ``spacing_mm`` and shape
+    ``(z, rows, columns)`` the reader would give, the ``sop_class_uid`` and ``frame_of_reference_uid``."""
+
+    sop_instance_uids: list[str]
+    frame_numbers: list[int | None]
+    affine_lps: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    shape: tuple[int, int, int]
+    sop_class_uid: str
+    frame_of_reference_uid: str
+
+
+def slice_order(datasets: Sequence[Dataset]) -> SliceOrder:
+    """Order the instances of one series (datasets without pixel data, e.g. DICOMweb metadata) exactly as
+    :func:`read_dicom_series` orders their slices, with the same geometry checks (IngestError naming the series
+    by number and description)."""
+    if not datasets:
+        raise IngestError("no instances given")
+    frames: list[_Frame] = []
+    for index, ds in enumerate(datasets):
+        if not hasattr(ds, "file_meta"):
+            ds.file_meta = FileMetaDataset()
+        frames.extend(_frames_of(Path(f"instance {index + 1}"), ds, metadata_only=True))
+    ordered, affine, spacing = _geometry(frames, _frames_label(frames))
+    ds0 = ordered[0].ds
+    return SliceOrder(
+        sop_instance_uids=[str(_get(fr.ds, "SOPInstanceUID", "")) for fr in ordered],
+        frame_numbers=[None if fr.frame is None else fr.frame + 1 for fr in ordered],
+        affine_lps=affine,
+        spacing_mm=spacing,
+        shape=(len(ordered), ordered[0].rows, ordered[0].cols),
+        sop_class_uid=str(_get(ds0, "SOPClassUID", "")),
+        frame_of_reference_uid=str(_get(ds0, "FrameOfReferenceUID", "") or ""),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -22,4 +22,6 @@ RULES = [
     (r"^/api/label-versions/\{id\}/review/$", "POST", ADMINS),
     (r"^/api/label-versions/", "*", ANNOTATORS),
     (r"^/api/drafts/", "*", ANNOTATORS),
+    # DICOMweb servers: browse, retrieve, send back (PACS identities: admins only)
+    (r"^/api/dicomweb/", "*", ADMINS),
 ]
