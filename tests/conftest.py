@@ -169,21 +169,58 @@ def celery_worker(django_db_setup, django_db_blocker):
     worker.stop()
 
 
-def wait_for_run(
-    run_id: int, states=("succeeded", "failed", "cancelled"), timeout_s: float = 60, worker=None
+# The overall deadline of the waits below. It is a hang guard only: tests wait for states and events (a run's
+# state, a progress value, a file a task writes), never for a time that assumes a fast machine, so a loaded
+# machine makes them slower, not red.
+HANG_GUARD_S = 900
+
+
+def wait_until(
+    condition, what: str, *, worker=None, timeout_s: float = HANG_GUARD_S, interval_s: float = 0.1
 ):
-    """Poll the TaskRun until it reaches one of ``states``; fail with the worker's log tail otherwise."""
+    """Poll ``condition()`` until it returns something truthy and return that. Fails at once when ``worker`` (a
+    WorkerProcess) has exited, or after ``timeout_s`` (a hang guard), naming ``what`` with the worker's log tail.
+    ``what`` may be a callable returning the description (evaluated only on failure)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        dead = worker is not None and worker.proc is not None and worker.proc.poll() is not None
+        if dead or time.monotonic() > deadline:
+            why = (
+                f"the worker exited with {worker.proc.returncode}"
+                if dead
+                else f"not within {timeout_s:.0f} s"
+            )
+            text = what() if callable(what) else what
+            raise AssertionError(f"{text}: {why}\n{worker.tail() if worker else ''}")
+        time.sleep(interval_s)
+
+
+def wait_for_run(
+    run_id: int, states=("succeeded", "failed", "cancelled"), timeout_s: float = HANG_GUARD_S, worker=None
+):
+    """Poll the TaskRun until it reaches one of ``states`` and return it; fail with the run's last state and the
+    worker's log tail when the worker exits first or after ``timeout_s`` (a hang guard)."""
     from dla_web.models import TaskRun
 
-    deadline = time.monotonic() + timeout_s
-    run = None
-    while time.monotonic() < deadline:
-        run = TaskRun.objects.get(pk=run_id)
-        if run.state in states:
-            return run
-        time.sleep(0.1)
-    tail = worker.tail() if worker else ""
-    raise AssertionError(f"task run {run_id} stayed {run.state if run else '?'} for {timeout_s} s\n{tail}")
+    last = {}
+
+    def reached():
+        last["run"] = run = TaskRun.objects.get(pk=run_id)
+        return run if run.state in states else None
+
+    def what():
+        run = last.get("run")
+        if run is None:
+            return f"task run {run_id} never read"
+        return (
+            f"task run {run_id} stayed {run.state} (progress {run.progress:.3f}, attempts {run.attempts}, "
+            f"message {run.message!r}, heartbeat {run.heartbeat_at}) instead of reaching {'/'.join(states)}"
+        )
+
+    return wait_until(reached, what, worker=worker, timeout_s=timeout_s)
 
 
 @pytest.fixture
