@@ -162,6 +162,7 @@ def test_workspace_makes_no_draft_until_the_first_edit(page, live_server, users,
     page.wait_for_selector("#workspace[data-draft-revision='0']")
     page.wait_for_function("() => (document.getElementById('view-z').dataset.loaded || '').endsWith(':0')")
     assert "first edit" in page.get_by_test_id("draft-info").inner_text()
+    assert page.locator("#discard").is_disabled() and page.locator("#undo").is_disabled()
     page.wait_for_timeout(300)
     assert not Draft.objects.filter(study=study).exists(), "opening the workspace must not create a draft"
     # the first edit makes the draft and applies the edit
@@ -171,6 +172,7 @@ def test_workspace_makes_no_draft_until_the_first_edit(page, live_server, users,
     page.wait_for_function("() => Number(document.getElementById('workspace').dataset.draftRevision) > 0")
     draft = Draft.objects.get(study=study, user=users["annotator"])
     assert len(draft.ops) == 1 and draft.ops[0]["op"]["label"] == VESSEL
+    assert page.locator("#discard").is_enabled() and page.locator("#undo").is_enabled()
     assert not page.js_errors, page.js_errors
 
 

@@ -240,6 +240,7 @@ function showWithoutDraft() {
   showCounts(head ? head.counts : {});
   $("undo").disabled = true;
   $("redo").disabled = true;
+  $("discard").disabled = true; // nothing to discard before the first edit
   $("draft-info").textContent =
     `0 edits on ${head ? `v${head.number}` : "an empty map"} · your draft starts with your first edit`;
   root.dataset.draftRevision = "0";
@@ -252,6 +253,7 @@ function setDraft(draft, { reload = true } = {}) {
   ws.labels = draftSource(draft);
   $("undo").disabled = !draft.can_undo;
   $("redo").disabled = !draft.can_redo;
+  $("discard").disabled = false;
   showCounts(draft.counts);
   $("draft-info").textContent =
     `${draft.ops.length} edit${draft.ops.length === 1 ? "" : "s"} on ${draft.base_number ? `v${draft.base_number}` : "an empty map"}` +
