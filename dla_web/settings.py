@@ -72,7 +72,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dla_web.roles.role_context",
-                "frontend.context_processors.dla_classes",
+                "frontend.context_processors.tissue_classes",
             ],
         },
     },

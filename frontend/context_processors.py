@@ -1,9 +1,9 @@
 """Template context shared by every page: the tissue class definitions of ``dla.classes``.
 
-``dla_classes`` is what the browser needs to draw and name labels: ``ids`` (class name -> id, unlabeled
+``tissue_classes`` is what the browser needs to draw and name labels: ``ids`` (class name -> id, unlabeled
 included) and ``labeled`` (one entry per labeled class in ``LABELED_CLASSES`` order: ``id``, ``name``, a display
 ``label`` and the overlay colour ``rgba`` 0-255). ``frontend/base.html`` hands it to the ES modules with
-``json_script`` (id ``dla-classes``, read by ``js/classes.js``); templates may loop over ``labeled`` too.
+``json_script`` (id ``tissue-classes``, read by ``js/classes.js``); templates may loop over ``labeled`` too.
 """
 
 from dla.classes import CLASS_COLORS_RGBA, CLASS_NAMES, LABELED_CLASSES
@@ -22,6 +22,6 @@ DLA_CLASSES = {
 }
 
 
-def dla_classes(request):
-    """Template context processor: ``dla_classes`` (see the module docstring)."""
-    return {"dla_classes": DLA_CLASSES}
+def tissue_classes(request):
+    """Template context processor: ``tissue_classes`` (see the module docstring)."""
+    return {"tissue_classes": DLA_CLASSES}

@@ -263,7 +263,7 @@ def test_overlay_colours_are_the_ones_of_dla_classes(page, live_server, users, l
     page.wait_for_selector("#workspace[data-draft-revision]")
 
     # the definitions in the page are dla.classes'
-    data = page.evaluate("() => JSON.parse(document.getElementById('dla-classes').textContent)")
+    data = page.evaluate("() => JSON.parse(document.getElementById('tissue-classes').textContent)")
     assert data["ids"] == {name: class_id for class_id, name in CLASS_NAMES.items()}
     assert [c["id"] for c in data["labeled"]] == list(LABELED_CLASSES)
     assert {c["id"]: tuple(c["rgba"]) for c in data["labeled"]} == CLASS_COLORS_RGBA
