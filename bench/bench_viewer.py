@@ -63,15 +63,9 @@ CINE = r"""
 import json, time
 from annotations import mip_cache
 from annotations.models import Volume
-from dla.render.slices import Window
 v = Volume.objects.get(pk=VOLUME_ID)
-window = Window(250.0, 1100.0)  # not the served window: nothing cached yet
 t0 = time.perf_counter()
-computed = 0
-for angle in mip_cache.cine_angles(36):
-    _, _, hit = mip_cache.volume_mip_png(v.sha256, v.array, v.spacing_mm, angle_deg=angle, tilt_deg=0.0,
-                                         window=window, size=256)
-    computed += not hit
+computed = mip_cache.fill_cine(mip_cache.volume_source(v))  # the cine task's work: 36 upright frames
 print("CINE" + json.dumps({"seconds": time.perf_counter() - t0, "computed": computed}))
 """
 
