@@ -1,12 +1,16 @@
 """Automatic training-label recipe of the DLA paper (fill scan + subtracted volume -> uint8 class map).
 
 Vessel: threshold the subtracted volume (paper: 500-700 HU) and keep 26-connected components that are large
-(>= ``min_vessel_component_voxels``) or touch an annotator seed point; small isolated regions are assumed to
-be artifacts. Bone: threshold the fill scan after removing the (dilated) vessel mask and keep the
+(>= ``min_vessel_component_mm3``, a physical volume converted with ``spacing_mm``, so one default works on any
+grid) or touch an annotator seed point; small isolated regions are assumed to be artifacts. Bone: threshold the fill scan after removing the (dilated) vessel mask and keep the
 ``keep_bone_components`` largest 26-connected components (skull + mandible). Soft tissue: fill scan within
 [-400, 500] HU, eroded with an ellipsoid of ``soft_erosion_mm``, minus vessel and bone. Labels can be
 restricted to ROI boxes and balanced to equal per-class voxel counts (validation/testing datasets of the
-paper). Pure numpy/scipy, no Django. Morphology is done with separable shift-and-combine ellipsoid
+paper). ``RecipeResult.report()`` says what was kept (per class voxels and mm^3, vessel components kept and
+dropped) and warns, naming the class and the parameter to change, when a class came out empty. Label versions
+recorded before floors were physical name theirs in voxels (``min_vessel_component_voxels``, or nothing for
+the old default of 500 voxels: ``RecipeParams.from_dict(d, recorded=True)``); they replay unchanged. Pure
+numpy/scipy, no Django. Morphology is done with separable shift-and-combine ellipsoid
 decompositions (much faster than ``scipy.ndimage.binary_erosion`` on 10^8 voxels, identical result to it
 with the same structuring element and ``border_value=0``), and the soft-tissue branch runs in a worker
 thread because numpy releases the GIL.
@@ -21,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from dla.classes import BONE, LABELED_CLASSES, SOFT_TISSUE, UNLABELED, VESSEL
+from dla.classes import BONE, CLASS_NAMES, LABELED_CLASSES, SOFT_TISSUE, UNLABELED, VESSEL
 from dla.labeling.components import label_components
 from dla.labeling.roi import box_mask, mask_bbox
 
@@ -30,7 +34,15 @@ BONE_THRESHOLD_RANGE_HU = (200.0, 2000.0)
 SOFT_HU_RANGE = (-1024.0, 3071.0)
 MORPH_RANGE_MM = (0.0, 10.0)
 MAX_COMPONENT_VOXELS = 100_000_000
+MAX_COMPONENT_MM3 = 1e9
 KEEP_BONE_RANGE = (1, 100)
+# Smallest vessel component kept without a seed point. 20 mm^3 is a 1.6 mm wide vessel over 10 mm: measured on
+# the phantoms (600 HU), every separate threshold component of that size overlaps the truth vessels, specks of
+# noise and partial-volume fragments are below 5 mm^3 at 0.46 mm voxels, and the main vessel trees are
+# 500-2000 mm^3 on the 1.4 mm demo grid and on the paper's 0.46 mm grid alike (7.3 and 205 voxels).
+DEFAULT_MIN_VESSEL_COMPONENT_MM3 = 20.0
+# The floor of label versions recorded before floors were physical and without a floor of their own (voxels).
+LEGACY_MIN_VESSEL_COMPONENT_VOXELS = 500
 
 
 class RecipeError(ValueError):
@@ -63,17 +75,19 @@ def _int_tuple(name: str, value, length: int) -> tuple[int, ...]:
 class RecipeParams:
     """Recipe parameters (JSON round-trip via ``to_dict``/``from_dict``; validated on construction).
 
-    Defaults: ``vessel_threshold_hu=600`` is the middle of the paper's typical 500-700 HU. ``min_vessel_component_voxels
-    =500`` is ~62 mm^3 at 0.5 mm isotropic voxels (a 2 mm vessel over ~20 mm): bigger than streak/noise
-    specks, smaller than any of the named large-vessel trees; seeds rescue smaller true vessels.
-    ``bone_threshold_hu=700`` keeps a 200 HU margin above the soft-tissue upper bound (500) so partial-volume
+    Defaults: ``vessel_threshold_hu=600`` is the middle of the paper's typical 500-700 HU.
+    ``min_vessel_component_mm3=20`` (``DEFAULT_MIN_VESSEL_COMPONENT_MM3``) keeps every vessel component of at
+    least 20 mm^3, whatever the voxel size; seeds rescue smaller true vessels, and ``seeded_vessels_only`` keeps
+    only the components holding a seed point (the paper's "large connected vessels" picked by a click). The
+    older ``min_vessel_component_voxels`` (a floor in voxels, exclusive with the mm^3 floor) is still accepted
+    so that recorded label versions replay identically. ``bone_threshold_hu=700`` keeps a 200 HU margin above the soft-tissue upper bound (500) so partial-volume
     edges and contrast-filled vessels missed by the dilation are not called bone. ``vessel_dilation_mm=1``
     removes the contrast-filled vessel wall rim from the bone mask. ``soft_erosion_mm=1`` removes the
     soft-tissue/air and soft/bone boundary voxels (the paper's "morphologic erosion").
     """
 
     vessel_threshold_hu: float = 600.0
-    min_vessel_component_voxels: int = 500
+    min_vessel_component_voxels: int | None = None
     seed_points_zyx: tuple[tuple[int, int, int], ...] = ()
     vessel_dilation_mm: float = 1.0
     bone_threshold_hu: float = 700.0
@@ -84,6 +98,8 @@ class RecipeParams:
     roi_boxes_zyx: tuple[tuple[int, int, int, int, int, int], ...] = ()
     balance: bool = False
     seed: int = 0
+    min_vessel_component_mm3: float | None = None
+    seeded_vessels_only: bool = False
 
     def __post_init__(self):
         s = object.__setattr__
@@ -92,17 +108,35 @@ class RecipeParams:
             "vessel_threshold_hu",
             _check_number("vessel_threshold_hu", self.vessel_threshold_hu, *VESSEL_THRESHOLD_RANGE_HU),
         )
-        s(
-            self,
-            "min_vessel_component_voxels",
-            _check_number(
+        if self.min_vessel_component_voxels is not None:
+            if self.min_vessel_component_mm3 is not None:
+                raise RecipeError(
+                    "give the vessel component floor once: min_vessel_component_mm3 (mm^3) or the older "
+                    "min_vessel_component_voxels (voxels), not both"
+                )
+            s(
+                self,
                 "min_vessel_component_voxels",
-                self.min_vessel_component_voxels,
-                0,
-                MAX_COMPONENT_VOXELS,
-                integer=True,
-            ),
-        )
+                _check_number(
+                    "min_vessel_component_voxels",
+                    self.min_vessel_component_voxels,
+                    0,
+                    MAX_COMPONENT_VOXELS,
+                    integer=True,
+                ),
+            )
+        else:
+            mm3 = self.min_vessel_component_mm3
+            s(
+                self,
+                "min_vessel_component_mm3",
+                DEFAULT_MIN_VESSEL_COMPONENT_MM3
+                if mm3 is None
+                else _check_number("min_vessel_component_mm3", mm3, 0, MAX_COMPONENT_MM3),
+            )
+        if not isinstance(self.seeded_vessels_only, (bool, np.bool_)):
+            raise RecipeError(f"seeded_vessels_only must be true or false, got {self.seeded_vessels_only!r}")
+        s(self, "seeded_vessels_only", bool(self.seeded_vessels_only))
         if not isinstance(self.seed_points_zyx, (list, tuple)):
             raise RecipeError(
                 f"seed_points_zyx must be a list of [z, y, x] points, got {self.seed_points_zyx!r}"
@@ -154,15 +188,65 @@ class RecipeParams:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> RecipeParams:
-        """Build from a (JSON) dict; missing keys take defaults, unknown keys raise RecipeError."""
+    def from_dict(cls, d: dict, *, recorded: bool = False) -> RecipeParams:
+        """Build from a (JSON) dict; missing keys take defaults, unknown keys raise RecipeError.
+
+        ``recorded=True``: ``d`` was stored with a label version or draft op. One recorded before vessel floors
+        were physical and naming no floor used the old default of ``LEGACY_MIN_VESSEL_COMPONENT_VOXELS`` voxels,
+        and gets it back, so that its replay does not change."""
         if not isinstance(d, dict):
             raise RecipeError(f"recipe params must be a dict, got {type(d).__name__}")
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
             raise RecipeError(f"unknown recipe parameter(s) {unknown}; valid: {valid}")
+        floors = ("min_vessel_component_voxels", "min_vessel_component_mm3")
+        if recorded and all(d.get(k) is None for k in floors):
+            d = {**d, "min_vessel_component_voxels": LEGACY_MIN_VESSEL_COMPONENT_VOXELS}
         return cls(**d)
+
+    def voxel_mm3(self, spacing_mm) -> float:
+        sz, sy, sx = (float(v) for v in spacing_mm)
+        return sz * sy * sx
+
+    def min_component_voxels(self, spacing_mm) -> int:
+        """The vessel floor in voxels at ``spacing_mm`` (dz, dy, dx): components of at least this many voxels
+        (i.e. of at least ``min_vessel_component_mm3``) are kept."""
+        if self.min_vessel_component_voxels is not None:
+            return self.min_vessel_component_voxels
+        return max(0, math.ceil(self.min_vessel_component_mm3 / self.voxel_mm3(spacing_mm) - 1e-9))
+
+    def min_component_mm3(self, spacing_mm) -> float:
+        """The vessel floor in mm^3 at ``spacing_mm``."""
+        if self.min_vessel_component_voxels is not None:
+            return self.min_vessel_component_voxels * self.voxel_mm3(spacing_mm)
+        return self.min_vessel_component_mm3
+
+    def check_floor(self, shape_zyx, spacing_mm) -> None:
+        """Raise RecipeError when the vessel floor is bigger than the whole volume (no vessel could be kept),
+        or when ``seeded_vessels_only`` has no seed point."""
+        if self.seeded_vessels_only:
+            if not self.seed_points_zyx:
+                raise RecipeError(
+                    "seeded_vessels_only keeps only the vessel components holding a seed point, but "
+                    "seed_points_zyx is empty: click a vessel or switch seeded_vessels_only off"
+                )
+            return
+        n = int(np.prod([int(v) for v in shape_zyx]))
+        total_mm3 = n * self.voxel_mm3(spacing_mm)
+        grid = "x".join(str(int(v)) for v in shape_zyx)
+        if self.min_vessel_component_voxels is not None and self.min_vessel_component_voxels > n:
+            raise RecipeError(
+                f"min_vessel_component_voxels={self.min_vessel_component_voxels:,} is more than the whole volume "
+                f"({grid} = {n:,} voxels): every vessel would be dropped; give a smaller floor, e.g. "
+                f"min_vessel_component_mm3={DEFAULT_MIN_VESSEL_COMPONENT_MM3:g}"
+            )
+        if self.min_vessel_component_mm3 is not None and self.min_vessel_component_mm3 > total_mm3:
+            raise RecipeError(
+                f"min_vessel_component_mm3={self.min_vessel_component_mm3:,.6g} is more than the whole volume "
+                f"({grid} voxels of {self.voxel_mm3(spacing_mm):.4g} mm^3 = {total_mm3:,.0f} mm^3): every vessel "
+                f"would be dropped; give a smaller floor (default {DEFAULT_MIN_VESSEL_COMPONENT_MM3:g} mm^3)"
+            )
 
     def check_against_shape(self, shape_zyx: tuple[int, int, int]) -> None:
         """Raise RecipeError if a seed point or ROI box lies outside a volume of ``shape_zyx``."""
@@ -180,7 +264,11 @@ class RecipeParams:
 
 @dataclass
 class RecipeResult:
-    """Output of ``run_recipe``: ``labels`` uint8 [z, y, x]; ``counts`` {class id: voxels} for 0..3."""
+    """Output of ``run_recipe``: ``labels`` uint8 [z, y, x]; ``counts`` {class id: voxels} for 0..3.
+
+    ``vessel_voxels_dropped``: voxels above the threshold in the vessel components dropped (below the floor, no
+    seed); ``vessel_floor_voxels`` / ``vessel_floor_mm3`` the floor used; ``voxel_mm3`` one voxel's volume;
+    ``warnings``: one sentence per class that came out empty, saying why and what to change."""
 
     labels: np.ndarray
     counts: dict[int, int]
@@ -189,6 +277,51 @@ class RecipeResult:
     n_vessel_components_removed: int
     n_bone_components_found: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
+    voxel_mm3: float = 0.0
+    vessel_voxels_above_threshold: int = 0
+    vessel_voxels_dropped: int = 0
+    largest_dropped_vessel_voxels: int = 0
+    vessel_floor_voxels: int = 0
+    vessel_floor_mm3: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def report(self) -> dict:
+        """JSON summary: what was kept and dropped, per class voxels and mm^3, warnings and a one-line summary."""
+        v = self.voxel_mm3
+        vessel = self.counts.get(VESSEL, 0)
+        dropped = self.vessel_voxels_dropped
+        floor = f"{_mm3(self.vessel_floor_mm3)} mm^3 ({self.vessel_floor_voxels:,} voxels)"
+        if self.params.get("seeded_vessels_only"):
+            floor = "the seed points (seeded_vessels_only)"
+        summary = (
+            f"Kept {vessel:,} vessel voxels ({vessel * v:,.0f} mm^3) in {self.n_vessel_components_kept} "
+            f"component(s); dropped {self.n_vessel_components_removed} component(s) ({dropped:,} voxels, "
+            f"{dropped * v:,.0f} mm^3) not reaching {floor}; {self.counts.get(BONE, 0):,} bone and "
+            f"{self.counts.get(SOFT_TISSUE, 0):,} soft-tissue voxels."
+        )
+        return {
+            "summary": summary,
+            "warnings": list(self.warnings),
+            "voxel_mm3": v,
+            "vessel": {
+                "threshold_hu": self.params.get("vessel_threshold_hu"),
+                "voxels": vessel,
+                "mm3": vessel * v,
+                "components_kept": self.n_vessel_components_kept,
+                "components_dropped": self.n_vessel_components_removed,
+                "dropped_voxels": dropped,
+                "dropped_mm3": dropped * v,
+                "largest_dropped_mm3": self.largest_dropped_vessel_voxels * v,
+                "above_threshold_voxels": self.vessel_voxels_above_threshold,
+                "floor_mm3": self.vessel_floor_mm3,
+                "floor_voxels": self.vessel_floor_voxels,
+            },
+            "bone_components_found": self.n_bone_components_found,
+            "classes": {
+                str(c): {"name": CLASS_NAMES[c], "voxels": int(n), "mm3": int(n) * v}
+                for c, n in sorted(self.counts.items())
+            },
+        }
 
 
 # ----------------------------------------------------------------------------------------------- morphology
@@ -300,14 +433,26 @@ def _scatter(shape, bb, crop_shape, idx) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- recipe
 
 
-def _vessel_mask(sub: np.ndarray, p: RecipeParams):
-    """Bool vessel mask, number of kept and removed components."""
+@dataclass
+class _VesselStats:
+    kept: int = 0
+    removed: int = 0
+    above_threshold: int = 0
+    dropped_voxels: int = 0
+    largest_dropped: int = 0
+
+
+def _vessel_mask(sub: np.ndarray, p: RecipeParams, spacing_mm):
+    """Bool vessel mask and what was kept/dropped (``_VesselStats``)."""
     m = sub >= p.vessel_threshold_hu
     comps = _components(m)
     if comps is None:
-        return m, 0, 0
+        return m, _VesselStats()
     bb, cshape, idx, comp, sizes, lab = comps
-    keep = sizes >= p.min_vessel_component_voxels
+    if p.seeded_vessels_only:
+        keep = np.zeros(len(sizes), dtype=bool)
+    else:
+        keep = sizes >= p.min_component_voxels(spacing_mm)
     keep[0] = False
     for pt in p.seed_points_zyx:
         local = tuple(v - s.start for v, s in zip(pt, bb, strict=True))
@@ -317,7 +462,15 @@ def _vessel_mask(sub: np.ndarray, p: RecipeParams):
     del lab
     n_total = len(sizes) - 1
     n_kept = int(np.count_nonzero(keep))
-    return _scatter(m.shape, bb, cshape, idx[keep[comp]]), n_kept, n_total - n_kept
+    dropped = sizes[1:][~keep[1:]]
+    stats = _VesselStats(
+        kept=n_kept,
+        removed=n_total - n_kept,
+        above_threshold=int(sizes[1:].sum()),
+        dropped_voxels=int(dropped.sum()),
+        largest_dropped=int(dropped.max()) if dropped.size else 0,
+    )
+    return _scatter(m.shape, bb, cshape, idx[keep[comp]]), stats
 
 
 def _bone_mask(fill: np.ndarray, vessel: np.ndarray, spacing_mm, p: RecipeParams):
@@ -415,6 +568,10 @@ def run_recipe(
         raise RecipeError(f"params must be RecipeParams or dict, got {type(params).__name__}")
     sp = _check_inputs(fill_hu, subtracted_hu, spacing_mm, roi_mask)
     params.check_against_shape(fill_hu.shape)
+    if params.min_vessel_component_voxels is None or params.seeded_vessels_only:
+        # A floor in voxels is the recorded legacy unit: label versions made with a floor above any component
+        # (the old "seed points only" idiom) must still replay, so only floors in mm^3 are checked here.
+        params.check_floor(fill_hu.shape, sp)
 
     def report(f: float, msg: str):
         if progress is not None:
@@ -426,7 +583,7 @@ def run_recipe(
     with ThreadPoolExecutor(max_workers=1) as ex:
         # numpy-only soft-tissue branch releases the GIL, runs beside scipy labelling
         soft_future = ex.submit(_soft_mask, fill_hu, sp, params)
-        vessel, n_kept, n_removed = _vessel_mask(subtracted_hu, params)
+        vessel, vstats = _vessel_mask(subtracted_hu, params, sp)
         timings["vessel"] = time.perf_counter() - t0
         report(0.3, "vessel components")
         bone, n_bone = _bone_mask(fill_hu, vessel, sp, params)
@@ -467,8 +624,65 @@ def run_recipe(
         labels=labels,
         counts=counts,
         params=params.to_dict(),
-        n_vessel_components_kept=n_kept,
-        n_vessel_components_removed=n_removed,
+        n_vessel_components_kept=vstats.kept,
+        n_vessel_components_removed=vstats.removed,
         n_bone_components_found=n_bone,
         timings_s=timings,
+        voxel_mm3=params.voxel_mm3(sp),
+        vessel_voxels_above_threshold=vstats.above_threshold,
+        vessel_voxels_dropped=vstats.dropped_voxels,
+        largest_dropped_vessel_voxels=vstats.largest_dropped,
+        vessel_floor_voxels=params.min_component_voxels(sp),
+        vessel_floor_mm3=params.min_component_mm3(sp),
+        warnings=_empty_class_warnings(params, sp, counts, vstats, roi is not None),
     )
+
+
+def _mm3(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _empty_class_warnings(
+    p: RecipeParams, spacing_mm, counts, vstats: _VesselStats, has_roi: bool
+) -> list[str]:
+    """One sentence per labeled class with no voxel: why, and which parameter to change."""
+    out = []
+    where = " inside the ROI box(es)" if has_roi else ""
+    if counts[VESSEL] == 0:
+        if vstats.above_threshold == 0:
+            out.append(
+                f"No vessel voxels: no voxel of the subtracted volume reaches vessel_threshold_hu="
+                f"{p.vessel_threshold_hu:g} HU; lower the threshold (the paper used 500-700 HU)."
+            )
+        elif vstats.kept == 0 and p.seeded_vessels_only:
+            out.append(
+                f"No vessel voxels: none of the {vstats.removed} components above {p.vessel_threshold_hu:g} HU "
+                "holds a seed point (seeded_vessels_only); click on a vessel."
+            )
+        elif vstats.kept == 0:
+            v = p.voxel_mm3(spacing_mm)
+            name = (
+                "min_vessel_component_mm3"
+                if p.min_vessel_component_voxels is None
+                else "min_vessel_component_voxels"
+            )
+            out.append(
+                f"No vessel voxels: all {vstats.removed} components above {p.vessel_threshold_hu:g} HU are smaller "
+                f"than the floor of {_mm3(p.min_component_mm3(spacing_mm))} mm^3 "
+                f"({p.min_component_voxels(spacing_mm):,} voxels; the largest is {_mm3(vstats.largest_dropped * v)} "
+                f"mm^3 = {vstats.largest_dropped:,} voxels); lower {name} or click a seed point on a vessel."
+            )
+        else:
+            out.append(f"No vessel voxels{where}: the kept vessel components lie outside it.")
+    if counts[BONE] == 0:
+        out.append(
+            f"No bone voxels{where}: no fill voxel outside the dilated vessels reaches bone_threshold_hu="
+            f"{p.bone_threshold_hu:g} HU; lower the threshold."
+        )
+    if counts[SOFT_TISSUE] == 0:
+        out.append(
+            f"No soft-tissue voxels{where}: no fill voxel within [{p.soft_min_hu:g}, {p.soft_max_hu:g}] HU "
+            f"survives the {p.soft_erosion_mm:g} mm erosion (outside vessel and bone); widen the window or "
+            "reduce soft_erosion_mm."
+        )
+    return out

@@ -1,6 +1,7 @@
 """Tests of dla.labeling.recipe against independent scipy computations on a small synthetic head."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -174,6 +175,10 @@ def test_progress_called(head):
         ({"bone_threshold_hu": 100}, "bone_threshold_hu"),
         ({"min_vessel_component_voxels": -1}, "min_vessel_component_voxels"),
         ({"min_vessel_component_voxels": 2.5}, "integer"),
+        ({"min_vessel_component_mm3": -1}, "min_vessel_component_mm3"),
+        ({"min_vessel_component_mm3": "20"}, "number"),
+        ({"min_vessel_component_mm3": 5, "min_vessel_component_voxels": 5}, "not both"),
+        ({"seeded_vessels_only": "yes"}, "seeded_vessels_only"),
         ({"keep_bone_components": 0}, "keep_bone_components"),
         ({"soft_min_hu": 600.0}, "soft_min_hu"),
         ({"soft_erosion_mm": 50}, "soft_erosion_mm"),
@@ -227,3 +232,133 @@ def test_morphology_matches_scipy(spacing, radius):
     g = np.indices(st.shape) - c[:, None, None, None]
     d = np.sqrt(sum((g[i] * spacing[i]) ** 2 for i in range(3)))
     np.testing.assert_array_equal(st, d <= radius + 1e-9)
+
+
+# ----------------------------------------------------------------------------------------- physical floors
+
+
+def balls_volume(spacing, radii_mm=(2.0, 1.2), size_mm=40.0):
+    """A subtracted volume (int16 HU) of ``size_mm`` cubed at ``spacing`` with one 800 HU ball per radius (mm),
+    rasterized as the voxels whose centre lies within the radius; plus a fill with a bone slab."""
+    shape = tuple(int(round(size_mm / s)) for s in spacing)
+    grid = np.indices(shape).astype(float)
+    sub = np.zeros(shape, np.int16)
+    balls = []
+    for i, r in enumerate(radii_mm):
+        centre = [n // 2 for n in shape]
+        centre[2] = int((i + 1) * shape[2] / (len(radii_mm) + 1))
+        d2 = sum(((grid[a] - centre[a]) * spacing[a]) ** 2 for a in range(3))
+        ball = d2 <= r * r
+        sub[ball] = 800
+        balls.append(ball)
+    fill = np.full(shape, 40, np.int16)
+    fill[:2] = 1200
+    return fill, sub, balls
+
+
+@pytest.mark.parametrize("spacing", [(0.46, 0.46, 0.46), (1.4, 1.4, 1.4), (1.0, 0.5, 0.8)])
+def test_default_floor_is_physical_same_decision_at_any_voxel_size(spacing):
+    """A 2 mm ball (33.5 mm^3) is kept and a 1.2 mm ball (7.2 mm^3) dropped under the default 20 mm^3 floor,
+    whatever the voxel size; the report's numbers are the independently counted voxels times the voxel
+    volume."""
+    fill, sub, (big, small) = balls_volume(spacing)
+    res = run_recipe(fill, sub, spacing, RecipeParams())
+    vessel = res.labels == VESSEL
+    np.testing.assert_array_equal(vessel, big)
+    voxel_mm3 = float(np.prod(spacing))
+    assert res.vessel_floor_voxels == math.ceil(20.0 / voxel_mm3 - 1e-9)
+    report = json.loads(json.dumps(res.report()))
+    assert report["vessel"]["voxels"] == int(big.sum())
+    assert report["vessel"]["mm3"] == pytest.approx(big.sum() * voxel_mm3)
+    assert (report["vessel"]["components_kept"], report["vessel"]["components_dropped"]) == (1, 1)
+    assert report["vessel"]["dropped_voxels"] == int(small.sum())
+    assert report["vessel"]["dropped_mm3"] == pytest.approx(small.sum() * voxel_mm3)
+    assert report["vessel"]["floor_mm3"] == 20.0 and report["warnings"] == []
+    assert report["classes"]["1"] == {
+        "name": "vessel",
+        "voxels": int(big.sum()),
+        "mm3": pytest.approx(big.sum() * voxel_mm3),
+    }
+    assert f"Kept {int(big.sum()):,} vessel voxels" in report["summary"]
+
+
+def test_report_matches_scipy_components(head):
+    """Kept/dropped components and voxels of the report against scipy's own labelling."""
+    fill, sub, _ = head
+    params = RecipeParams(min_vessel_component_mm3=20.0)
+    res = run_recipe(fill, sub, SPACING, params)
+    lab, n = ndi.label(sub >= params.vessel_threshold_hu, ST26)
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = sizes * np.prod(SPACING) >= 20.0
+    assert keep.any() and not keep.all()  # the tube is kept, the 27-voxel blob (17 mm^3) dropped
+    np.testing.assert_array_equal(res.labels == VESSEL, np.isin(lab, np.flatnonzero(keep) + 1))
+    vessel = res.report()["vessel"]
+    assert (vessel["components_kept"], vessel["components_dropped"]) == (int(keep.sum()), int((~keep).sum()))
+    assert vessel["dropped_voxels"] == int(sizes[~keep].sum())
+    assert vessel["largest_dropped_mm3"] == pytest.approx(sizes[~keep].max() * np.prod(SPACING))
+    assert vessel["above_threshold_voxels"] == int(sizes.sum())
+
+
+def test_empty_classes_warn_and_say_why(head):
+    fill, sub, _ = head
+    res = run_recipe(fill, sub, SPACING, RecipeParams(min_vessel_component_mm3=50_000.0))
+    assert res.counts[VESSEL] == 0
+    (warning,) = res.warnings
+    assert warning.startswith("No vessel voxels") and "50,000 mm^3" in warning
+    assert "min_vessel_component_mm3" in warning and "seed point" in warning
+    assert res.report()["warnings"] == [warning]
+    none_bright = run_recipe(fill, np.zeros_like(sub), SPACING, RecipeParams(bone_threshold_hu=2000))
+    assert any("reaches vessel_threshold_hu=600 HU" in w for w in none_bright.warnings)
+    assert any(w.startswith("No bone voxels") and "2000 HU" in w for w in none_bright.warnings)
+    legacy = run_recipe(fill, sub, SPACING, RecipeParams(min_vessel_component_voxels=100_000))
+    assert "lower min_vessel_component_voxels" in legacy.warnings[0]
+    assert run_recipe(fill, sub, SPACING, RecipeParams()).warnings == []
+
+
+def test_floor_bigger_than_the_volume_is_refused(head):
+    fill, sub, _ = head
+    volume_mm3 = np.prod(SHAPE) * np.prod(SPACING)
+    with pytest.raises(RecipeError, match=r"min_vessel_component_mm3=.* is more than the whole volume"):
+        run_recipe(fill, sub, SPACING, RecipeParams(min_vessel_component_mm3=volume_mm3 * 1.01))
+    run_recipe(fill, sub, SPACING, RecipeParams(min_vessel_component_mm3=volume_mm3))  # the largest allowed
+    with pytest.raises(RecipeError, match="more than the whole volume"):
+        RecipeParams(min_vessel_component_voxels=int(np.prod(SHAPE)) + 1).check_floor(SHAPE, SPACING)
+    with pytest.raises(RecipeError, match="seed_points_zyx is empty"):
+        RecipeParams(seeded_vessels_only=True).check_floor(SHAPE, SPACING)
+
+
+def test_seeded_vessels_only_keeps_just_the_clicked_components(head):
+    fill, sub, _ = head
+    params = RecipeParams(seeded_vessels_only=True, seed_points_zyx=(BLOB_CENTER,))
+    res = run_recipe(fill, sub, SPACING, params)
+    lab, _ = ndi.label(sub >= 600, ST26)
+    np.testing.assert_array_equal(res.labels == VESSEL, lab == lab[BLOB_CENTER])
+    assert res.n_vessel_components_kept == 1 and "seed points" in res.report()["summary"]
+
+
+def test_recorded_params_keep_their_floor_in_voxels():
+    """Label versions recorded before floors were physical: a floor in voxels stays one, and recipe params
+    naming no floor meant the old default of 500 voxels, which they keep; new params get the mm^3 default."""
+    assert RecipeParams.from_dict({}, recorded=True) == RecipeParams(min_vessel_component_voxels=500)
+    assert (
+        RecipeParams.from_dict({"vessel_threshold_hu": 550}, recorded=True).min_vessel_component_voxels == 500
+    )
+    assert RecipeParams.from_dict({"min_vessel_component_voxels": 30}, recorded=True) == RecipeParams(
+        min_vessel_component_voxels=30
+    )
+    fresh = RecipeParams.from_dict({})
+    assert fresh.min_vessel_component_voxels is None and fresh.min_vessel_component_mm3 == 20.0
+    for p in (fresh, RecipeParams(min_vessel_component_voxels=30), RecipeParams(seeded_vessels_only=True)):
+        assert RecipeParams.from_dict(json.loads(json.dumps(p.to_dict())), recorded=True) == p
+    with pytest.raises(RecipeError, match="not both"):
+        RecipeParams(min_vessel_component_voxels=30, min_vessel_component_mm3=10.0)
+
+
+def test_voxel_floor_keeps_its_old_meaning(head):
+    """A floor in voxels selects components by voxel count, exactly as before (independent scipy count)."""
+    fill, sub, _ = head
+    for floor in (27, 28, 500):
+        params = RecipeParams(min_vessel_component_voxels=floor)
+        np.testing.assert_array_equal(
+            run_recipe(fill, sub, SPACING, params).labels == VESSEL, expected_vessel(sub, params)
+        )
