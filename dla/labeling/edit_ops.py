@@ -5,8 +5,14 @@ relabel, balance, recipe). ``parse_op`` validates it against the volume shape an
 dataclass (``op_to_dict`` gives the canonical JSON form back); ``apply_op`` modifies the label map in place,
 working inside the op's bounding region where possible, and returns an ``OpResult`` (bounding box of the
 changed voxels, number changed, per-class count deltas). Validation happens before any voxel is touched, so
-a rejected op leaves the labels unchanged. ``replay`` applies a list of ops to a copy of a base map (undo =
-replay without the last op). Pure numpy/scipy; no Django.
+a rejected op leaves the labels unchanged. ``replay`` applies a list of recorded ops to a copy of a base map
+(undo = replay without the last op).
+
+New ops and recorded ops: ``parse_op``/``apply_op`` take ``recorded=True`` for ops stored with a draft or label
+version. A recorded recipe op keeps the meaning it had when it was stored (a floor in voxels, or none for the
+old default of 500 voxels) and is not refused for a floor bigger than the volume; a new one gets today's
+defaults and checks. ``canonical_op`` gives the form to record: a recipe op with all its parameters spelled out,
+so that its replay never depends on defaults that may change. Pure numpy/scipy; no Django.
 """
 
 from __future__ import annotations
@@ -109,19 +115,29 @@ OP_TYPES = ("brush", "remove_island", "keep_connected", "scissors", "set_roi", "
 @dataclass
 class OpResult:
     """``bbox_zyx`` (z0, z1, y0, y1, x0, x1) half-open of changed voxels or None; ``delta_counts`` per class 0..3;
-    ``previous``: uint8 copy of the labels inside ``bbox_zyx`` before the op (the undo patch; not serialized)."""
+    ``previous``: uint8 copy of the labels inside ``bbox_zyx`` before the op (the undo patch; not serialized);
+    ``report``: what a recipe op kept (``RecipeResult.report()``, with its ``warnings``), else None."""
 
     bbox_zyx: tuple[int, int, int, int, int, int] | None
     changed_voxels: int
     delta_counts: dict[int, int]
     previous: np.ndarray | None = field(default=None, repr=False, compare=False)
+    report: dict | None = field(default=None, compare=False)
+
+    @property
+    def warnings(self) -> list[str]:
+        return list((self.report or {}).get("warnings", []))
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "bbox_zyx": list(self.bbox_zyx) if self.bbox_zyx is not None else None,
             "changed_voxels": self.changed_voxels,
             "delta_counts": {str(k): v for k, v in self.delta_counts.items()},
         }
+        if self.report is not None:
+            d["report"] = self.report
+            d["warnings"] = self.warnings
+        return d
 
 
 class VolumeContext:
@@ -213,8 +229,9 @@ def _axis(v, op: str) -> str:
     return v
 
 
-def parse_op(d: dict, shape_zyx, spacing_mm) -> Op:
-    """Validate an op dict against a volume of ``shape_zyx`` and ``spacing_mm`` (dz, dy, dx); return the Op."""
+def parse_op(d: dict, shape_zyx, spacing_mm, *, recorded: bool = False) -> Op:
+    """Validate an op dict against a volume of ``shape_zyx`` and ``spacing_mm`` (dz, dy, dx); return the Op.
+    ``recorded``: ``d`` was stored with a draft or label version (see the module docstring)."""
     if not isinstance(d, dict):
         raise EditOpError(f"an op must be a dict with an 'op' key, got {type(d).__name__}")
     kind = d.get("op")
@@ -315,8 +332,10 @@ def parse_op(d: dict, shape_zyx, spacing_mm) -> Op:
         return BalanceOp(seed=seed)
     # recipe
     try:
-        params = RecipeParams.from_dict(_field(d, "params", kind, {}))
+        params = RecipeParams.from_dict(_field(d, "params", kind, {}), recorded=recorded)
         params.check_against_shape(shape)
+        if not recorded:
+            params.check_floor(shape, tuple(float(v) for v in spacing_mm))
     except RecipeError as e:
         raise EditOpError(f"recipe: {e}") from e
     return RecipeOp(params=params)
@@ -355,6 +374,13 @@ def op_to_dict(op: Op) -> dict:
         for k, v in d.items()
         if not (v is None and k in ("only_class", "slab", "label")) and not (k == "stroke_zyx" and not v)
     }
+
+
+def canonical_op(d: dict, shape_zyx, spacing_mm, *, recorded: bool = False) -> dict:
+    """The form of op ``d`` to record with a draft: a recipe op with every parameter spelled out (the floor it
+    used included), any other op as given. Raises EditOpError like ``parse_op``."""
+    parsed = parse_op(d, shape_zyx, spacing_mm, recorded=recorded)
+    return op_to_dict(parsed) if isinstance(parsed, RecipeOp) else d
 
 
 # ----------------------------------------------------------------------------------------------- apply
@@ -602,14 +628,17 @@ def _apply_recipe(labels, op: RecipeOp, ctx: VolumeContext):
         raise EditOpError(f"recipe: {e}") from e
     old = labels.copy()
     labels[...] = res.labels
-    return _finish(labels, _full(labels.shape), old)
+    result = _finish(labels, _full(labels.shape), old)
+    result.report = res.report()
+    return result
 
 
-def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext) -> OpResult:
+def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext, *, recorded: bool = False) -> OpResult:
     """Apply one op to ``labels`` (uint8 [z, y, x], modified in place) and summarise the change.
 
     ``op`` may be a dict (validated with ``parse_op`` against ``labels.shape`` and ``ctx.spacing_mm``) or a
-    parsed Op (re-validated the same way). Raises EditOpError without modifying ``labels`` on bad input.
+    parsed Op (re-validated the same way). ``recorded``: a dict stored with a draft or label version (see the
+    module docstring). Raises EditOpError without modifying ``labels`` on bad input.
     """
     if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.ndim != 3:
         raise EditOpError(
@@ -627,7 +656,7 @@ def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext) -> OpResult:
         RecipeOp,
     )
     d = op_to_dict(op) if isinstance(op, _op_classes) else op
-    parsed = parse_op(d, labels.shape, ctx.spacing_mm)
+    parsed = parse_op(d, labels.shape, ctx.spacing_mm, recorded=recorded)
     if isinstance(parsed, BrushOp):
         return _apply_brush(labels, parsed, ctx.spacing_mm)
     if isinstance(parsed, RemoveIslandOp):
@@ -645,12 +674,13 @@ def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext) -> OpResult:
     return _apply_recipe(labels, parsed, ctx)
 
 
-def replay(base_labels: np.ndarray, ops, ctx: VolumeContext) -> np.ndarray:
-    """Apply ``ops`` (dicts or Ops) in order to a copy of ``base_labels``; the base is not modified."""
+def replay(base_labels: np.ndarray, ops, ctx: VolumeContext, *, recorded: bool = True) -> np.ndarray:
+    """Apply ``ops`` (dicts or Ops) in order to a copy of ``base_labels``; the base is not modified. The ops are
+    taken as recorded (a draft's or label version's ``ops``) unless ``recorded=False``."""
     labels = np.array(base_labels, dtype=np.uint8, copy=True)
     for i, op in enumerate(ops):
         try:
-            apply_op(labels, op, ctx)
+            apply_op(labels, op, ctx, recorded=recorded)
         except EditOpError as e:
             raise EditOpError(f"op #{i}: {e}") from e
     return labels
@@ -669,6 +699,7 @@ __all__ = [
     "SetRoiOp",
     "VolumeContext",
     "apply_op",
+    "canonical_op",
     "op_to_dict",
     "parse_op",
     "polygon_mask",

@@ -13,6 +13,7 @@ from dla.labeling.edit_ops import (
     EditOpError,
     VolumeContext,
     apply_op,
+    canonical_op,
     op_to_dict,
     parse_op,
     polygon_mask,
@@ -396,3 +397,85 @@ def test_component_labelling_matches_scipy(seed):
     pairs = np.unique(np.stack([ours[mask], ref[mask]]), axis=1)
     assert pairs.shape[1] == n, "each of our components is exactly one scipy component"
     assert not ours[~mask].any()
+
+
+def recipe_volumes():
+    """Fill/subtracted int16 with a long bright tube (kept by any floor here) and small bright specks."""
+    rng = np.random.default_rng(5)
+    fill = rng.normal(40, 10, SHAPE).astype(np.int16)
+    fill[0:3] = 1200
+    sub = rng.normal(0, 30, SHAPE).astype(np.int16)
+    sub[10:14, 20:24, 5:50] = 800  # 720 voxels = 346 mm^3
+    sub[25:28, 5:8, 5:8] = 800  # 27 voxels = 13 mm^3
+    sub[25:30, 40:45, 40:45] = 800  # 125 voxels = 60 mm^3
+    return fill, sub
+
+
+def kept_by_voxel_count(sub, floor_voxels):
+    """Vessel mask of the pre-physical recipe: 600 HU components of at least ``floor_voxels`` voxels (scipy)."""
+    lab, _ = ndi.label(sub >= 600, ST26)
+    sizes = np.bincount(lab.ravel())
+    keep = sizes >= floor_voxels
+    keep[0] = False
+    return keep[lab]
+
+
+def test_recorded_recipe_ops_replay_as_they_were_stored():
+    """Stored label versions' ops keep their meaning: no floor = the old default of 500 voxels, a floor in
+    voxels stays in voxels (also one above the volume: the old "seed points only" idiom); a new op without a
+    floor gets the 20 mm^3 default. Each compared with an independent scipy computation."""
+    fill, sub = recipe_volumes()
+    context = VolumeContext(SPACING, fill_hu=fill, subtracted_hu=sub)
+    base = np.zeros(SHAPE, np.uint8)
+    legacy = {"op": "recipe", "params": {"vessel_threshold_hu": 600}}
+    np.testing.assert_array_equal(replay(base, [legacy], context) == VESSEL, kept_by_voxel_count(sub, 500))
+    np.testing.assert_array_equal(
+        replay(base, [{"op": "recipe", "params": {"min_vessel_component_voxels": 30}}], context) == VESSEL,
+        kept_by_voxel_count(sub, 30),
+    )
+    seeded = {
+        "op": "recipe",
+        "params": {"seed_points_zyx": [[26, 6, 6]], "min_vessel_component_voxels": 10**8},
+    }
+    lab, _ = ndi.label(sub >= 600, ST26)
+    np.testing.assert_array_equal(replay(base, [seeded], context) == VESSEL, lab == lab[26, 6, 6])
+    with pytest.raises(EditOpError, match="more than the whole volume"):
+        apply_op(base.copy(), seeded, context)  # as a new edit that floor is refused
+    fresh = base.copy()
+    res = apply_op(fresh, legacy, context)
+    floor_voxels = math.ceil(20.0 / np.prod(SPACING))  # 42 voxels of 0.48 mm^3
+    np.testing.assert_array_equal(fresh == VESSEL, kept_by_voxel_count(sub, floor_voxels))
+    assert (
+        res.report["vessel"]["components_kept"] == 2 and res.report["vessel"]["floor_voxels"] == floor_voxels
+    )
+    assert json.loads(json.dumps(res.to_dict()))["report"]["vessel"]["dropped_voxels"] >= 27
+
+
+def test_canonical_op_records_the_recipe_in_full():
+    canonical = canonical_op({"op": "recipe", "params": {"vessel_threshold_hu": 550}}, SHAPE, SPACING)
+    assert canonical["params"] == RecipeParams(vessel_threshold_hu=550).to_dict()
+    assert canonical["params"]["min_vessel_component_mm3"] == 20.0
+    recorded = canonical_op({"op": "recipe", "params": {}}, SHAPE, SPACING, recorded=True)
+    assert recorded["params"]["min_vessel_component_voxels"] == 500
+    assert recorded["params"]["min_vessel_component_mm3"] is None
+    fill, sub = recipe_volumes()
+    context = VolumeContext(SPACING, fill_hu=fill, subtracted_hu=sub)
+    for op, was_recorded in (({"op": "recipe", "params": {}}, False), ({"op": "recipe", "params": {}}, True)):
+        a, b = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
+        apply_op(a, op, context, recorded=was_recorded)
+        apply_op(b, canonical_op(op, SHAPE, SPACING, recorded=was_recorded), context)  # either way, same map
+        np.testing.assert_array_equal(a, b)
+    brush = {"op": "brush", "center_zyx": [1, 1, 1], "radius_mm": 1, "label": 1}
+    assert canonical_op(brush, SHAPE, SPACING) is brush
+
+
+def test_recipe_op_without_any_class_warns():
+    fill, sub = recipe_volumes()
+    context = VolumeContext(SPACING, fill_hu=fill, subtracted_hu=np.zeros_like(sub))
+    res = apply_op(np.zeros(SHAPE, np.uint8), {"op": "recipe", "params": {}}, context)
+    assert res.warnings and res.warnings[0].startswith("No vessel voxels")
+    assert res.to_dict()["warnings"] == res.warnings
+    assert (
+        "report"
+        not in apply_op(make_labels(), {"op": "remove_island", "at_zyx": [16, 12, 30]}, ctx()).to_dict()
+    )
