@@ -109,6 +109,7 @@ class DraftViewSet(
                 labels.check_revision(draft, expected)
             except labels.DraftMoved as exc:
                 raise moved_response(exc)
+            op = labels.checked_op(draft, op)  # bad parameters are a 400 now, not a failed task later
             run = apply_recipe.enqueue(
                 user=request.user,
                 target=draft,

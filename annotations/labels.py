@@ -33,7 +33,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from dla.labeling.codec import class_counts, decode_labels, diff_labels, encode_labels, labels_sha256
-from dla.labeling.edit_ops import EditOpError, OpResult, VolumeContext, apply_op
+from dla.labeling.edit_ops import EditOpError, OpResult, VolumeContext, apply_op, canonical_op
 
 from . import volume_store
 from .models import Draft, LabelVersion, Study, Volume
@@ -171,7 +171,7 @@ def _replayed(draft: Draft) -> np.ndarray:
     labels = _base_labels(draft)
     ctx = volume_context(draft.study)
     for entry in draft.ops:
-        apply_op(labels, entry["op"], ctx)
+        apply_op(labels, entry["op"], ctx, recorded=True)
     return labels
 
 
@@ -276,6 +276,14 @@ def get_or_create_draft(study: Study, user) -> Draft:
     return draft
 
 
+def checked_op(draft: Draft, op: dict) -> dict:
+    """``op`` validated against the draft's grid, in the form it will be recorded (``canonical_op``); raises
+    ``EditOpError`` (a 400) naming the problem. For ops that run later as a task (the recipe): refused before
+    anything is queued."""
+    grid = label_grid(draft.study)
+    return canonical_op(op, tuple(grid.shape), tuple(grid.spacing_mm))
+
+
 def _delete_on_commit(entries) -> None:
     """Delete the undo patches of ``entries`` once the transaction commits (a rollback keeps them usable)."""
     names = [entry["undo"]["file"] for entry in entries if entry.get("undo")]
@@ -284,16 +292,19 @@ def _delete_on_commit(entries) -> None:
 
 
 def _apply_and_record(
-    draft: Draft, labels: np.ndarray, op: dict, ctx: VolumeContext
+    draft: Draft, labels: np.ndarray, op: dict, ctx: VolumeContext, *, recorded: bool = False
 ) -> tuple[dict, OpResult]:
     """Apply ``op`` in place and store its undo patch. The op reports the previous voxels of its bounding box, so
     no whole-volume copy is made. A refused op changes nothing; a crash mid-op leaves the cache marked dirty and
-    the next load rebuilds it by replaying the recorded ops."""
+    the next load rebuilds it by replaying the recorded ops. ``recorded``: ``op`` comes from the draft's own
+    ops or redo stack (redo, rebase), else it is a new edit. The op is recorded in ``canonical_op`` form (a
+    recipe with all its parameters), so its replay never depends on defaults."""
+    op = canonical_op(op, labels.shape, ctx.spacing_mm, recorded=recorded)
     in_place = isinstance(labels, np.memmap)  # the cached map (rebase works on a copy in memory)
     if in_place:
         _write_stamp(draft, DIRTY)
     try:
-        result = apply_op(labels, op, ctx)
+        result = apply_op(labels, op, ctx, recorded=recorded)
     except EditOpError:
         if in_place:
             _mark_revision(draft)  # validated before any voxel changed
@@ -368,7 +379,9 @@ def redo(draft_id: int, *, expected_revision: int | None = None) -> Draft:
         if not draft.redo:
             raise LabelRuleError("nothing to redo")
         labels = _writable_array(draft)
-        entry, _ = _apply_and_record(draft, labels, draft.redo[-1]["op"], volume_context(draft.study))
+        entry, _ = _apply_and_record(
+            draft, labels, draft.redo[-1]["op"], volume_context(draft.study), recorded=True
+        )
         draft.ops = [*draft.ops, entry]
         draft.redo = draft.redo[:-1]
         _finish_change(draft, labels, entry["result"]["delta_counts"])
@@ -403,7 +416,7 @@ def rebase(draft_id: int) -> Draft:
         draft.ops, draft.redo = [], []
         labels = version_labels(head)  # in memory: the cached map keeps the row's revision until the end
         ctx = volume_context(draft.study)
-        draft.ops = [_apply_and_record(draft, labels, op, ctx)[0] for op in ops]
+        draft.ops = [_apply_and_record(draft, labels, op, ctx, recorded=True)[0] for op in ops]
         draft.revision += 1
         draft.counts = {str(k): v for k, v in class_counts(labels).items()}
         _write_draft_array(draft, labels)

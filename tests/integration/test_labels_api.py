@@ -10,9 +10,12 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from annotations.labels import version_labels
+from annotations.labels import draft_array, version_labels
 from annotations.models import Draft, LabelVersion
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
+from dla.labeling.edit_ops import VolumeContext, replay
+from dla.labeling.recipe import RecipeParams, run_recipe
+from dla_web.models import TaskRun
 from tests.conftest import wait_for_run
 
 BRUSH = {"op": "brush", "center_zyx": [20, 24, 24], "radius_mm": 8, "label": VESSEL, "shape": "sphere"}
@@ -68,6 +71,10 @@ def test_edit_undo_redo_commit_and_history(client_for, phantom_study):
         ({**BRUSH, "label": 9}, "class"),
         ({"op": "remove_island", "at_zyx": [0, 0, 0]}, "no labeled island"),
         ({"op": "set_roi", "box_zyx": [5, 5, 0, 10, 0, 10]}, "empty"),
+        ({"op": "recipe", "params": {"min_vessel_component_mm3": 1e8}}, "more than the whole volume"),
+        ({"op": "recipe", "params": {"min_vessel_component_voxels": 10**7}}, "more than the whole volume"),
+        ({"op": "recipe", "params": {"vessel_threshold_hu": 100}}, "vessel_threshold_hu"),
+        ({"op": "recipe", "params": {"seeded_vessels_only": True}}, "seed_points_zyx is empty"),
     ],
 )
 def test_bad_ops_are_refused_and_change_nothing(client_for, phantom_study, op, message):
@@ -81,6 +88,7 @@ def test_bad_ops_are_refused_and_change_nothing(client_for, phantom_study, op, m
     assert message in response.json()["detail"].lower(), response.json()
     after = Draft.objects.get(pk=draft["id"])
     assert (after.revision, after.counts, len(after.ops)) == (before.revision, before.counts, 1)
+    assert not TaskRun.objects.filter(kind="recipe").exists(), "a refused recipe must not be queued"
 
 
 @pytest.mark.django_db
@@ -224,13 +232,24 @@ def test_recipe_runs_as_a_task_and_samples_follow_the_paper(celery_worker, clien
     response = apply(
         client,
         draft["id"],
-        {"op": "recipe", "params": {"vessel_threshold_hu": 400, "min_vessel_component_voxels": 10}},
+        {"op": "recipe", "params": {"vessel_threshold_hu": 400, "min_vessel_component_mm3": 30}},
     )
     assert response.status_code == 202
     run = wait_for_run(response.json()["id"], worker=celery_worker)
     assert run.state == "succeeded", run.error
     counts = client.get(f"/api/drafts/{draft['id']}/").json()["counts"]
     assert all(counts[str(c)] > 0 for c in (VESSEL, BONE, SOFT_TISSUE))
+    report = run.result["report"]
+    assert run.result["warnings"] == [] and report["vessel"]["voxels"] == counts[str(VESSEL)]
+    assert report["vessel"]["mm3"] == pytest.approx(counts[str(VESSEL)] * 1.5**3)
+    assert report["vessel"]["floor_voxels"] == 9 and report["vessel"]["components_kept"] >= 1
+    assert report["classes"][str(BONE)]["voxels"] == counts[str(BONE)]
+    empty = apply(client, draft["id"], {"op": "recipe", "params": {"min_vessel_component_mm3": 50_000}})
+    run = wait_for_run(empty.json()["id"], worker=celery_worker)
+    assert run.state == "succeeded", run.error
+    assert run.result["warnings"] and run.result["warnings"][0].startswith("No vessel voxels")
+    assert "50,000 mm^3" in run.result["warnings"][0]
+    assert client.post(f"/api/drafts/{draft['id']}/undo/").status_code == 200
     version = client.post(f"/api/drafts/{draft['id']}/commit/", {"message": "recipe"}, format="json").json()
     assert version["recipe"]["vessel_threshold_hu"] == 400
     download = client.get(f"/api/label-versions/{version['id']}/samples/?seed=3")
@@ -287,3 +306,41 @@ def test_label_version_exports_as_dicom_seg_and_nifti(client_for, phantom_study,
         assert "Error" not in out.stdout + out.stderr, out.stderr[-2000:]
     bad = client.get(f"/api/label-versions/{version['id']}/download/?as=png")
     assert bad.status_code == 400 and "unknown format" in bad.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_drafts_and_versions_recorded_with_voxel_floors_replay_unchanged(client_for, phantom_study, users):
+    """Recipe ops stored before floors were physical: one naming no floor (the old default, 500 voxels) and one
+    with a floor in voxels. A draft holding them (no cache file: rebuilt by replay), its slices, its commit and
+    the replay of the committed version's ops all give the old recipe's map; the same op sent today gets the
+    mm^3 default."""
+    study = phantom_study(seed=9, shape=(40, 64, 64), spacing_mm=(1.4, 1.4, 1.4), motion=False)
+    subject = study.subject
+    context = VolumeContext(subject.spacing_mm, fill_hu=subject.fill_hu, subtracted_hu=subject.subtracted_hu)
+    client = client_for("annotator")
+    legacy = [
+        ({"vessel_threshold_hu": 600}, RecipeParams(min_vessel_component_voxels=500)),
+        ({"vessel_threshold_hu": 550, "min_vessel_component_voxels": 30}, RecipeParams(550, 30)),
+    ]
+    kept = []
+    for params, old_meaning in legacy:
+        expected = run_recipe(subject.fill_hu, subject.subtracted_hu, subject.spacing_mm, old_meaning).labels
+        kept.append(int((expected == VESSEL).sum()))
+        op = {"op": "recipe", "params": params}
+        draft = Draft.objects.create(
+            study=study, user=users["annotator"], ops=[{"op": op, "result": None, "undo": None}], revision=1
+        )
+        np.testing.assert_array_equal(draft_array(draft), expected)
+        raw = client.get(f"/api/drafts/{draft.pk}/slice/?axis=z&index=20")
+        assert raw.status_code == 200
+        np.testing.assert_array_equal(np.frombuffer(raw.content, np.uint8).reshape(64, 64), expected[20])
+        version = client.post(f"/api/drafts/{draft.pk}/commit/", {"message": "old recipe"}, format="json")
+        assert version.status_code == 201, version.content
+        stored = LabelVersion.objects.get(pk=version.json()["id"])
+        np.testing.assert_array_equal(version_labels(stored), expected)
+        replayed = replay(np.zeros_like(expected), [e["op"] for e in stored.ops], context)
+        np.testing.assert_array_equal(replayed, expected)
+        Draft.objects.filter(study=study).delete()
+        LabelVersion.objects.filter(study=study).delete()
+    today = run_recipe(subject.fill_hu, subject.subtracted_hu, subject.spacing_mm, RecipeParams()).labels
+    assert kept[1] > 0 and kept[0] < int((today == VESSEL).sum()), f"{kept} vs {int((today == VESSEL).sum())}"
