@@ -7,6 +7,9 @@ Also reports recipe vessel Dice vs the phantom truth for a motion-free and a mot
 ``keep_connected`` seeded at the largest truth vessel component (an annotator clicking on the main artery),
 and an oracle pass removing every recipe vessel island that does not overlap the truth vessel (an upper bound
 of what manual island removal can achieve; it uses the truth, a real annotator does not have it).
+Recipe results carry the recipe's report (vessel voxels and mm^3 kept, components kept and dropped, the floor in
+voxels); ``default_floor_by_spacing`` runs the default recipe on phantoms of the 1.4 mm demo grid and of the
+paper's 0.46 mm spacing (the default vessel floor is in mm^3, so it must keep the vessel trees on both).
 Run: .venv/bin/python bench/bench_labeling.py [--quick]
 """
 
@@ -89,6 +92,7 @@ def dice_study(shape, results):
             "recipe_soft_dice": dice(lab == SOFT_TISSUE, s.truth == SOFT_TISSUE),
             "vessel_components_kept": res.n_vessel_components_kept,
             "vessel_components_removed": res.n_vessel_components_removed,
+            "recipe_report": res.report(),
             "recipe_s": res.timings_s["total"],
         }
         entry["vessel_dice_by_threshold_hu"] = {
@@ -127,6 +131,35 @@ def dice_study(shape, results):
     results["dice_256"] = out
 
 
+def default_floor_by_spacing(results, seeds=(0, 1, 2, 3)):
+    """The default recipe (vessel floor in mm^3) on motion-free phantoms of the demo grid (64x96x96, 1.4 mm) and
+    of the paper's 0.46 mm spacing (a 192x256x256 field of view): vessel voxels and mm^3 kept, components kept
+    and dropped, the floor in voxels, and the share of the truth vessel kept."""
+    out = {}
+    for name, shape, spacing in (("demo_1.4mm", (64, 96, 96), 1.4), ("paper_0.46mm", (192, 256, 256), 0.46)):
+        rows = []
+        for seed in seeds:
+            s = make_subject(shape, spacing_mm=spacing, seed=seed, motion=False, aneurysm=False, coil=False)
+            report = run_recipe(s.fill_hu, s.subtracted_hu, s.spacing_mm, RecipeParams()).report()
+            vessel = report["vessel"]
+            truth_v = s.truth == VESSEL
+            rows.append(
+                {
+                    "seed": seed,
+                    "vessel_voxels": vessel["voxels"],
+                    "vessel_mm3": vessel["mm3"],
+                    "components_kept": vessel["components_kept"],
+                    "components_dropped": vessel["components_dropped"],
+                    "floor_voxels": vessel["floor_voxels"],
+                    "truth_vessel_voxels": int(truth_v.sum()),
+                    "warnings": report["warnings"],
+                }
+            )
+            print(name, json.dumps(rows[-1]))
+        out[name] = rows
+    results["default_floor_by_spacing"] = out
+
+
 def main(quick=False):
     shape = (200, 256, 256) if quick else (400, 512, 512)
     results = {"shape_zyx": list(shape), "source": "phantom" if make_subject else "simple_head"}
@@ -149,6 +182,7 @@ def main(quick=False):
         "balanced_counts": {str(k): v for k, v in res2.counts.items()},
         "vessel_components_kept": res.n_vessel_components_kept,
         "vessel_components_removed": res.n_vessel_components_removed,
+        "report": res.report(),
         "target_s": 5.0,
     }
     print("recipe", json.dumps(results["recipe"]))
@@ -259,6 +293,7 @@ def main(quick=False):
 
     if make_subject is not None:
         dice_study((256, 256, 256) if not quick else (128, 128, 128), results)
+        default_floor_by_spacing(results, seeds=(0, 1) if quick else (0, 1, 2, 3))
 
     out = ROOT / "bench" / "results" / "labeling.json"
     out.parent.mkdir(parents=True, exist_ok=True)

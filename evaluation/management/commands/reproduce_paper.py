@@ -8,8 +8,7 @@ Steps (each with a terminal progress bar; wall time of each step in the results)
    volume threshold + 26-connected components, bone from the fill, eroded soft tissue) committed by a system user
    and approved by it. The paper isolated the large vessels by connected components and dropped "small regions
    not connected to a large vessel"; we do the same with one annotator click (a recipe seed point) on the largest
-   vessel component and ``min_vessel_component_voxels`` above any component size, so only the clicked tree is
-   kept. The click is the one place the phantom truth is used (the seed is a recipe vessel voxel inside the
+   vessel component and ``seeded_vessels_only``, so only the clicked tree is kept. The click is the one place the phantom truth is used (the seed is a recipe vessel voxel inside the
    largest truth-vessel component, standing in for the annotator recognising the ICA). The paper's further
    *manual* artifact removal is simulated by default (``dla.phantoms.review``: eraser strokes over the
    recipe-vessel voxels more than one voxel from any truth vessel; ``--no-simulated-artifact-removal`` skips
@@ -57,7 +56,7 @@ from annotations.labels import (
 from annotations.models import LabelVersion, Study, Volume
 from annotations.phantom_import import import_subject
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
-from dla.labeling.recipe import MAX_COMPONENT_VOXELS, RecipeParams, run_recipe
+from dla.labeling.recipe import RecipeParams, run_recipe
 from dla.labeling.roi import box_around, box_mask
 from dla.phantoms import cohort_plan, default_spacing_mm, subject_from_plan
 from dla.phantoms.review import artifact_mask, eraser_strokes
@@ -258,16 +257,15 @@ class Command(BaseCommand):
         return studies
 
     def recipe_params(self, fill, sub, truth, spacing, cohort) -> tuple[dict, list[int] | None]:
-        base = RecipeParams(
+        base = RecipeParams(  # the default vessel floor (mm^3) finds the tree to click on
             vessel_threshold_hu=self.o["vessel_threshold_hu"],
             bone_threshold_hu=self.o["bone_threshold_hu"],
-            min_vessel_component_voxels=30,
         )
         first = run_recipe(fill, sub, spacing, base)
         seed = vessel_seed_zyx(first.labels == VESSEL, truth)
         params = base.to_dict()
         if seed is not None:
-            params.update(seed_points_zyx=[list(seed)], min_vessel_component_voxels=MAX_COMPONENT_VOXELS)
+            params.update(seed_points_zyx=[list(seed)], seeded_vessels_only=True)
         box = None
         if cohort != "train":
             kept = run_recipe(fill, sub, spacing, RecipeParams.from_dict(params)).labels == VESSEL
