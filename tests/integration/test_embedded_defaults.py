@@ -39,16 +39,22 @@ def embedded_env(tmp_path):
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE")
     }
-    env.update(DEBUG="1", DLA_VAR_DIR=str(tmp_path / "var"), DJANGO_SETTINGS_MODULE="dla_web.settings")
-    env.pop("SECRET_KEY", None)
+    env.update(
+        DEBUG="0",  # as scripts/run.sh runs it: no technical error pages, a generated secret key
+        SECRET_KEY="smoke-test-secret-key-generated-once-by-run-sh-0123456789",
+        DLA_VAR_DIR=str(tmp_path / "var"),
+        DJANGO_SETTINGS_MODULE="dla_web.settings",
+    )
     return env
 
 
 def test_embedded_defaults_boot_and_run_a_task(embedded_env):
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=REPO, env=embedded_env, check=True)
+    password_file = Path(embedded_env["DLA_VAR_DIR"]) / "demo-password"
+    password_file.write_text("smoke-test-pass\n")
     out = subprocess.run(
-        [*manage, "createdemo", "--password", "smoke-test-pass", "--no-data"],
+        [*manage, "createdemo", "--password-file", str(password_file), "--no-data"],
         cwd=REPO,
         env=embedded_env,
         check=True,
@@ -83,6 +89,8 @@ def test_embedded_defaults_boot_and_run_a_task(embedded_env):
         assert status == 200 and b"DLA Workbench API" in body
         status, body = get(f"{base}/login/")
         assert status == 200 and b"Log in" in body
+        status, body = get(f"{base}/no-such-page/")  # anonymous: the friendly 404, no URL pattern listing
+        assert status == 404 and b"URLconf" not in body and b"Traceback" not in body
         status, body = get(
             f"{base}/api/auth/token/",
             {"Content-Type": "application/json"},
@@ -95,8 +103,8 @@ def test_embedded_defaults_boot_and_run_a_task(embedded_env):
         )
         assert status == 202
         run_id = json.loads(body)["id"]
-        state = None
-        for _ in range(150):
+        state, deadline = None, time.monotonic() + 180  # a hang guard only: the worker may start slowly
+        while time.monotonic() < deadline:
             state = json.loads(get(f"{base}/api/task-runs/{run_id}/", auth)[1])["state"]
             if state in ("succeeded", "failed"):
                 break
@@ -122,6 +130,7 @@ def test_invalid_setting_fails_at_start_naming_the_variable(embedded_env):
         assert result.returncode != 0
         assert name in result.stderr, result.stderr[-500:]
     env = dict(embedded_env, DEBUG="0")
+    env.pop("SECRET_KEY")
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True
     )

@@ -1,14 +1,16 @@
 """``manage.py createdemo``: demo users for each role (and demo studies once phantoms can be generated).
 
 Idempotent: running it again resets the demo passwords and keeps existing data. The passwords are printed,
-never stored in the repository; pass ``--password`` to choose one, or a random one is generated.
+never stored in the repository; pass ``--password-file`` (read from a file, so it never shows in ``ps``) or
+``--password`` to choose one, or a random one is generated.
 """
 
 import secrets
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from dla_web.roles import ADMIN, ANNOTATOR, READER
 
@@ -25,9 +27,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--password", help="password for all demo users (default: random, printed)")
+        parser.add_argument("--password-file", help="read the password from this file (first line)")
         parser.add_argument("--no-data", action="store_true", help="create users only, no demo studies")
 
-    def handle(self, *args, password=None, no_data=False, **options):
+    def handle(self, *args, password=None, password_file=None, no_data=False, **options):
+        if password_file:
+            try:
+                password = Path(password_file).read_text().strip().splitlines()[0]
+            except (OSError, IndexError) as exc:
+                raise CommandError(f"cannot read a password from {password_file}: {exc}") from None
         password = password or secrets.token_urlsafe(9)
         User = get_user_model()
         for username, role, first, last in DEMO_USERS:
