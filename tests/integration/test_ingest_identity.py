@@ -504,3 +504,24 @@ def test_refusal_message_is_whole_in_the_task_run(celery_worker, client_for, tmp
     assert run.state == "failed" and run.error.startswith("NotAnImageError: nothing importable")
     assert len(run.message) <= 500 and run.message == "failed: " + run.error.split(": ", 1)[1]
     assert "(and 35 more)" in run.message or "(see the log)" in run.message
+
+
+def test_a_body_streaming_past_the_limit_stops_during_the_session_csrf_read(users, settings, tmp_path):
+    """With session authentication the CSRF check reads the multipart body before the view runs: the streaming
+    upload handler stops it there (413), nothing is stored."""
+    from rest_framework.test import APIClient
+
+    settings.DLA_MAX_UPLOAD_BYTES = 100
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(users["annotator"])
+    client.cookies["csrftoken"] = "a" * 32  # a valid pair: the check reads the body for its form field first
+    big = tmp_path / "big.dcm"
+    big.write_bytes(b"\0" * 5000)  # Content-Length is under limit + multipart allowance: the handler decides
+    with open(big, "rb") as handle:
+        response = client.post(
+            "/api/studies/import/", {"files": [handle]}, format="multipart", HTTP_X_CSRFTOKEN="a" * 32
+        )
+    assert response.status_code == 413, response.content
+    # "more than 100": stopped while streaming (the view's own check, after a full read, names all 5000 bytes)
+    assert response.json()["detail"] == "upload of more than 100 bytes exceeds the limit of 100 bytes"
+    assert not (Path(settings.UPLOAD_DIR).exists() and any(Path(settings.UPLOAD_DIR).iterdir()))
