@@ -63,6 +63,27 @@ def error_text(errors) -> str:
     return f"{fields}: {message}" if fields else message
 
 
+OUR_PACKAGES = ("dla", "annotations", "inference", "evaluation", "reader_study", "dla_web")
+
+
+def is_domain_error(exc: BaseException) -> bool:
+    """A ValueError subclass raised by our own code: its message names the problem in words for the user."""
+    return isinstance(exc, ValueError) and type(exc).__module__.split(".")[0] in OUR_PACKAGES
+
+
+def readable_error(exc: BaseException) -> str:
+    """The text a user sees for ``exc`` (a failed task's error): the message alone for domain and validation
+    errors, never a class name or a list repr; unexpected errors keep their type for whoever debugs them."""
+    if isinstance(exc, ValidationError):
+        return " ".join(str(m) for m in exc.messages) or "invalid input"
+    if isinstance(exc, exceptions.APIException):
+        return error_text(exc.detail)
+    if is_domain_error(exc):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def exception_handler(exc, context):
     from django.db import InterfaceError, OperationalError
 
@@ -82,14 +103,7 @@ def exception_handler(exc, context):
         )
     if isinstance(exc, ValidationError) and not isinstance(exc, exceptions.ValidationError):
         exc = exceptions.ValidationError(detail={"detail": exc.messages[0] if exc.messages else str(exc)})
-    if isinstance(exc, ValueError) and type(exc).__module__.split(".")[0] in (
-        "dla",
-        "annotations",
-        "inference",
-        "evaluation",
-        "reader_study",
-        "dla_web",
-    ):
+    if is_domain_error(exc):
         # Domain errors from the numeric core carry a message that names the problem.
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):

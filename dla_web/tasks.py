@@ -30,6 +30,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.utils import timezone
 
+from .api import readable_error
 from .models import TaskRun
 
 logger = logging.getLogger(__name__)
@@ -387,8 +388,8 @@ def dla_task(*, kind: str, queue: str = "default", max_retries: int = 3):
                     task_run_id,
                     TaskRun.State.FAILED,
                     celery_id=run.celery_id,
-                    error=f"{type(exc).__name__}: {exc}",
-                    message=f"failed: {exc}"[:500],
+                    error=readable_error(exc),
+                    message=f"failed: {readable_error(exc)}"[:500],
                     log_tail=(run.log_tail + "\n" + tb)[-20000:],
                 )
             else:

@@ -42,3 +42,20 @@ def test_ordinary_json_still_parses(client_for):
         "/api/task-runs/selftest/", {"steps": 2, "step_s": 0.01}, format="json"
     )
     assert response.status_code == 202, response.content
+
+
+def test_failed_task_errors_are_words_not_class_names_or_reprs():
+    from django.core.exceptions import ValidationError as DjangoValidationError
+    from rest_framework.exceptions import ValidationError
+
+    from dla.labeling.roi import RoiBoxError
+    from dla_web.api import readable_error
+
+    django_error = readable_error(DjangoValidationError(["patient P1 already has study S2 in cohort test"]))
+    assert django_error == "patient P1 already has study S2 in cohort test"
+    drf_error = readable_error(ValidationError({"files": {0: ["The submitted file is empty."]}}))
+    assert (
+        "ErrorDetail" not in drf_error and "[" not in drf_error and "The submitted file is empty" in drf_error
+    )
+    assert readable_error(RoiBoxError("ROI box [1] is not six numbers")) == "ROI box [1] is not six numbers"
+    assert readable_error(KeyError("x")) == "KeyError: 'x'", "unexpected errors keep their type for debugging"
