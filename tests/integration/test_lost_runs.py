@@ -65,7 +65,9 @@ def test_cancel_of_a_lost_run_ends_at_once_with_the_true_reason(settings):
     assert waiting.state == "running" and waiting.message == "cancelling..."
 
 
-@pytest.mark.django_db(transaction=True)  # the heartbeat thread has its own connection: the run must be committed
+@pytest.mark.django_db(
+    transaction=True
+)  # the heartbeat thread has its own connection: the run must be committed
 def test_in_process_runs_keep_their_heartbeat_while_the_body_is_silent(settings, monkeypatch):
     settings.TASK_HEARTBEAT_S = 1
     settings.TASK_LOST_AFTER_S = 3
