@@ -361,7 +361,9 @@ def undo(draft_id: int, *, expected_revision: int | None = None) -> Draft:
         if entry.get("undo"):
             z0, z1, y0, y1, x0, x1 = entry["undo"]["bbox_zyx"]
             with default_storage.open(entry["undo"]["file"], "rb") as handle:
-                labels[z0:z1, y0:y1, x0:x1] = decode_labels(handle.read(), (z1 - z0, y1 - y0, x1 - x0))
+                patch = decode_labels(handle.read(), (z1 - z0, y1 - y0, x1 - x0))
+            _write_stamp(draft, DIRTY)  # until the new revision is stamped (a crash leaves it to be rebuilt)
+            labels[z0:z1, y0:y1, x0:x1] = patch
             labels.flush()
             _delete_on_commit([entry])
         draft.ops = draft.ops[:-1]

@@ -170,55 +170,72 @@ class Readers:
             thread.join(120)
 
 
-def _post_ops(session, url, draft_id, ops, results, errors):
-    for op in ops:
-        response = session.post(f"{url}/api/drafts/{draft_id}/ops/", json={"op": op}, timeout=120)
-        if response.status_code == 200:
-            results.append(response.json()["result"])
-        else:
-            errors.append(f"{op}: {response.status_code} {response.text[:300]}")
+def _edit(session, url, draft_id, actions, history, errors):
+    """POST each action (an op dict, "undo" or "redo") and keep, per draft revision the server answered with,
+    the ops the draft held at that revision."""
+    for action in actions:
+        path, body = ("ops", {"op": action}) if isinstance(action, dict) else (action, {})
+        response = session.post(f"{url}/api/drafts/{draft_id}/{path}/", json=body, timeout=120)
+        if response.status_code != 200:
+            errors.append(f"{action}: {response.status_code} {response.text[:300]}")
+            continue
+        draft = response.json()["draft"] if path == "ops" else response.json()
+        history[draft["revision"]] = [entry["op"] for entry in draft["ops"]]
 
 
-def _check_nothing_lost(session, url, study, draft_id, results, n_ops, served):
+def _maps_by_revision(history: dict, ctx) -> dict:
+    """{revision: the map replayed from the ops the draft held at that revision}, replaying shared prefixes once."""
+    maps, prefix_ops, prefix_maps = {}, [], [np.zeros(SHAPE, np.uint8)]
+    for revision in sorted(history):
+        ops = history[revision]
+        keep = 0
+        while keep < min(len(ops), len(prefix_ops)) and ops[keep] == prefix_ops[keep]:
+            keep += 1
+        prefix_ops, prefix_maps = prefix_ops[:keep], prefix_maps[: keep + 1]
+        for op in ops[keep:]:
+            prefix_maps.append(replay(prefix_maps[-1], [op], ctx))
+            prefix_ops.append(op)
+        maps[revision] = prefix_maps[-1]
+    return maps
+
+
+def _check_nothing_lost(session, url, study, draft_id, history, n_ops, served):
     """Commit the draft and compare: stored ops = the edits made, committed map = replay of its ops, counts shown
-    by the draft API (kept from the ops' deltas) = counts of the map = the version's counts; and every slice a
-    reader was served is the slice of a real revision: the one its ETag names or a later one (a reader whose
-    request crossed a commit serves the newer committed revision), never a mixture or a map missing an edit."""
+    by the draft API (kept from the ops' deltas) = the sum of the recorded deltas = counts of the map = the
+    version's counts; and every slice a reader was served is the slice of a real revision: the one its ETag
+    names or a later one (a reader whose request crossed a commit serves the newer committed revision), never
+    a mixture or a map missing an edit."""
     shown = session.get(f"{url}/api/drafts/{draft_id}/", timeout=60).json()
     assert len(shown["ops"]) == n_ops, f"{n_ops} edits made, the draft recorded {len(shown['ops'])}"
+    assert shown["revision"] == max(history), "the last answer names the draft's revision"
     response = session.post(
         f"{url}/api/drafts/{draft_id}/commit/", json={"message": "concurrency"}, timeout=60
     )
     assert response.status_code == 201, response.text
     version = LabelVersion.objects.get(pk=response.json()["id"])
     committed = version_labels(version)
-    replayed = replay(
-        np.zeros(SHAPE, np.uint8), [entry["op"] for entry in version.ops], volume_context(study)
-    )
+    ctx = volume_context(study)
+    replayed = replay(np.zeros(SHAPE, np.uint8), [entry["op"] for entry in version.ops], ctx)
     differ = int(np.count_nonzero(committed != replayed))
     assert differ == 0, f"the committed map differs from the replay of its own ops in {differ} voxels"
     in_map = {str(c): n for c, n in class_counts(committed).items()}
     from_deltas = {
         str(c): int(np.prod(SHAPE)) if c == UNLABELED else 0 for c in (UNLABELED, VESSEL, BONE, SOFT_TISSUE)
     }
-    for result in results:
-        for c, d in result["delta_counts"].items():
+    for entry in shown["ops"]:
+        for c, d in entry["result"]["delta_counts"].items():
             from_deltas[c] += d
     assert shown["counts"] == in_map, f"draft API counts {shown['counts']} != counts in the map {in_map}"
     assert from_deltas == in_map, f"counts from the edit deltas {from_deltas} != counts in the map {in_map}"
     assert version.counts == in_map
     assert in_map[str(VESSEL)] > 0 and in_map[str(BONE)] > 0
-    ctx = volume_context(study)
-    maps = [np.zeros(SHAPE, np.uint8)]  # maps[r] = the draft at revision r (each op adds one revision)
-    for entry in version.ops:
-        maps.append(replay(maps[-1], [entry["op"]], ctx))
-    assert np.array_equal(maps[-1], committed)
+    maps = _maps_by_revision({0: [], **history}, ctx)
+    assert np.array_equal(maps[max(maps)], committed)
     wrong = []
     for revision, axis, index, data in served:
         plane = np.frombuffer(data, np.uint8)
-        if not any(
-            np.array_equal(np.take(m, index, axis="zyx".index(axis)).ravel(), plane) for m in maps[revision:]
-        ):
+        later = [m for r, m in maps.items() if r >= revision]
+        if not any(np.array_equal(np.take(m, index, axis="zyx".index(axis)).ravel(), plane) for m in later):
             wrong.append(f"r{revision} {axis}={index}")
     assert served, "the readers got no slices"
     assert not wrong, (
@@ -234,11 +251,17 @@ def test_one_editor_with_reader_threads_and_a_reader_process(live_server, other_
     ]
     readers = [(_session(users["annotator"]), live_server.url) for _ in range(2)]
     readers += [(_session(users["admin"]), other_server) for _ in range(4)]
-    results, errors = [], []
+    actions = []
+    for i, op in enumerate(_brush_ops(1, N_EDITS)):
+        actions.append(op)
+        if i % 8 == 7:
+            actions += ["undo", "redo"]  # a whole stroke undone and redone: two more writes
+    actions.append("undo")  # the last edit taken back
+    history, errors = {}, []
     with Readers(readers, draft_id) as reading:
-        _post_ops(editor, live_server.url, draft_id, _brush_ops(1, N_EDITS), results, errors)
+        _edit(editor, live_server.url, draft_id, actions, history, errors)
     assert not errors, errors[:3]
-    _check_nothing_lost(editor, live_server.url, study, draft_id, results, N_EDITS, reading.slices)
+    _check_nothing_lost(editor, live_server.url, study, draft_id, history, N_EDITS - 1, reading.slices)
     assert not reading.bad, reading.bad[:3]
     assert reading.reads > N_EDITS
 
@@ -251,10 +274,10 @@ def test_two_tabs_of_one_user_edit_one_draft_through_two_processes(
     draft_a = tab_a.post(f"{live_server.url}/api/drafts/", json={"study": study.pk}, timeout=60).json()["id"]
     draft_b = tab_b.post(f"{other_server}/api/drafts/", json={"study": study.pk}, timeout=60).json()["id"]
     assert draft_a == draft_b, "one draft per study and user"
-    results, errors = [], []
+    history, errors = {}, []
     editors = [
         threading.Thread(
-            target=_post_ops, args=(tab, url, draft_a, _brush_ops(seed, N_EDITS // 2), results, errors)
+            target=_edit, args=(tab, url, draft_a, _brush_ops(seed, N_EDITS // 2), history, errors)
         )
         for tab, url, seed in ((tab_a, live_server.url, 2), (tab_b, other_server, 3))
     ]
@@ -265,5 +288,6 @@ def test_two_tabs_of_one_user_edit_one_draft_through_two_processes(
         for thread in editors:
             thread.join(300)
     assert not errors, errors[:3]
-    _check_nothing_lost(tab_a, live_server.url, study, draft_a, results, N_EDITS, reading.slices)
+    assert sorted(history) == list(range(1, N_EDITS + 1)), "each edit of either tab is one new revision"
+    _check_nothing_lost(tab_a, live_server.url, study, draft_a, history, N_EDITS, reading.slices)
     assert not reading.bad, reading.bad[:3]
