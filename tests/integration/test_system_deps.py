@@ -35,9 +35,10 @@ def write_exe(path: Path, body: str) -> None:
 
 @pytest.fixture
 def fake_bin():
-    """``fake_bin(without=(...), apt_get=False)`` -> a PATH folder holding bash, id, a python3 stub and a stub for
-    every needed command except those in ``without`` ("python3-venv": python3 lacks the venv module); ``apt_get`` adds an apt-get stub that logs its arguments and environment
-    to ``apt.log`` and, on install, creates the stubs of the packages it was asked for."""
+    """``fake_bin(without=(...), apt_get=False)`` -> a PATH folder holding bash, id, a copy of the script, a
+    python3 stub and a stub for every needed command except those in ``without`` ("python3-venv": python3 lacks
+    the venv module); ``apt_get`` adds an apt-get stub that logs its arguments and environment to ``apt.log``
+    and, on install, creates the stubs of the packages it was asked for."""
     made = []
 
     def make(without=(), apt_get=False) -> Path:
@@ -46,6 +47,8 @@ def fake_bin():
         made.append(folder)
         for name in ("bash", "id"):
             (folder / name).symlink_to(shutil.which(name))
+        # a copy of the script that the unprivileged user can read wherever the repository lives
+        shutil.copy(SCRIPT, folder / SCRIPT.name)
         # python3 stands for the interpreter `python3 -m venv` uses: "import venv, ensurepip" fails without venv
         write_exe(folder / "python3", "exit 1\n" if "python3-venv" in without else "exit 0\n")
         for command in COMMANDS:
@@ -71,7 +74,7 @@ def fake_bin():
 def run(folder: Path, *prefix: str, **env) -> subprocess.CompletedProcess:
     # a generous hang guard only: the script needs milliseconds when it does not install
     return subprocess.run(
-        [*prefix, str(SCRIPT)],
+        [*prefix, str(folder / SCRIPT.name)],
         env={"PATH": str(folder), **env},
         capture_output=True,
         text=True,
