@@ -99,11 +99,12 @@ class TokenView(APIView):
     def post(self, request):
         from django.contrib.auth import authenticate
 
-        if not isinstance(request.data, dict):
-            return Response({"detail": "send a JSON object with username and password"}, status=400)
-        user = authenticate(
-            request, username=request.data.get("username"), password=request.data.get("password")
-        )
+        data = request.data
+        if not isinstance(data, dict) or not all(
+            isinstance(data.get(k), str) for k in ("username", "password")
+        ):
+            return Response({"detail": "send a JSON object with username and password as text"}, status=400)
+        user = authenticate(request, username=data["username"], password=data["password"])
         if user is None:
             return Response(
                 {"detail": "Unknown username or wrong password."}, status=status.HTTP_401_UNAUTHORIZED

@@ -59,3 +59,13 @@ def test_failed_task_errors_are_words_not_class_names_or_reprs():
     )
     assert readable_error(RoiBoxError("ROI box [1] is not six numbers")) == "ROI box [1] is not six numbers"
     assert readable_error(KeyError("x")) == "KeyError: 'x'", "unexpected errors keep their type for debugging"
+
+
+@pytest.mark.parametrize(
+    "body", [{"username": True, "password": "x"}, {"username": "admin"}, {"username": ["a"], "password": 1}]
+)
+def test_token_requests_with_non_text_credentials_are_400s(body):
+    from rest_framework.test import APIClient
+
+    response = APIClient().post("/api/auth/token/", body, format="json")
+    assert response.status_code == 400 and "username and password as text" in response.json()["detail"]
