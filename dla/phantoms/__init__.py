@@ -1,5 +1,6 @@
 """Synthetic head angiography phantoms with exact truth: one subject (``make_subject``), its static anatomy and
-region masks alone (``make_anatomy``, ``anatomy_from_params``), the paper's cohort plan (``cohort_plan``,
+region masks alone (``make_anatomy``, ``anatomy_from_params``), its opacified vessels with their radii
+(``vessel_radii_from_params``), the paper's cohort plan (``cohort_plan``,
 ``subject_from_plan``), and the simulated manual artifact removal (``review``).
 
 Modules: ``grid`` (voxel grid, frame, argument checks), ``curves`` (polylines), ``anatomy`` (skull, brain,
@@ -14,9 +15,11 @@ from dla.phantoms.subject import (
     REGION_NAMES,
     PhantomAnatomy,
     PhantomSubject,
+    PhantomVesselRadii,
     anatomy_from_params,
     make_anatomy,
     make_subject,
+    vessel_radii_from_params,
 )
 
 __all__ = [
@@ -25,10 +28,12 @@ __all__ = [
     "PhantomAnatomy",
     "PhantomParameterError",
     "PhantomSubject",
+    "PhantomVesselRadii",
     "anatomy_from_params",
     "cohort_plan",
     "default_spacing_mm",
     "make_anatomy",
     "make_subject",
     "subject_from_plan",
+    "vessel_radii_from_params",
 ]

@@ -1,6 +1,7 @@
-"""One synthetic head cone-beam CT angiography subject with exact truth: ``make_subject`` and its arguments, and
+"""One synthetic head cone-beam CT angiography subject with exact truth: ``make_subject`` and its arguments,
 ``make_anatomy`` / ``anatomy_from_params``, which rebuild only a subject's static anatomy (truth without vessels
-and the anatomical region masks) without vessels, image physics or motion.
+and the anatomical region masks) without vessels, image physics or motion, and ``vessel_radii_from_params``,
+which rebuilds only its opacified vessels with the radius (mm) of the vessel at every truth-vessel voxel.
 
 ``make_subject`` draws the anatomy (``dla.phantoms.anatomy``), the vessel tree and the aneurysm with its coil or
 clip (``dla.phantoms.vessels``), and forms two acquisitions (``dla.phantoms.physics``): a contrast-enhanced fill
@@ -102,6 +103,22 @@ class PhantomAnatomy:
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
         return tuple(int(n) for n in self.truth.shape)
+
+
+@dataclass
+class PhantomVesselRadii:
+    """The opacified vessels of a subject with their radii; arrays ``[z, y, x]`` on the subject's grid.
+
+    radius_mm: float32 mm, the radius of the opacified vessel covering the voxel (the vessel segment's
+    interpolated centreline radius, not a distance to the wall; the largest where vessels overlap; an aneurysm
+    sac's radius inside it), 0 elsewhere.  vessel: bool, the subject's truth-vessel voxels rebuilt
+    (``truth == VESSEL`` of ``make_subject``: opacified lumens minus metal); ``radius_mm > 0`` exactly there.
+    """
+
+    radius_mm: np.ndarray
+    vessel: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    seed: int
 
 
 def _subject_rngs(seed: int):
@@ -286,6 +303,72 @@ def anatomy_from_params(params: dict[str, Any]) -> PhantomAnatomy:
             "(made by another generator version?)"
         )
     return anatomy
+
+
+def vessel_radii_from_params(params: dict[str, Any]) -> PhantomVesselRadii:
+    """Rebuild the opacified vessels of the subject with stored ``params`` (``PhantomSubject.params``, also
+    after a JSON round trip) and their radii, without anatomy volumes, image physics or motion.
+
+    Uses ``seed``, ``shape_zyx``, ``spacing_mm``, ``injection``, ``injected_side``, ``aneurysm`` and ``coil``;
+    the vessel tree is redrawn from the seed exactly as ``make_subject`` draws it, so ``vessel`` equals that
+    subject's ``truth == VESSEL`` voxel for voxel (callers holding the truth should check it: a subject made by
+    another generator version differs).  Raises PhantomParameterError for missing or bad keys, or when
+    ``params["anatomy"]`` differs from the anatomy numbers drawn from the seed.
+    """
+    if not isinstance(params, dict):
+        raise PhantomParameterError(f"phantom params must be a dict, got {type(params).__name__}")
+    missing = [
+        k for k in ("seed", "shape_zyx", "spacing_mm", "injection", "injected_side") if k not in params
+    ]
+    if missing:
+        raise PhantomParameterError(f"phantom params lack {missing}")
+    shape = check_shape(params["shape_zyx"])
+    spacing_in = params["spacing_mm"]
+    if not isinstance(spacing_in, list | tuple) or len(spacing_in) != 3:
+        raise PhantomParameterError(f"phantom params spacing_mm must be (dz, dy, dx), got {spacing_in!r}")
+    spacing = check_spacing(tuple(spacing_in), shape)
+    seed = check_seed(params["seed"])
+    injection, side = params["injection"], params["injected_side"]
+    if injection not in ("ica", "vertebral") or side not in ("left", "right"):
+        raise PhantomParameterError(
+            f"phantom params injection/injected_side must be ica|vertebral and left|right, got "
+            f"{injection!r}/{side!r}"
+        )
+    rngs, _ = _subject_rngs(seed)
+    a = sample_anatomy(rngs[0])
+    stored = params.get("anatomy")
+    if stored is not None and not _same_numbers(stored, _jsonable(a)):
+        raise PhantomParameterError(
+            "phantom params' anatomy numbers differ from those drawn from their seed "
+            "(made by another generator version?)"
+        )
+    aneurysm = params.get("aneurysm")
+    coil = params.get("coil")
+    if aneurysm is not None and (
+        not isinstance(aneurysm, dict)
+        or aneurysm.get("site") not in ANEURYSM_SITES
+        or "radius_mm" not in aneurysm
+    ):
+        raise PhantomParameterError(
+            f"phantom params aneurysm must be null or {{site, radius_mm}}, got {aneurysm!r}"
+        )
+    if coil not in (None, "coil", "clip"):
+        raise PhantomParameterError(f"phantom params coil must be null, 'coil' or 'clip', got {coil!r}")
+    origin_lps, _ = grid_frame(shape, spacing)
+    grid = Grid(shape, spacing, origin_lps, a["head_scale"])
+    vessels, marks = vessel_tree(rngs[1], a)
+    opacified = opacified_territories(injection, side)
+    canvas = rasterize_tree(grid, vessels, a, injection, side, opacified, record_radius=True)
+    metal = np.zeros(shape, dtype=bool)
+    if aneurysm is not None:
+        sac = {"site": aneurysm["site"], "radius_mm": float(aneurysm["radius_mm"])}
+        metal, _, _ = add_aneurysm(canvas, grid, a, marks, sac, coil, opacified)
+    vessel = canvas.opacified & ~metal
+    radius = canvas.radius_mm
+    radius[~vessel] = 0.0
+    return PhantomVesselRadii(
+        radius_mm=radius, vessel=vessel, spacing_mm=tuple(float(v) for v in spacing), seed=seed
+    )
 
 
 def _same_numbers(x, y) -> bool:

@@ -8,9 +8,11 @@ anterior communicating region, pericallosal A2); then the posterior circulation 
 through the foramen magnum, basilar, PCAs and SCAs).  Every trunk ends and sprouts random cortical branches
 (wiggly polylines that bifurcate, side-branch and turn along the skull).  ``VesselCanvas`` rasterizes them:
 anti-aliased lumen occupancy (float32 0..1), contrast excess over blood (float32 HU) for the opacified
-(injected) territories, lumen / opacified / per-territory / aneurysm bool masks, all ``[z, y, x]``.  Vessels
-thinner than ``UNRESOLVED_RADIUS_VOXELS`` are left out of image and truth.  ``add_aneurysm`` puts a saccular
-aneurysm at an MCA bifurcation or A1/A2 junction and rasterizes its metal (a packed coil or a clip bar).  Pure
+(injected) territories, lumen / opacified / per-territory / aneurysm bool masks, all ``[z, y, x]``, and on
+request (``record_radius=True``) the radius in mm of the opacified vessel covering each voxel (its segment's
+interpolated radius, the largest where several overlap; the sac radius in an aneurysm), which the
+truth-referenced evaluation stratifies by.  Vessels thinner than ``UNRESOLVED_RADIUS_VOXELS`` are left out of
+image and truth.  ``add_aneurysm`` puts a saccular aneurysm at an MCA bifurcation or A1/A2 junction and rasterizes its metal (a packed coil or a clip bar).  Pure
 numpy; the random numbers are drawn in a fixed order, so a seed gives the same tree.
 """
 
@@ -39,11 +41,16 @@ ANEURYSM_SITES = ("mca_left", "mca_right", "aca_left", "aca_right")
 
 
 class VesselCanvas:
-    """Accumulates vessel lumens: all-lumen occupancy, contrast excess (HU), truth and territory masks."""
+    """Accumulates vessel lumens: all-lumen occupancy, contrast excess (HU), truth and territory masks.
 
-    def __init__(self, grid: Grid):
+    ``record_radius``: also keep ``radius_mm`` (float32 [z, y, x], mm, 0 outside opacified lumens): the radius
+    of the opacified vessel whose lumen covers the voxel (max over overlapping vessels). It only adds an array;
+    every other array is the same with or without it."""
+
+    def __init__(self, grid: Grid, record_radius: bool = False):
         self.grid = grid
         shape = grid.shape
+        self.radius_mm = np.zeros(shape, dtype=np.float32) if record_radius else None
         self.lumen_occ = np.zeros(shape, dtype=np.float32)
         self.contrast = np.zeros(shape, dtype=np.float32)
         self.opacified = np.zeros(shape, dtype=bool)
@@ -63,7 +70,7 @@ class VesselCanvas:
         occ *= self._pv(r)
         return occ
 
-    def _paint(self, box, occ, inside, territory, excess_hu, extra_mask=None):
+    def _paint(self, box, occ, inside, territory, excess_hu, extra_mask=None, radius=None):
         np.maximum(self.lumen_occ[box], occ, out=self.lumen_occ[box])
         self.lumen[box] |= inside
         self.territory[territory][box] |= inside
@@ -72,6 +79,8 @@ class VesselCanvas:
         if excess_hu > 0:
             np.maximum(self.contrast[box], occ * np.float32(excess_hu), out=self.contrast[box])
             self.opacified[box] |= inside
+            if self.radius_mm is not None and radius is not None:
+                np.maximum(self.radius_mm[box], np.where(inside, radius, 0.0), out=self.radius_mm[box])
 
     def add_polyline(self, points, radii, territory, excess_hu):
         """Rasterize a centerline (template mm, (N, 3) x/y/z) with radii (N,) mm.
@@ -93,7 +102,7 @@ class VesselCanvas:
                 if seg is None:
                     continue
                 box, d, r = seg
-                self._paint(box, self._occupancy(d, r), d <= r, territory, excess_hu)
+                self._paint(box, self._occupancy(d, r), d <= r, territory, excess_hu, radius=r)
                 self.n_segments += 1
         # Keep at least the centreline voxel of sub-voxel vessels.
         fine, frad = resample(points, radii, 0.4 * self.grid.min_voxel_mm)
@@ -111,6 +120,8 @@ class VesselCanvas:
         if excess_hu > 0:
             np.maximum.at(self.contrast.reshape(-1), flat, pv * np.float32(excess_hu))
             self.opacified.reshape(-1)[flat] = True
+            if self.radius_mm is not None:
+                np.maximum.at(self.radius_mm.reshape(-1), flat, frad[ok].astype(np.float32))
 
     def add_sphere(self, center, radius, territory, excess_hu):
         """Rasterize a sphere (template mm centre and radius) into the lumen, territory and aneurysm masks."""
@@ -124,7 +135,9 @@ class VesselCanvas:
         inside = d <= radius
         if not inside.any():  # keep the nearest voxel of a sub-voxel sphere
             inside = d <= d.min()
-        self._paint(box, self._occupancy(d, r), inside, territory, excess_hu, extra_mask=self.aneurysm)
+        self._paint(
+            box, self._occupancy(d, r), inside, territory, excess_hu, extra_mask=self.aneurysm, radius=r
+        )
 
 
 def opacified_territories(injection: str, injected_side: str) -> set[str]:
@@ -132,10 +145,13 @@ def opacified_territories(injection: str, injected_side: str) -> set[str]:
     return {f"anterior_{injected_side}"} if injection == "ica" else {"posterior"}
 
 
-def rasterize_tree(grid: Grid, vessels, a, injection, injected_side, opacified) -> VesselCanvas:
+def rasterize_tree(
+    grid: Grid, vessels, a, injection, injected_side, opacified, record_radius: bool = False
+) -> VesselCanvas:
     """A canvas with every centerline of ``vessel_tree``; opacified lumens get the contrast excess
-    ``contrast_hu * factor * 0.93^depth - blood_hu`` (HU), the contralateral vertebral artery 60 % of it."""
-    canvas = VesselCanvas(grid)
+    ``contrast_hu * factor * 0.93^depth - blood_hu`` (HU), the contralateral vertebral artery 60 % of it.
+    ``record_radius``: keep the canvas's per-voxel ``radius_mm`` map (see ``VesselCanvas``)."""
+    canvas = VesselCanvas(grid, record_radius=record_radius)
     contrast_hu = a["contrast_hu"]
     blood = a["blood_hu"]
     for v in vessels:

@@ -33,7 +33,9 @@ __all__ = [
     "format_frequency",
     "format_paper_pct",
     "format_pct",
+    "PairedTest",
     "paired_difference",
+    "paired_tests",
     "study_metrics",
     "table1",
     "vessel_confusion",
@@ -358,6 +360,55 @@ def paired_difference(
     return _summarize(
         xa - xb, n_missing, ci=ci, confidence=confidence, n_boot=n_boot, seed=seed, what="pairs"
     )
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two-sided paired tests of per-patient values a vs b (same patients).
+
+    n: complete pairs; t_p: paired Student t-test p-value; wilcoxon_p: Wilcoxon signed-rank p-value (zero
+    differences dropped, scipy's exact distribution for small n without ties, else the normal approximation);
+    either is None when undefined (fewer than two pairs, all differences zero, or, for t, zero variance), with
+    the reason in ``note``.
+    """
+
+    n: int
+    t_statistic: float | None
+    t_p: float | None
+    wilcoxon_statistic: float | None
+    wilcoxon_p: float | None
+    note: str
+
+
+def paired_tests(a: Sequence[float | None], b: Sequence[float | None]) -> PairedTest:
+    """Paired t-test and Wilcoxon signed-rank test of ``a[i]`` vs ``b[i]``; pairs with a None are dropped.
+
+    Lengths must match (MetricsError otherwise); NaN/inf raise MetricsError as in :func:`cohort_summary`.
+    """
+    if len(a) != len(b):
+        raise MetricsError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    complete = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    xa, _ = _clean([x for x, _ in complete], "values")
+    xb, _ = _clean([y for _, y in complete], "values")
+    n = int(xa.size)
+    notes = []
+    if len(a) - n:
+        notes.append(f"{len(a) - n} incomplete pairs dropped")
+    d = xa - xb
+    t_stat = t_p = w_stat = w_p = None
+    if n < 2:
+        notes.insert(0, f"{n} complete pair(s): no test")
+    elif not np.any(d != 0):
+        notes.insert(0, "all differences are zero: no test")
+    else:
+        if float(np.ptp(d)) > 1e-12 * max(1.0, float(np.abs(d).max())):  # not a constant difference
+            res = stats.ttest_rel(xa, xb)
+            t_stat, t_p = float(res.statistic), float(res.pvalue)
+        else:
+            notes.append("t-test undefined: the differences have zero variance")
+        res = stats.wilcoxon(xa, xb, zero_method="wilcox")
+        w_stat, w_p = float(res.statistic), float(res.pvalue)
+    return PairedTest(n, t_stat, t_p, w_stat, w_p, "; ".join(notes))
 
 
 # --------------------------------------------------------------------------------------------- Table 1

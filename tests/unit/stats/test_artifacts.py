@@ -1,4 +1,6 @@
-"""Tests for dla.stats.artifacts: counts on synthetic masks recomputed independently (numpy shifts, BFS)."""
+"""Tests for dla.stats.artifacts: counts on synthetic masks recomputed independently (numpy shifts, BFS, brute-force
+distances); the truth-referenced detector on constructed cases: a truth vessel drawn too thick through its bony
+canal, and a skull shifted between the two sweeps."""
 
 from __future__ import annotations
 
@@ -7,9 +9,16 @@ from itertools import product
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from dla.classes import BONE
-from dla.stats.artifacts import ArtifactError, ResidualBone, cohort_artifact_rate, residual_bone
+from dla.stats.artifacts import (
+    ArtifactError,
+    ResidualBone,
+    cohort_artifact_rate,
+    residual_bone,
+    residual_bone_clusters,
+)
 
 
 def erode_6(mask: np.ndarray, iterations: int) -> np.ndarray:
@@ -154,3 +163,130 @@ def test_cohort_artifact_rate_paper_numbers():
         cohort_artifact_rate([])
     with pytest.raises(ArtifactError, match="ResidualBone"):
         cohort_artifact_rate([True])
+
+
+# ------------------------------------------------------------------------------------ truth-referenced clusters
+
+
+def brute_distance_mm(points_zyx: np.ndarray, targets_zyx: np.ndarray, spacing) -> np.ndarray:
+    """Distance of every point to its nearest target (all pairs; small inputs only)."""
+    sp = np.asarray(spacing, dtype=float)
+    diff = (points_zyx[:, None, :] - targets_zyx[None, :, :]) * sp
+    return np.sqrt((diff**2).sum(axis=2)).min(axis=1)
+
+
+def canal_case():
+    """A bone block with a vessel of radius 2 voxels running through it along x (its bony canal)."""
+    shape = (30, 30, 24)
+    z, y, x = np.indices(shape)
+    vessel = (z - 15) ** 2 + (y - 15) ** 2 <= 4
+    block = (z >= 5) & (z < 25) & (y >= 5) & (y < 25)
+    bone = block & ~vessel
+    fill = np.where(vessel, 1800, np.where(bone, 1500, 40)).astype(np.int16)
+    return shape, vessel, bone, fill
+
+
+def test_vessel_drawn_too_thick_is_not_bone():
+    shape, vessel, bone, fill = canal_case()
+    six = ndimage.generate_binary_structure(3, 1)
+    thick = ndimage.binary_dilation(vessel, six, iterations=2)  # two voxels too thick all round
+    dla = np.where(thick, fill, 0).astype(np.int16)
+    # the voxel-count detector calls the rim of the thick vessel residual bone ...
+    assert residual_bone(dla, bone, min_cluster_voxels=20).present
+    # ... the truth-referenced one attributes it to the vessel: every bright bone voxel is within 2 mm of it
+    r = residual_bone_clusters(dla, bone, vessel, (1.0, 1.0, 1.0), min_cluster_mm3=20)
+    bright = erode_6(bone, 1) & (dla >= 300)
+    assert r.n_bright_voxels == int(bright.sum()) > 100
+    d = brute_distance_mm(np.argwhere(bright), np.argwhere(vessel), (1, 1, 1))
+    assert d.max() <= 2.0
+    assert r.n_near_vessel_voxels == r.n_bright_voxels and r.n_clusters == 0
+    assert not r.present and r.largest_cluster_mm3 == 0.0 and r.clusters == ()
+    # with no margin the same rim is a cluster right next to the vessel
+    r0 = residual_bone_clusters(dla, bone, vessel, (1.0, 1.0, 1.0), min_cluster_mm3=20, vessel_margin_mm=0)
+    assert r0.present and r0.clusters[0].distance_mm == pytest.approx(d.min())
+
+
+def shifted_skull(shift_z: int, vessel_z: int):
+    """A skull plate z in [10, 20) (full y, x); the mask sweep sees it ``shift_z`` slices lower; a vessel line
+    along x at (vessel_z, 12). Spacing (2, 1, 1) mm."""
+    shape = (40, 24, 24)
+    z = np.indices(shape)[0]
+    plate = (z >= 10) & (z < 20)
+    vessel = np.zeros(shape, bool)
+    vessel[vessel_z, 12, :] = True
+    fill = np.where(plate, 1500, 0) + np.where(vessel, 600, 0)
+    moved = (z >= 10 + shift_z) & (z < 20 + shift_z)
+    mask = np.where(moved, 1500, 0)
+    dsa = (fill - mask).astype(np.int16)
+    return shape, plate & ~vessel, vessel, dsa
+
+
+def test_shifted_skull_is_residual_bone_with_size_and_distance():
+    spacing = (2.0, 1.0, 1.0)
+    shape, bone, vessel, dsa = shifted_skull(3, vessel_z=35)
+    r = residual_bone_clusters(dsa, bone, vessel, spacing, min_cluster_mm3=55)
+    # bright band: slices 10-12 (fill has bone, mask not); the eroded plate starts at slice 11
+    band = np.zeros(shape, bool)
+    band[11:13] = True
+    assert r.n_bright_voxels == int(band.sum()) == 2 * 24 * 24
+    assert r.n_clusters == 1 and r.present and r.n_present_clusters == 1
+    c = r.clusters[0]
+    assert c.voxels == 2 * 24 * 24 and c.mm3 == pytest.approx(2 * 24 * 24 * 2.0)
+    assert c.distance_mm == pytest.approx((35 - 12) * 2.0)
+    assert c.centroid_zyx == pytest.approx((11.5, 11.5, 11.5))
+    assert r.largest_cluster_mm3 == pytest.approx(c.mm3)
+    assert not residual_bone_clusters(dsa, bone, vessel, spacing, min_cluster_mm3=c.mm3 + 1).present
+    # no motion: nothing bright in bone
+    _, bone0, vessel0, dsa0 = shifted_skull(0, vessel_z=35)
+    still = residual_bone_clusters(dsa0, bone0, vessel0, spacing)
+    assert still.n_bright_voxels == 0 and not still.present
+
+
+def test_band_touching_a_vessel_loses_only_the_voxels_near_it():
+    spacing = (2.0, 1.0, 1.0)
+    shape, bone, vessel, dsa = shifted_skull(3, vessel_z=14)
+    left = np.zeros(shape, bool)
+    left[:, :6] = True
+    r = residual_bone_clusters(
+        dsa, bone, vessel, spacing, regions={"left": left, "none": np.zeros(shape, bool)}
+    )
+    bright = erode_6(bone, 1) & (dsa >= 300)
+    d = brute_distance_mm(np.argwhere(bright), np.argwhere(vessel), spacing)
+    margin = 2 * max(spacing)
+    assert r.vessel_margin_mm == margin
+    assert r.n_near_vessel_voxels == int((d <= margin).sum()) > 0
+    far = np.zeros(shape, bool)
+    far[tuple(np.argwhere(bright)[d > margin].T)] = True
+    assert r.n_clusters == 1 and r.clusters[0].voxels == largest_cluster_26(far) == int(far.sum())
+    assert r.clusters[0].distance_mm == pytest.approx(d[d > margin].min())
+    assert r.clusters[0].regions == ("left",)
+    as_dict = r.to_dict()
+    assert as_dict["clusters"][0]["regions"] == ["left"] and as_dict["present"] is True
+
+
+def test_clusters_listed_largest_first_and_capped():
+    shape = (20, 20, 20)
+    bone = np.ones(shape, bool)
+    hu = np.zeros(shape, np.int16)
+    sizes = [2, 9, 4]
+    for i, n in enumerate(sizes):
+        hu[3 + 5 * i, 5, 3 : 3 + n] = 1000
+    vessel = np.zeros(shape, bool)
+    r = residual_bone_clusters(hu, bone, vessel, (1, 1, 1), min_cluster_mm3=4, max_listed=2)
+    assert r.n_clusters == 3 and [c.voxels for c in r.clusters] == [9, 4]
+    assert r.n_present_clusters == 2 and r.present
+    assert r.clusters[0].distance_mm is None and "no truth vessel" in r.reason
+
+
+def test_cluster_bad_inputs():
+    hu = np.zeros((6, 6, 6), np.int16)
+    bone = np.ones(hu.shape, bool)
+    vessel = np.zeros(hu.shape, bool)
+    with pytest.raises(ArtifactError, match="truth_vessel must be a boolean mask"):
+        residual_bone_clusters(hu, bone, vessel.astype(np.uint8), (1, 1, 1))
+    with pytest.raises(ArtifactError, match="spacing_mm"):
+        residual_bone_clusters(hu, bone, vessel, (1, -1, 1))
+    with pytest.raises(ArtifactError, match="vessel_margin_mm"):
+        residual_bone_clusters(hu, bone, vessel, (1, 1, 1), vessel_margin_mm=-1)
+    with pytest.raises(ArtifactError, match="min_cluster_mm3"):
+        residual_bone_clusters(hu, bone, vessel, (1, 1, 1), min_cluster_mm3=0)
