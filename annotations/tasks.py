@@ -138,7 +138,7 @@ def apply_recipe(ctx: TaskContext, *, draft_id: int, op: dict) -> dict:
 CINE_ROLES = ("fill", "subtracted", "dla")
 
 
-@dla_task(kind="cine")
+@dla_task(kind="cine", queue="render")
 def compute_cine(
     ctx: TaskContext,
     *,

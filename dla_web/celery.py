@@ -1,7 +1,8 @@
-"""The Celery application: two queues, ``default`` (ingest, labeling, MIPs, reports) and ``gpu`` (training,
-inference), configured from Django settings (``CELERY_*``).
+"""The Celery application: three queues, ``default`` (ingest, labeling, reports: interactive work), ``render``
+(background MIP cines, so an interactive task never waits behind them) and ``gpu`` (training, inference),
+configured from Django settings (``CELERY_*``).
 
-Workers are started with ``celery -A dla_web worker -Q default`` or ``-Q gpu --concurrency 1``. Task state lives in
+Workers are started with ``celery -A dla_web worker -Q default``, ``-Q render`` or ``-Q gpu --concurrency 1``. Task state lives in
 ``TaskRun`` rows, not in a result backend, so results are ignored.
 """
 
@@ -16,7 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dla_web.settings")
 app = Celery("dla_web")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
-    task_queues=(Queue("default"), Queue("gpu")),
+    task_queues=(Queue("default"), Queue("gpu"), Queue("render")),
     task_default_queue="default",
     task_ignore_result=True,
     task_acks_late=True,

@@ -46,7 +46,7 @@ def lost_after_s() -> float:
     return float(getattr(settings, "TASK_LOST_AFTER_S", 60))
 
 
-TIME_LIMITS_S = {"default": (3600, 3660), "gpu": (48 * 3600, 48 * 3600 + 60)}
+TIME_LIMITS_S = {"default": (3600, 3660), "render": (3600, 3660), "gpu": (48 * 3600, 48 * 3600 + 60)}
 
 
 class TaskCancelled(Exception):

@@ -9,7 +9,7 @@ from . import services
 from .models import ReaderStudy
 
 
-@dla_task(kind="reader_study_cines", queue="default")
+@dla_task(kind="reader_study_cines", queue="render")
 def render_reader_study_cines(ctx, *, reader_study_id: int) -> dict:
     rs = ReaderStudy.objects.get(pk=reader_study_id)
     volumes = []

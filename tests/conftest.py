@@ -22,7 +22,7 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(settings.VAR_DIR, ignore_errors=True)
 
 
-# A Celery worker consuming both queues with one process, as `make run` starts it.
+# A Celery worker consuming every queue with one process.
 WORKER_ARGV = [
     sys.executable,
     "-m",
@@ -31,7 +31,7 @@ WORKER_ARGV = [
     "dla_web",
     "worker",
     "-Q",
-    "default,gpu",
+    "default,gpu,render",
     "--concurrency",
     "1",
 ]
