@@ -2,10 +2,13 @@
 // active (progress bar with ETA, plotly curves of training loss and per-class validation error, log tail,
 // cancel). Plotly is loaded by a classic <script> served from the installed python package (window.Plotly).
 import { api, el, showError } from "./api.js";
+import { CLASS_COLORS, CLASS_IDS, CLASS_LABELS, LABELED_CLASSES } from "./classes.js";
 import { plainError } from "./taskruns.js";
 
 const ACTIVE = new Set(["queued", "running"]);
-const CLASSES = [["vessel", "#ff6b6b"], ["bone", "#e6edf3"], ["soft_tissue", "#4fb3ff"]];
+// [name, line colour, display label] per labeled class, from the page's class definition (the overlay colours)
+const NAME_OF = Object.fromEntries(Object.entries(CLASS_IDS).map(([name, id]) => [id, name]));
+const CLASSES = LABELED_CLASSES.map((id) => [NAME_OF[id], `rgb(${CLASS_COLORS[id].slice(0, 3).join(",")})`, CLASS_LABELS[id]]);
 const Plotly = window.Plotly;
 
 const form = document.getElementById("train-form");
@@ -48,9 +51,9 @@ function drawCurves(detail) {
     name: "training loss", line: { color: "#4fb3ff", width: 1.5 },
   }], baseLayout("Training loss (class-balanced cross-entropy)", "loss", true), plotConfig);
   const val = detail.val_curve;
-  const traces = CLASSES.map(([name, color]) => ({
+  const traces = CLASSES.map(([name, color, label]) => ({
     x: val.map((p) => p.iteration), y: val.map((p) => p[`val_err_${name}`]), type: "scatter",
-    mode: "lines+markers", name: name.replace("_", " "), line: { color, width: 2 }, marker: { size: 5 },
+    mode: "lines+markers", name: label, line: { color, width: 2 }, marker: { size: 5 },
   }));
   traces.push({ x: val.map((p) => p.iteration), y: val.map((p) => p.val_error), type: "scatter",
                 mode: "lines", name: "mean", line: { color: "#d29922", dash: "dot", width: 2 } });
