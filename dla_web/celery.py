@@ -9,7 +9,6 @@ Workers are started with ``celery -A dla_web worker -Q default``, ``-Q render`` 
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dla_web.settings")
@@ -27,11 +26,3 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
 )
 app.autodiscover_tasks()
-
-
-@worker_ready.connect
-def start_reaping_lost_runs(**kwargs):
-    """Every worker looks for runs whose worker died (no heartbeat) at start and then periodically."""
-    from .tasks import start_reaper
-
-    start_reaper()

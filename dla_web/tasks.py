@@ -25,6 +25,7 @@ from datetime import timedelta
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
@@ -255,6 +256,12 @@ def start_reaper() -> threading.Thread:
     thread = threading.Thread(target=loop, name="task-reaper", daemon=True)
     thread.start()
     return thread
+
+
+@worker_ready.connect
+def _start_reaping_lost_runs(**kwargs):
+    """Every worker looks for runs whose worker died (no heartbeat) at start and then periodically."""
+    start_reaper()
 
 
 class DlaTask(Task):
