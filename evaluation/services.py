@@ -17,6 +17,17 @@ inputs, calls those functions and saves. Decisions:
   not stored: only the anatomy (no vessels, noise or motion) is rebuilt from ``study.metadata["phantom"]["params"]``
   (``dla.phantoms.anatomy_from_params``), and used only when the stored anatomy numbers match the seed and the
   stored truth's bone lies inside the rebuilt bone. Real studies get no breakdown, and the report says so.
+* Truth-referenced section (every study with a truth volume, whatever the reference): the 3D-DLA class map's
+  vessels and the DSA baseline (``dla.stats.truth.dsa_baseline_vessels``: the subtracted volume >= 600 HU in
+  26-connected components >= 20 mm^3, the recipe's defaults, no seed and no clean-up) are scored against the
+  truth's vessels over the whole volume, by vessel radius and along the centreline (``dla.stats.truth``); the
+  radii are the phantom's own (``dla.phantoms.vessel_radii_from_params``, used only when the regenerated vessels
+  equal the stored truth's voxel for voxel), else estimated from the mask and the report says so. Residual bone
+  against the truth's bone, bright voxels within two voxels of a truth vessel attributed to the vessel, clusters
+  with mm^3 and distance (``residual_bone_clusters``; the evaluation's ``min_cluster_voxels`` converted to mm^3
+  on the study's grid). Stored in ``StudyResult.truth["referenced"]``; the cohort means with 95% CIs, paired DLA -
+  DSA differences with paired t and Wilcoxon tests, counts and per-case rows in ``summary["truth_referenced"]``.
+  Cohorts without truth volumes get ``{"available": false, "note": ...}`` there instead of an error.
 * Bad input is refused before anything is queued (``EvaluationInputError``, a 400): studies without a
   prediction or reference are listed (``allow_missing`` evaluates the others and lists them in the report), a
   reference on another grid than the prediction and an empty ROI box always refuse. Problems found only when the
@@ -35,9 +46,16 @@ from django.db import transaction
 from annotations.labels import newest_approved, version_labels
 from annotations.models import Study, Volume
 from dla.classes import BONE, VESSEL
+from dla.labeling.recipe import DEFAULT_MIN_VESSEL_COMPONENT_MM3, RecipeParams
 from dla.labeling.roi import RoiBoxError, box_mask, parse_box
 from dla.model.dense import dla_volume
-from dla.stats.artifacts import ArtifactError, ResidualBone, cohort_artifact_rate, residual_bone
+from dla.stats.artifacts import (
+    ArtifactError,
+    ResidualBone,
+    cohort_artifact_rate,
+    residual_bone,
+    residual_bone_clusters,
+)
 from dla.stats.metrics import (
     CLASS_CONFUSION_ORDER,
     METRIC_NAMES,
@@ -52,9 +70,11 @@ from dla.stats.metrics import (
     format_paper_pct,
     format_pct,
     paired_difference,
+    paired_tests,
     table1,
     vessel_confusion,
 )
+from dla.stats.truth import TruthError, TruthReference, dsa_baseline_vessels, estimate_radius_mm
 
 from .models import Evaluation, StudyResult
 
@@ -299,13 +319,15 @@ def evaluate_study(evaluation: Evaluation, entry: dict) -> dict:
         "regions": regions,
     }
     dsa_volume = study.volume(Volume.Role.SUBTRACTED)
+    dsa_hu = None
     if dsa_volume is None:
         artifacts["dsa"] = {"error": "no subtracted (DSA) volume"}
     elif list(dsa_volume.shape) != list(reference.shape):
         artifacts["dsa"] = {"error": f"DSA grid {dsa_volume.shape} differs from the reference"}
     else:
+        dsa_hu = np.asarray(dsa_volume.array())
         try:
-            artifacts["dsa"] = _residual_dict(residual_bone(np.asarray(dsa_volume.array()), bone, **params))
+            artifacts["dsa"] = _residual_dict(residual_bone(dsa_hu, bone, **params))
         except ArtifactError as exc:
             artifacts["dsa"] = {"error": str(exc)}
     dla = (
@@ -328,6 +350,11 @@ def evaluate_study(evaluation: Evaluation, entry: dict) -> dict:
             artifacts["dla"] = _residual_dict(residual_bone(dla_hu, bone, **params))
         except ArtifactError as exc:
             artifacts["dla"] = {"error": str(exc)}
+    if truth is not None:
+        referenced = truth_referenced_study(
+            evaluation, study, truth, predicted, dla_hu, dsa_hu, tuple(prediction.spacing_mm), regions
+        )
+        truth_metrics = {**(truth_metrics or {}), "referenced": referenced}
     return {
         "study": study,
         "pseudonym": study.pseudonym,
@@ -340,6 +367,350 @@ def evaluate_study(evaluation: Evaluation, entry: dict) -> dict:
         "roi_box_zyx": entry["roi"],
         "artifacts": artifacts,
         "truth": truth_metrics,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ truth section
+
+DSA_BASELINE = {
+    "vessel_threshold_hu": RecipeParams().vessel_threshold_hu,
+    "min_vessel_component_mm3": DEFAULT_MIN_VESSEL_COMPONENT_MM3,
+}
+"""The DSA baseline: the recipe's vessel threshold and component floor (its defaults), nothing else."""
+TRUTH_METRICS = (
+    "dice",
+    "sensitivity",
+    "ppv",
+    "centreline_sensitivity",
+    "cldice",
+    "resolved_dice",
+    "resolved_centreline_sensitivity",
+)
+TRUTH_METRIC_LABELS = {
+    "dice": "Dice",
+    "sensitivity": "Sensitivity",
+    "ppv": "PPV",
+    "centreline_sensitivity": "Centreline sensitivity",
+    "cldice": "clDice",
+    "resolved_dice": "Dice, r >= 1 voxel",
+    "resolved_centreline_sensitivity": "Centreline sens., r >= 1 voxel",
+}
+BIN_METRICS = ("dice", "sensitivity", "centreline_sensitivity")
+METHODS = {"dla": "3D-DLA", "dsa": "3D-DSA baseline"}
+
+
+def _phantom_params(study: Study) -> dict:
+    return ((study.metadata or {}).get("phantom") or {}).get("params") or {}
+
+
+def phantom_vessel_radii(study: Study, truth_vessel: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The phantom's own vessel radii (float32 mm [z, y, x]) rebuilt from its stored parameters, or (None, why);
+    used only when the rebuilt vessels equal ``truth_vessel`` voxel for voxel."""
+    params = _phantom_params(study)
+    if not params:
+        return None, "not a phantom with stored generation parameters"
+    from dla.phantoms import PhantomParameterError, vessel_radii_from_params
+
+    try:
+        radii = vessel_radii_from_params(params)
+    except PhantomParameterError as exc:
+        return None, f"the phantom's vessels could not be regenerated ({exc})"
+    if radii.vessel.shape != truth_vessel.shape or not np.array_equal(radii.vessel, truth_vessel):
+        return None, "the regenerated phantom vessels differ from the stored truth"
+    return radii.radius_mm, ""
+
+
+def truth_referenced_study(
+    evaluation: Evaluation, study: Study, truth, predicted, dla_hu, dsa_hu, spacing_mm, regions
+) -> dict:
+    """The truth-referenced numbers of one study (JSON-ready; see the module docstring). Problems of one side
+    (no DSA, bad input) become ``{"error": ...}`` for that side, never a failed run."""
+    truth = np.asarray(truth)
+    truth_vessel = truth == VESSEL
+    params = _phantom_params(study)
+    motion = (params.get("motion") or {}).get("enabled") if params else None
+    radius, why = phantom_vessel_radii(study, truth_vessel)
+    out: dict = {"motion": None if motion is None else bool(motion)}
+    if radius is None:
+        radius = estimate_radius_mm(truth_vessel, spacing_mm)
+        out["radius_source"] = f"estimated from the truth mask ({why})"
+        out["radius_exact"] = False
+    else:
+        out["radius_source"] = "the phantom's own vessel radii"
+        out["radius_exact"] = True
+    try:
+        ref = TruthReference(truth_vessel, radius, spacing_mm)
+    except TruthError as exc:
+        return {**out, "error": str(exc)}
+    out["dla"] = ref.score(np.asarray(predicted) == VESSEL).to_dict()
+    if dsa_hu is None:
+        out["dsa"] = {"error": "no subtracted (DSA) volume on the prediction's grid"}
+    else:
+        try:
+            out["dsa"] = ref.score(dsa_baseline_vessels(dsa_hu, spacing_mm, **DSA_BASELINE)).to_dict()
+        except TruthError as exc:
+            out["dsa"] = {"error": str(exc)}
+    voxel_mm3 = float(np.prod(spacing_mm))
+    bone = truth == BONE
+    residual = {}
+    for side, hu in (("dla", dla_hu), ("dsa", dsa_hu)):
+        if hu is None:
+            residual[side] = {"error": f"no {METHODS[side]} volume on the truth's grid"}
+            continue
+        try:
+            residual[side] = residual_bone_clusters(
+                hu,
+                bone,
+                truth_vessel,
+                spacing_mm,
+                bright_hu=evaluation.bright_hu,
+                min_cluster_mm3=evaluation.min_cluster_voxels * voxel_mm3,
+                regions=regions,
+            ).to_dict()
+        except ArtifactError as exc:
+            residual[side] = {"error": str(exc)}
+    out["residual_bone"] = residual
+    out["dsa_baseline"] = dict(DSA_BASELINE)
+    return out
+
+
+def _truth_values(side: dict) -> dict:
+    """Per-study values of TRUTH_METRICS (fractions or None) from a stored ``TruthVesselMetrics`` dict."""
+    wh, cl, res = side["whole_head"], side["centreline"], side["resolved"]
+    return {
+        "dice": wh["dice"],
+        "sensitivity": wh["sensitivity"],
+        "ppv": wh["ppv"],
+        "centreline_sensitivity": cl["sensitivity"],
+        "cldice": cl["cldice"],
+        "resolved_dice": res["dice"],
+        "resolved_centreline_sensitivity": res["centreline_sensitivity"],
+    }
+
+
+def _pp_text(d: Summary) -> str:
+    text = f"{100 * d.mean:+.1f} pp"
+    return text + (
+        f" [{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]" if d.ci_low is not None else " [no CI]"
+    )
+
+
+def _p_text(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _cohort(values, evaluation: Evaluation) -> dict | None:
+    if not any(v is not None for v in values):
+        return None
+    return _summary_dict(
+        cohort_summary(
+            values, ci=evaluation.ci_method, n_boot=evaluation.n_boot, seed=evaluation.seed, bounds=(0.0, 1.0)
+        )
+    )
+
+
+def _paired(a, b, evaluation: Evaluation) -> dict | None:
+    """DLA - DSA per-patient differences (mean, CI, text in percentage points) and the paired tests."""
+    if not any(x is not None and y is not None for x, y in zip(a, b, strict=True)):
+        return None
+    d = paired_difference(a, b, ci=evaluation.ci_method, n_boot=evaluation.n_boot, seed=evaluation.seed)
+    t = paired_tests(a, b)
+    return {
+        **dataclasses.asdict(d),
+        "text": _pp_text(d),
+        "tests": dataclasses.asdict(t),
+        "p_text": f"p = {_p_text(t.wilcoxon_p)} (Wilcoxon), {_p_text(t.t_p)} (paired t)",
+    }
+
+
+def _rate(flags: list[bool]) -> dict:
+    if not flags:
+        return {"n": 0, "N": 0, "text": "n/a"}
+    n = sum(1 for f in flags if f)
+    return {"n": n, "N": len(flags), "text": format_frequency(n, len(flags))}
+
+
+def truth_summary(evaluation: Evaluation, results: list[dict]) -> dict:
+    """``summary["truth_referenced"]``: per dataset the DLA and DSA cohort means with 95% CIs, the paired DLA - DSA
+    differences and tests (all patients and motion-free ones), the same by vessel radius, residual bone counts,
+    and one row per case for the charts. ``available`` is False (with a note) when no study has a truth map."""
+    with_truth = [r for r in results if (r.get("truth") or {}).get("referenced")]
+    without = [r["pseudonym"] for r in results if r not in with_truth]
+    rule = (
+        f"The DSA baseline's vessels: subtracted volume >= {DSA_BASELINE['vessel_threshold_hu']:g} HU in "
+        f"26-connected components >= {DSA_BASELINE['min_vessel_component_mm3']:g} mm^3 (the recipe's defaults; "
+        "no seed point, no manual clean-up)"
+    )
+    if not with_truth:
+        return {
+            "available": False,
+            "note": "No evaluated study has a truth volume (a phantom's exact truth map), so there is no "
+            "truth-referenced evaluation for these cohorts; Table 1 above is against the reference labels only.",
+        }
+    notes = []
+    if without:
+        notes.append(
+            f"{len(without)} studies without a truth volume are not in this section: {_listing(without)}"
+        )
+    errors = [
+        f"{r['pseudonym']}: {r['truth']['referenced']['error']}"
+        for r in with_truth
+        if "error" in r["truth"]["referenced"]
+    ]
+    if errors:
+        notes.append("not scored: " + "; ".join(errors))
+    scored = [r for r in with_truth if "error" not in r["truth"]["referenced"]]
+    estimated = [r["pseudonym"] for r in scored if not r["truth"]["referenced"]["radius_exact"]]
+    if estimated:
+        notes.append(
+            f"vessel radii estimated from the truth mask (no phantom radii) for {len(estimated)} studies: "
+            + _listing(estimated)
+        )
+    first = scored[0]["truth"]["referenced"]["dla"] if scored else None
+    voxel_sizes = sorted({round(r["truth"]["referenced"]["dla"]["voxel_mm"], 4) for r in scored})
+    if len(voxel_sizes) > 1:
+        notes.append(
+            "the studies have different voxel sizes "
+            + ", ".join(f"{v:g}" for v in voxel_sizes)
+            + " mm; bins are marked below/at least one voxel for the first"
+        )
+    bins = (
+        [
+            {k: b[k] for k in ("label", "low_mm", "high_mm", "relation", "below_voxel")}
+            for b in first["by_radius"]
+        ]
+        if first
+        else []
+    )
+    by_cohort: dict[str, list[dict]] = {}
+    for r in scored:
+        by_cohort.setdefault(r["cohort"], []).append(r)
+    datasets = []
+    for cohort in [c for c in evaluation.cohorts if c in by_cohort]:
+        rows = by_cohort[cohort]
+        refs = [r["truth"]["referenced"] for r in rows]
+        vals = {
+            side: [_truth_values(t[side]) if "error" not in t[side] else None for t in refs]
+            for side in METHODS
+        }
+
+        def series(side, metric, keep=None, _vals=vals):
+            return [
+                None if v is None or (keep is not None and not keep[i]) else v[metric]
+                for i, v in enumerate(_vals[side])
+            ]
+
+        still = [t.get("motion") is False for t in refs]
+        entry = {
+            "dataset": DATASET_NAMES[cohort],
+            "n": len(rows),
+            "n_dsa": sum(1 for v in vals["dsa"] if v is not None),
+            "n_motion": sum(1 for t in refs if t.get("motion")),
+            "n_still": sum(still),
+            "rows": {
+                side: {m: _cohort(series(side, m), evaluation) for m in TRUTH_METRICS} for side in METHODS
+            },
+            "paired": {m: _paired(series("dla", m), series("dsa", m), evaluation) for m in TRUTH_METRICS},
+            "motion_free": {
+                "n": sum(still),
+                **{
+                    f"{side}_{m}": _cohort(series(side, m, still), evaluation)
+                    for side in METHODS
+                    for m in ("sensitivity", "centreline_sensitivity")
+                },
+                "paired_sensitivity": _paired(
+                    series("dla", "sensitivity", still), series("dsa", "sensitivity", still), evaluation
+                ),
+                "paired_centreline_sensitivity": _paired(
+                    series("dla", "centreline_sensitivity", still),
+                    series("dsa", "centreline_sensitivity", still),
+                    evaluation,
+                ),
+            },
+        }
+        by_radius = []
+        for i, b in enumerate(bins):
+            per = {
+                side: [None if "error" in t[side] else t[side]["by_radius"][i] for t in refs]
+                for side in METHODS
+            }
+            item = {**b, "n_studies": sum(1 for x in per["dla"] if x and x["truth_voxels"] > 0)}
+            for side in METHODS:
+                item[side] = {
+                    m: _cohort([None if x is None else x[m] for x in per[side]], evaluation)
+                    for m in BIN_METRICS
+                }
+            item["paired_dice"] = _paired(
+                [None if x is None else x["dice"] for x in per["dla"]],
+                [None if x is None else x["dice"] for x in per["dsa"]],
+                evaluation,
+            )
+            by_radius.append(item)
+        entry["by_radius"] = by_radius
+        bone = {}
+        for side in METHODS:
+            flags = [(t["residual_bone"].get(side) or {}) for t in refs]
+            ok = [(f, t.get("motion")) for f, t in zip(flags, refs, strict=True) if "error" not in f]
+            bone[side] = {
+                **_rate([f["present"] for f, _ in ok]),
+                "motion": _rate([f["present"] for f, m in ok if m]),
+                "still": _rate([f["present"] for f, m in ok if m is False]),
+            }
+        entry["residual_bone"] = bone
+        datasets.append(entry)
+    cases = []
+    for r in scored:
+        t = r["truth"]["referenced"]
+        case = {
+            "study": r["study"].pk,
+            "pseudonym": r["pseudonym"],
+            "cohort": r["cohort"],
+            "motion": t.get("motion"),
+            "radius_exact": t["radius_exact"],
+            "bone_min_mm3": next(
+                (rb["min_cluster_mm3"] for rb in t["residual_bone"].values() if "error" not in rb), None
+            ),
+        }
+        for side in METHODS:
+            v = _truth_values(t[side]) if "error" not in t[side] else {}
+            for m in ("dice", "sensitivity", "ppv", "centreline_sensitivity", "resolved_dice"):
+                case[f"{side}_{m}"] = v.get(m)
+            rb = t["residual_bone"].get(side) or {}
+            case[f"{side}_bone_present"] = rb.get("present") if "error" not in rb else None
+            case[f"{side}_bone_mm3"] = rb.get("largest_cluster_mm3") if "error" not in rb else None
+            case[f"{side}_bone_clusters"] = rb.get("n_present_clusters") if "error" not in rb else None
+            big = (rb.get("clusters") or [None])[0]
+            case[f"{side}_bone_distance_mm"] = big["distance_mm"] if big else None
+            case[f"{side}_bone_regions"] = big["regions"] if big else []
+        cases.append(case)
+    margins = sorted(
+        {
+            side["vessel_margin_mm"]
+            for r in scored
+            for side in r["truth"]["referenced"]["residual_bone"].values()
+            if "error" not in side
+        }
+    )
+    return {
+        "available": bool(scored),
+        "note": "" if scored else "no study could be scored against its truth",
+        "notes": notes,
+        "metrics": [{"key": m, "label": TRUTH_METRIC_LABELS[m]} for m in TRUTH_METRICS],
+        "bins": bins,
+        "voxel_mm": first["voxel_mm"] if first else None,
+        "near_mm": first["near_mm"] if first else None,
+        "dsa_baseline": rule,
+        "residual_bone_rule": (
+            f"Residual bone: a 26-connected cluster of voxels >= {evaluation.bright_hu:g} HU inside the truth's "
+            f"bone (eroded by one voxel) of at least {evaluation.min_cluster_voxels} voxels' volume, after "
+            "dropping bright voxels within "
+            + (" or ".join(f"{m:.3g} mm" for m in margins) or "two voxels")
+            + " (two voxels) of a truth vessel (a vessel drawn too thick is not bone)"
+        ),
+        "datasets": datasets,
+        "cases": cases,
     }
 
 
@@ -427,7 +798,7 @@ def build_summary(evaluation: Evaluation, results: list[dict], missing: list[dic
 
     table = _table_rows({DATASET_NAMES[c]: [as_metrics(r) for r in by_cohort[c]] for c in order}, evaluation)
     truth_table = []
-    truth_cohorts = {c: [r for r in by_cohort[c] if r["truth"]] for c in order}
+    truth_cohorts = {c: [r for r in by_cohort[c] if r["truth"] and "tp" in r["truth"]] for c in order}
     if any(truth_cohorts.values()):
         truth_table = _table_rows(
             {
@@ -479,6 +850,7 @@ def build_summary(evaluation: Evaluation, results: list[dict], missing: list[dic
     return {
         "table1": table,
         "truth_table1": truth_table,
+        "truth_referenced": truth_summary(evaluation, results),
         "pooled_confusion": pooled,
         "specificity": specificity,
         "artifacts": artifacts,

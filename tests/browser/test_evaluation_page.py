@@ -70,3 +70,34 @@ def test_refusal_lists_the_missing_studies(page, login, live_server, shot, model
     expect(alert).to_contain_text("no approved label version")
     shot(page, "evaluation-refused")
     assert page.js_errors == []
+
+
+def test_truth_section_next_to_table1(page, login, live_server, shot, model, client_for):
+    """A phantom cohort's report shows the truth table (3D-DLA, DSA baseline, paired rows), Dice by vessel radius
+    and residual bone by case as plotly charts."""
+    from evaluation.models import Evaluation
+    from tests.integration.test_evaluation_api import launch, run_inline
+
+    response = launch(client_for("admin"), model_version=model.pk, cohorts=["validation", "test"])
+    assert response.status_code == 202, response.json()
+    evaluation = run_inline(Evaluation.objects.get(pk=response.json()["id"]))
+    testing = {d["dataset"]: d for d in evaluation.summary["truth_referenced"]["datasets"]}["Testing"]
+    login(page, "admin")
+    page.goto(f"{live_server.url}/evaluations/{evaluation.pk}/")
+    expect(page.locator("#truth-table")).to_be_visible()
+    row = page.locator('#truth-table tr[data-truth-dataset="Testing"][data-method="dla"]')
+    expect(row.locator('td[data-truth-metric="dice"]')).to_have_text(testing["rows"]["dla"]["dice"]["text"])
+    dsa = page.locator('#truth-table tr[data-truth-dataset="Testing"][data-method="dsa"]')
+    expect(dsa.locator('td[data-truth-metric="sensitivity"]')).to_have_text(
+        testing["rows"]["dsa"]["sensitivity"]["text"]
+    )
+    expect(page.locator("#truth-radius-table")).to_contain_text("below one voxel")
+    expect(
+        page.locator('#truth-bone-table tr[data-truth-dataset="Testing"] td[data-side="dsa"]')
+    ).to_have_text(testing["residual_bone"]["dsa"]["text"])
+    expect(page.locator("#plot-truth-radius .main-svg").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#plot-truth-bone .main-svg").first).to_be_visible()
+    assert page.locator("#plot-truth-radius .bars .point").count() > 0  # bars were drawn
+    assert page.js_errors == []
+    page.locator("#truth-card").scroll_into_view_if_needed()
+    shot(page, "evaluation-truth")

@@ -99,7 +99,7 @@ def test_json_and_html_downloads(finished, client_for):
     assert (
         response["Content-Type"].startswith("text/html") and "attachment" in response["Content-Disposition"]
     )
-    assert "<script" not in html and html.count("<svg") == 2
+    assert "<script" not in html and html.count("<svg") == 3  # strip, scatter, Dice by radius vs the truth
     for row in finished.summary["table1"]:
         assert row["dice"]["text"] in html
     assert "97.6% [96.5, 98.6]%" in html  # the paper's testing PPV, side by side
