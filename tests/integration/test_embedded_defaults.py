@@ -80,10 +80,11 @@ def test_embedded_defaults_boot_and_run_a_task(embedded_env):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        status, body, deadline = None, b"", time.monotonic() + 180  # a hang guard only: startup may be slow
+        while status is None:
+            assert time.monotonic() < deadline and web.poll() is None, "the web server did not start"
             try:
                 status, body = get(f"{base}/api/schema/")
-                break
             except OSError:
                 time.sleep(0.2)
         assert status == 200 and b"DLA Workbench API" in body
