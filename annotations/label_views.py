@@ -94,7 +94,7 @@ class DraftViewSet(
         draft = labels.get_or_create_draft(study, request.user)
         return Response(DraftSerializer(draft).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=EditOpSerializer, responses={200: dict, 202: TaskRunSerializer})
+    @extend_schema(request=EditOpSerializer, responses={200: dict, 202: TaskRunSerializer, 409: dict})
     @action(detail=True, methods=["post"])
     def ops(self, request, pk=None):
         """Apply one edit op. The whole-volume ``recipe`` op runs as a task (202 with its task run). With
