@@ -318,3 +318,36 @@ def test_truth_without_phantom_parameters_uses_estimated_radii(phantom_study, us
     assert t["motion"] is None and t["dla"]["whole_head"]["dice"] == 1.0
     notes = evaluation.summary["truth_referenced"]["notes"]
     assert any("vessel radii estimated" in n for n in notes)
+
+
+def test_reproduce_paper_and_evaluate_print_the_truth_table(finished, truth_cohort):
+    from django.core.management import call_command
+
+    from evaluation.management.commands.reproduce_paper import truth_lines, truth_results
+
+    truth = truth_results(finished.summary["truth_referenced"])
+    json.dumps(truth)  # results.json material
+    testing = truth["datasets"]["Testing"]
+    section = {d["dataset"]: d for d in finished.summary["truth_referenced"]["datasets"]}["Testing"]
+    assert testing["dla"]["dice"]["mean"] == section["rows"]["dla"]["dice"]["mean"]
+    assert testing["dla_minus_dsa"]["dice"]["wilcoxon_p"] == section["paired"]["dice"]["tests"]["wilcoxon_p"]
+    assert testing["residual_bone"]["dsa"]["text"] == section["residual_bone"]["dsa"]["text"]
+    assert len(truth["cases"]) == 4
+    text = "\n".join(truth_lines(truth))
+    assert section["rows"]["dla"]["dice"]["text"] in text and section["rows"]["dsa"]["ppv"]["text"] in text
+    assert "residual bone vs the truth's bone: DSA " + section["residual_bone"]["dsa"]["text"] in text
+    assert "below one voxel" in text
+    assert truth_lines(truth_results({"available": False, "note": "No truth here."})) == [
+        "Against the phantom truth: No truth here."
+    ]
+    out = io.StringIO()
+    call_command(
+        "evaluate",
+        "--model",
+        str(truth_cohort["model"].pk),
+        "--cohort",
+        "test",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    assert "Against the exact phantom truth" in out.getvalue() and "3D-DSA baseline" in out.getvalue()

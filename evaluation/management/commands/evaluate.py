@@ -1,6 +1,7 @@
 """``manage.py evaluate [--model ID] [--cohort validation --cohort test] [--reference approved|truth] [--ci t|bootstrap]
 [--allow-missing] [--pdf FILE] [--json FILE]``: run an evaluation in this process (terminal progress bar), store it
-like the API does, print Table 1 next to the paper's and the residual bone rates, optionally write the PDF and
+like the API does, print Table 1 next to the paper's, the residual bone rates and, on phantoms, the
+truth-referenced table (3D-DLA vs the DSA baseline against the truth), optionally write the PDF and
 the JSON export (e.g. bench/results/evaluation.json for BENCHMARKS.md)."""
 
 from pathlib import Path
@@ -14,6 +15,7 @@ from inference.models import ModelVersion
 
 from ... import reports, services, tasks
 from ...models import Evaluation
+from .reproduce_paper import truth_lines, truth_results
 
 
 class Command(BaseCommand):
@@ -78,6 +80,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Residual bone, {dataset}: DSA {sides['dsa']['text']} vs DLA {sides['dla']['text']}"
             )
+        for line in truth_lines(truth_results(evaluation.summary.get("truth_referenced"))):
+            self.stdout.write(line)
         if pdf:
             pdf.write_bytes(reports.report_pdf(evaluation))
             self.stdout.write(f"PDF report: {pdf}")

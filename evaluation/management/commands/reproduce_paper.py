@@ -20,6 +20,9 @@ Steps (each with a terminal progress bar; wall time of each step in the results)
 4. **Inference** on validation + test (class map, vessel probability, 3D-DLA volumes).
 5. **Evaluation** twice (``manage.py evaluate``): against the approved labels (the paper's reference standard,
    Table 1 + residual bone DSA vs DLA) and against the phantom truth (no ROI); PDF + JSON of both into ``--out``.
+   Both carry the truth-referenced section (issue 14: 3D-DLA and the DSA baseline against the phantom truth over
+   the whole head, by vessel radius and along the centreline, paired DLA - DSA, residual bone against the truth's
+   bone); it is printed next to Table 1 and written to results.json as ``truth_referenced``.
 6. **Label quality**: vessel Dice / precision / recall of the recipe labels against the truth per cohort.
 
 ``--reuse`` keeps studies, approved labels, the trained model and predictions of an earlier run with the same
@@ -64,6 +67,7 @@ from dla.stats.metrics import PAPER_TABLE1, TABLE1_METRICS, format_paper_pct
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from evaluation.models import Evaluation
+from evaluation.services import METHODS, TRUTH_METRIC_LABELS, TRUTH_METRICS
 from inference import services, tasks
 from inference.models import ModelVersion
 from inference.serializers import TrainRequestSerializer
@@ -527,6 +531,7 @@ class Command(BaseCommand):
             "paper_table1": PAPER_TABLE1,
             "residual_bone": ev.summary.get("artifacts"),
             "residual_bone_vs_truth_bone": truth_ev.summary.get("artifacts"),
+            "truth_referenced": truth_results(ev.summary.get("truth_referenced")),
             "label_quality": quality["by_cohort"],
             "label_quality_per_study": quality["per_study"],
             "evaluations": {k: v.pk for k, v in evaluations.items()},
@@ -558,6 +563,8 @@ class Command(BaseCommand):
             w(
                 f"Residual bone, {dataset}: DSA {sides['dsa']['text']} vs DLA {sides['dla']['text']} (paper testing: DSA 23/62 (37%))"
             )
+        for line in truth_lines(r.get("truth_referenced")):
+            w(line)
         for cohort, q in r["label_quality"].items():
             w(
                 f"Recipe label quality, {cohort} (n={q['n']}): vessel Dice {_pct(q.get('vessel_dice'))} "
@@ -566,6 +573,122 @@ class Command(BaseCommand):
                 f"labeled voxels = truth {_pct(q.get('labeled_accuracy'))}"
             )
         w("Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["wall_s"].items()))
+
+
+def _entry(s: dict | None) -> dict | None:
+    return None if s is None else {k: s.get(k) for k in ("mean", "ci_low", "ci_high", "n", "text")}
+
+
+def truth_results(section: dict | None) -> dict:
+    """The truth-referenced section of an evaluation summary, compact for results.json: per dataset the 3D-DLA and
+    DSA-baseline means with 95% CIs, the paired DLA - DSA rows (with p-values), motion-free sensitivity, Dice by
+    vessel radius and the residual bone counts; the per-case rows; or ``{"available": false, "note"}``."""
+    if not section or not section.get("available"):
+        return {"available": False, "note": (section or {}).get("note", "no truth-referenced section")}
+    datasets = {}
+    for d in section["datasets"]:
+        paired = {}
+        for m in TRUTH_METRICS:
+            p = d["paired"][m]
+            paired[m] = (
+                None
+                if p is None
+                else {
+                    **_entry(p),
+                    "t_p": p["tests"]["t_p"],
+                    "wilcoxon_p": p["tests"]["wilcoxon_p"],
+                }
+            )
+        mf = d["motion_free"]
+        datasets[d["dataset"]] = {
+            "n": d["n"],
+            "n_motion": d["n_motion"],
+            **{side: {m: _entry(d["rows"][side][m]) for m in TRUTH_METRICS} for side in METHODS},
+            "dla_minus_dsa": paired,
+            "motion_free": {
+                "n": mf["n"],
+                "dla_sensitivity": _entry(mf["dla_sensitivity"]),
+                "dsa_sensitivity": _entry(mf["dsa_sensitivity"]),
+                "dla_minus_dsa_sensitivity": _entry(mf["paired_sensitivity"]),
+                "wilcoxon_p": (mf["paired_sensitivity"] or {}).get("tests", {}).get("wilcoxon_p"),
+            },
+            "by_radius": [
+                {
+                    "label": b["label"],
+                    "relation": b["relation"],
+                    "n_studies": b["n_studies"],
+                    **{
+                        f"{side}_{m}": _entry(b[side][m])
+                        for side in METHODS
+                        for m in ("dice", "sensitivity", "centreline_sensitivity")
+                    },
+                }
+                for b in d["by_radius"]
+            ],
+            "residual_bone": d["residual_bone"],
+        }
+    return {
+        "available": True,
+        "dsa_baseline": section["dsa_baseline"],
+        "residual_bone_rule": section["residual_bone_rule"],
+        "voxel_mm": section["voxel_mm"],
+        "notes": section.get("notes", []),
+        "datasets": datasets,
+        "cases": section["cases"],
+    }
+
+
+def truth_lines(truth: dict | None) -> list[str]:
+    """The printed truth-referenced table (next to Table 1) from ``truth_results``."""
+    if not truth:
+        return []
+    if not truth.get("available"):
+        return [f"Against the phantom truth: {truth.get('note', 'not available')}"]
+    out = [
+        "Against the exact phantom truth, whole head (mean [95% CI] over patients; paired: DLA - DSA in "
+        "percentage points, Wilcoxon p)",
+        f"  {truth['dsa_baseline']}",
+    ]
+    groups = (TRUTH_METRICS[:4], TRUTH_METRICS[4:])
+    for dataset, d in truth["datasets"].items():
+        for metrics in groups:
+            out.append(f"{'':<16}{'':<22}" + "".join(f"{TRUTH_METRIC_LABELS[m]:<31}" for m in metrics))
+            for side, label in (*METHODS.items(), ("paired", "DLA - DSA")):
+                cells = []
+                for m in metrics:
+                    e = d["dla_minus_dsa"][m] if side == "paired" else d[side][m]
+                    text = (e or {}).get("text") or "n/a"
+                    if side == "paired" and e and e.get("wilcoxon_p") is not None:
+                        text += f" p={e['wilcoxon_p']:.2g}"
+                    cells.append(f"{text:<31}")
+                out.append(f"{dataset + ' (n=' + str(d['n']) + ')':<16}{label:<22}" + "".join(cells))
+        mf = d["motion_free"]
+        out.append(
+            f"  {dataset}, motion-free (n={mf['n']}): sensitivity 3D-DLA {(mf['dla_sensitivity'] or {}).get('text', 'n/a')}"
+            f" vs DSA {(mf['dsa_sensitivity'] or {}).get('text', 'n/a')}, paired "
+            f"{(mf['dla_minus_dsa_sensitivity'] or {}).get('text', 'n/a')}"
+        )
+        out.append(
+            f"  {dataset}, Dice by vessel radius (DLA vs DSA): "
+            + "; ".join(
+                f"{b['label']} ({b['relation']}, n={b['n_studies']}): "
+                f"{_short(b['dla_dice'])} vs {_short(b['dsa_dice'])}"
+                for b in d["by_radius"]
+            )
+        )
+        rb = d["residual_bone"]
+        out.append(
+            f"  {dataset}, residual bone vs the truth's bone: DSA {rb['dsa']['text']} (motion "
+            f"{rb['dsa']['motion']['text']}, no motion {rb['dsa']['still']['text']}) vs DLA {rb['dla']['text']} "
+            f"(motion {rb['dla']['motion']['text']}, no motion {rb['dla']['still']['text']})"
+        )
+    out.append(f"  {truth['residual_bone_rule']}")
+    out += [f"  note: {n}" for n in truth.get("notes", [])]
+    return out
+
+
+def _short(e: dict | None) -> str:
+    return "n/a" if not e or e.get("mean") is None else f"{100 * e['mean']:.1f}%"
 
 
 _OPTION_KEYS = (
