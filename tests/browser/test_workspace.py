@@ -124,9 +124,12 @@ def test_annotator_labels_a_phantom_end_to_end(
     # set 400 HU in the number box and apply the recipe on the whole volume (real worker, progress bar)
     page.fill("#threshold-number", "400")
     page.press("#threshold-number", "Enter")
-    page.fill("#min-component", "20")
-    page.click("#threshold-apply")
+    assert page.input_value("#min-component") == "20", "the default floor is physical: 20 mm^3"
+    page.click("#threshold-apply")  # with the default floor
     page.wait_for_selector("#recipe-progress .run[data-state=succeeded]", timeout=60000)
+    report = page.locator("[data-testid=recipe-report]").inner_text()
+    assert report.startswith("Kept ") and "vessel voxels" in report, report
+    assert page.locator("#recipe-progress .flash.warning").count() == 0, "no class came out empty"
     revision = _wait_revision_above(page, revision)
     draft, labels = _draft_labels(study)
     assert (labels == VESSEL).sum() > 50, "the recipe must find the phantom's vessels"

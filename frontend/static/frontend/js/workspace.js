@@ -492,7 +492,7 @@ $("threshold-apply").addEventListener("click", async () => {
   beginAction();
   const params = { vessel_threshold_hu: ws.threshold };
   const minComp = Number($("min-component").value);
-  if (Number.isFinite(minComp) && $("min-component").value !== "") params.min_vessel_component_voxels = minComp;
+  if (Number.isFinite(minComp) && $("min-component").value !== "") params.min_vessel_component_mm3 = minComp;
   const box = $("recipe-progress");
   $("threshold-apply").disabled = true;
   try {
@@ -509,7 +509,15 @@ $("threshold-apply").addEventListener("click", async () => {
       previewBox.checked = false;
       allViews().forEach((v) => { v.preview = null; });
       setDraft(await api(`/api/drafts/${ws.draft.id}/`));
-      setStatus(`Recipe applied at ${ws.threshold} HU.`, "success");
+      const warnings = run.result?.warnings || [];
+      const summary = run.result?.report?.summary || "";
+      if (warnings.length) {  // never a plain success when a class came out empty
+        setStatus(`Recipe applied at ${ws.threshold} HU with ${warnings.length} warning(s): see below.`, "warning");
+        box.append(el("div", { class: "flash warning", role: "alert" }, ...warnings.map((w) => el("div", {}, w))));
+      } else {
+        setStatus(`Recipe applied at ${ws.threshold} HU.`, "success");
+      }
+      if (summary) box.append(el("p", { class: "muted small", "data-testid": "recipe-report" }, summary));
     } else {
       setStatus(`Recipe ${run.state}: ${plainError(run.error || run.message)}`, "error");
     }
