@@ -163,6 +163,17 @@ def _start(run_id: int, celery_id: str) -> TaskRun | None:
         return run
 
 
+def _done_message(result: dict) -> str:
+    """The final message of a succeeded run: its warnings when it has any (never a plain "done" then), else the
+    summary it reports (e.g. what the recipe kept), else "done"."""
+    warnings = result.get("warnings") or []
+    if warnings:
+        return f"done, {len(warnings)} warning(s): {' '.join(map(str, warnings))}"[:500]
+    report = result.get("report")
+    summary = report.get("summary") if isinstance(report, dict) else None
+    return f"done: {summary}"[:500] if summary else "done"
+
+
 class _Heartbeat:
     """A daemon thread that stamps ``heartbeat_at`` of a running run every TASK_HEARTBEAT_S while the body runs,
     so a long step without progress calls still shows the run alive (its own database connection)."""
@@ -405,7 +416,7 @@ def dla_task(*, kind: str, queue: str = "default", max_retries: int = 3):
                     TaskRun.State.SUCCEEDED,
                     celery_id=run.celery_id,
                     result=result or {},
-                    message="done",
+                    message=_done_message(result or {}),
                 )
 
         task.execute = execute

@@ -241,6 +241,7 @@ def test_recipe_runs_as_a_task_and_samples_follow_the_paper(celery_worker, clien
     assert all(counts[str(c)] > 0 for c in (VESSEL, BONE, SOFT_TISSUE))
     report = run.result["report"]
     assert run.result["warnings"] == [] and report["vessel"]["voxels"] == counts[str(VESSEL)]
+    assert run.message == f"done: {report['summary']}"[:500], "the run says what the recipe kept"
     assert report["vessel"]["mm3"] == pytest.approx(counts[str(VESSEL)] * 1.5**3)
     assert report["vessel"]["floor_voxels"] == 9 and report["vessel"]["components_kept"] >= 1
     assert report["classes"][str(BONE)]["voxels"] == counts[str(BONE)]
@@ -249,6 +250,7 @@ def test_recipe_runs_as_a_task_and_samples_follow_the_paper(celery_worker, clien
     assert run.state == "succeeded", run.error
     assert run.result["warnings"] and run.result["warnings"][0].startswith("No vessel voxels")
     assert "50,000 mm^3" in run.result["warnings"][0]
+    assert run.message.startswith("done, 1 warning(s): No vessel voxels"), "never a plain success"
     assert client.post(f"/api/drafts/{draft['id']}/undo/").status_code == 200
     version = client.post(f"/api/drafts/{draft['id']}/commit/", {"message": "recipe"}, format="json").json()
     assert version["recipe"]["vessel_threshold_hu"] == 400
