@@ -530,8 +530,27 @@ def submit_for_review(version: LabelVersion) -> LabelVersion:
 
 
 def review(version: LabelVersion, user, status: str, comment: str) -> LabelVersion:
+    """Approve or reject ``version`` (under its row lock). A decision stands: an approved or rejected version is
+    not reviewed again (commit a new version instead), except that an approval may be withdrawn by a rejection
+    with a comment (an approved version found wrong must stop feeding training)."""
     if status == LabelVersion.Review.REJECTED and not comment.strip():
         raise LabelRuleError("a rejection needs a comment telling the annotator what to fix")
+    with transaction.atomic():
+        current = LabelVersion.objects.select_for_update().get(pk=version.pk)
+        decided = current.review_status in (LabelVersion.Review.APPROVED, LabelVersion.Review.REJECTED)
+        withdrawal = (
+            current.review_status == LabelVersion.Review.APPROVED and status == LabelVersion.Review.REJECTED
+        )
+        if decided and not withdrawal:
+            who = f" by {current.reviewed_by.username}" if current.reviewed_by else ""
+            raise LabelRuleError(
+                f"v{current.number} was already {current.review_status}{who}; "
+                "it cannot be reviewed again (commit a new version, or reject an approved one with a comment)"
+            )
+        return _record_review(current, user, status, comment)
+
+
+def _record_review(version: LabelVersion, user, status: str, comment: str) -> LabelVersion:
     version.review_status = status
     version.review_comment = comment.strip()
     version.reviewed_by = user

@@ -148,6 +148,18 @@ def test_refused_commits_and_reviews(client_for, phantom_study, users):
         f"/api/label-versions/{version['id']}/review/", {"status": "approved"}, format="json"
     ).json()
     assert ok["review_status"] == "approved" and ok["reviewed_by"] == "admin"
+    again = admin.post(f"/api/label-versions/{version['id']}/review/", {"status": "approved"}, format="json")
+    assert again.status_code == 400 and "was already approved by admin" in again.json()["detail"]
+    withdrawn = admin.post(
+        f"/api/label-versions/{version['id']}/review/",
+        {"status": "rejected", "comment": "vessel tree cut at the siphon"},
+        format="json",
+    )
+    assert withdrawn.status_code == 200 and withdrawn.json()["review_status"] == "rejected"
+    reapprove = admin.post(
+        f"/api/label-versions/{version['id']}/review/", {"status": "approved"}, format="json"
+    )
+    assert reapprove.status_code == 400 and "was already rejected" in reapprove.json()["detail"]
     assert LabelVersion.objects.get(pk=version["id"]).message == "v1"
 
 
