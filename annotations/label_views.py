@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.http import FileResponse, HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from dla.labeling.samples import save_samples_npz, training_samples
 from dla_web.api import Conflict
 from dla_web.audit import record
+from dla_web.params import id_param
 from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
@@ -57,6 +58,9 @@ def _expected_revision(request) -> int | None:
     return body.validated_data.get("revision")
 
 
+@extend_schema_view(
+    list=extend_schema(parameters=[OpenApiParameter("study", int, description="only this study's")])
+)
 class DraftViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
@@ -69,9 +73,9 @@ class DraftViewSet(
 
     def get_queryset(self):
         drafts = Draft.objects.select_related("user", "base_version", "study").order_by("-updated_at", "-id")
-        study = self.request.query_params.get("study")
-        if study:
-            drafts = drafts.filter(study_id=study)
+        study_id = id_param(self.request, "study")
+        if study_id is not None:
+            drafts = drafts.filter(study_id=study_id)
         if self.request.query_params.get("mine", "1") in ("1", "true") and self.action == "list":
             drafts = drafts.filter(user=self.request.user)
         return drafts
@@ -175,6 +179,9 @@ class DraftViewSet(
         return Response(LabelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    list=extend_schema(parameters=[OpenApiParameter("study", int, description="only this study's")])
+)
 class LabelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     """Immutable label versions with their history (filter ``study``), diff, revert, review and samples."""
 
@@ -183,8 +190,9 @@ class LabelVersionViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         versions = LabelVersion.objects.select_related("author", "reviewed_by", "parent", "study")
-        if self.request.query_params.get("study"):
-            versions = versions.filter(study_id=self.request.query_params["study"])
+        study_id = id_param(self.request, "study")
+        if study_id is not None:
+            versions = versions.filter(study_id=study_id)
         if self.request.query_params.get("review_status"):
             versions = versions.filter(review_status=self.request.query_params["review_status"])
         return versions

@@ -10,13 +10,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadhandler import FileUploadHandler
 from django.db.models import OuterRef, Prefetch, Q, Subquery
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from dla_web.audit import record
+from dla_web.params import id_param
 from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
@@ -165,6 +166,9 @@ class StudyViewSet(
         return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema_view(
+    list=extend_schema(parameters=[OpenApiParameter("study", int, description="only this study's")])
+)
 class VolumeViewSet(viewsets.ReadOnlyModelViewSet):
     """Volumes' metadata (geometry, HU range, checksum) and downloads as NIfTI or a DICOM series (zip)."""
 
@@ -173,8 +177,9 @@ class VolumeViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         volumes = Volume.objects.select_related("study")
-        if self.request.query_params.get("study"):
-            volumes = volumes.filter(study_id=self.request.query_params["study"])
+        study_id = id_param(self.request, "study")
+        if study_id is not None:
+            volumes = volumes.filter(study_id=study_id)
         if self.request.query_params.get("role"):
             volumes = volumes.filter(role=self.request.query_params["role"])
         return volumes

@@ -7,10 +7,19 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.mark.parametrize("value", ["abc", "1" * 30, "-3", "0", "１２"])
-def test_id_filters_that_are_not_ids_are_400s(client_for, value):
-    response = client_for("admin").get("/api/evaluations/", {"model_version": value})
+@pytest.mark.parametrize(
+    "path, name",
+    [
+        ("/api/evaluations/", "model_version"),
+        ("/api/volumes/", "study"),
+        ("/api/label-versions/", "study"),
+        ("/api/drafts/", "study"),
+    ],
+)
+def test_id_filters_that_are_not_ids_are_400s(client_for, value, path, name):
+    response = client_for("admin").get(path, {name: value})
     assert response.status_code == 400, response.content
-    assert "model_version must be a positive integer id" in response.json()["detail"]
+    assert f"{name} must be a positive integer id" in response.json()["detail"]
 
 
 def test_an_id_filter_still_filters(client_for):
