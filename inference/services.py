@@ -374,8 +374,11 @@ def run_training(
     user_id: int | None = None,
 ) -> dict:
     """Train on the approved labels of ``train_cohort`` (validation monitored on ``validation_cohort``) and
-    register the resulting ModelVersion. Idempotent: a rerun of a run that registered its model returns it;
-    a rerun of an interrupted run resumes from its checkpoint."""
+    register the resulting ModelVersion: the weights of the best validation iteration (``dla.model.train`` keeps
+    them unless the train config says ``keep_weights="last"``); the summary (task result and the model's
+    metrics) gives the kept and the last iteration with their validation errors and any divergence warning.
+    Idempotent: a rerun of a run that registered its model returns it; a rerun of an interrupted run resumes
+    from its checkpoint."""
     done = ModelVersion.objects.filter(training_run_id=ctx.run_id).first()
     if done is not None:
         return {"model_version_id": done.pk, "name": done.name, **done.metrics.get("summary", {})}
@@ -465,12 +468,23 @@ def run_training(
         "stopped_reason": result.stopped_reason,
         "best_val_error": result.best_val_error,
         "best_iteration": result.best_iteration,
+        # the registered weights: those of the best validation unless keep_weights="last" (dla.model.train)
+        "kept_weights": result.kept_weights,
+        "kept_iteration": result.kept_iteration,
+        "kept_val_error": result.kept_val_error,
+        "last_iteration": result.iterations,
+        "last_val_error": result.last_val_error,
+        "validation_warning": result.validation_warning,
         "elapsed_s": result.elapsed_s,
         "voxels_per_s": result.voxels_per_s,
         "device": device,
         "processes": processes,
     }
     final = {k: v for k, v in result.final_metrics.items() if isinstance(v, int | float)}
+    kept = next((h for h in result.history if h.get("iteration") == result.kept_iteration), None)
+    kept = {k: v for k, v in (kept or final).items() if isinstance(v, int | float)}
+    if result.validation_warning:
+        ctx.log(result.validation_warning)
     tmp_dir = Path(tempfile.mkdtemp(prefix="weights-", dir=settings.VAR_DIR))
     try:
         local = tmp_dir / "weights.pt"
@@ -485,6 +499,7 @@ def run_training(
             metrics={
                 "summary": summary,
                 "final": final,
+                "kept": kept,
                 "history": result.history,
                 "train_curve": record.train_curve,
                 "train_studies": record.train_studies,
@@ -497,8 +512,9 @@ def run_training(
         shutil.rmtree(tmp_dir, ignore_errors=True)
     ckpt.unlink(missing_ok=True)
     ctx.log(
-        f"registered model #{version.pk} {version.name}: {result.iterations} iterations "
-        f"({result.stopped_reason}), validation error {final.get('val_error', float('nan')):.4f}"
+        f"registered model #{version.pk} {version.name}: weights of iteration {result.kept_iteration} "
+        f"({result.kept_weights} validation, error {result.kept_val_error:.4f}); {result.iterations} iterations "
+        f"({result.stopped_reason}), last validation error {result.last_val_error:.4f}"
     )
     return {"model_version_id": version.pk, "name": version.name, **summary}
 

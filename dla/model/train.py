@@ -16,6 +16,15 @@ An "epoch" is one pass worth of labelled training voxels (``epoch_voxels``, defa
 ``train`` supports checkpoint/resume (atomic), cancellation, divergence detection and torch.distributed
 (DistributedDataParallel, gloo on CPU) when a process group is initialised; ``dla.model.ddp`` launches the
 processes.
+
+**Kept weights.** ``train`` keeps a copy of the weights at the best validation (lowest balanced validation
+error, improving by at least ``early_stopping_min_delta``; the weights after the last iteration are validated at
+the end and compete too) and, with ``keep_weights="best"`` (default), leaves the model holding them: a run
+whose validation got worse after its best keeps the best, not the last. The copy travels in the checkpoint, so
+a resumed run keeps the same best. The final checkpoint's ``model_state`` is the kept weights; when those are
+not the last iteration's, ``resume_model_state`` holds the last ones, from which a resume continues. ``TrainResult``
+says which iteration was kept and both validation errors, and warns when validation diverged (the last error well
+above the best).
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ class TrainConfig:
     ``dense_slabs_per_batch`` slabs of ``dense_output_px``^2 output voxels instead.
     ``val_every``: iterations between validations; ``early_stopping_patience``: validations without an
     improvement of at least ``early_stopping_min_delta`` in balanced validation error before stopping.
+    ``keep_weights``: which weights the model holds when ``train`` returns ("best" validation or "last").
     """
 
     preset: str = "cpu"
@@ -93,8 +103,11 @@ class TrainConfig:
     early_stopping_min_delta: float = 1e-4
     seed: int = 0
     amp: bool = True  # autocast bf16/fp16 only on CUDA; ignored on CPU
+    keep_weights: str = "best"  # "best": the weights of the best validation; "last": of the last iteration
 
     def __post_init__(self) -> None:
+        if self.keep_weights not in ("best", "last"):
+            raise InvalidTrainConfigError(f"keep_weights must be 'best' or 'last', got {self.keep_weights!r}")
         self.lr_values = tuple(float(v) for v in self.lr_values)
         self.lr_boundaries_epochs = tuple(float(v) for v in self.lr_boundaries_epochs)
         if self.mode not in ("dense", "patch"):
@@ -251,8 +264,18 @@ def balanced_dense_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[tor
     return (ce * w).sum(), n_valid
 
 
+DIVERGENCE_RATIO = 1.5
+"""Validation is reported as diverged when the last validation error exceeds the best by this factor (and by
+more than 0.02 absolute)."""
+
+
 @dataclass
 class TrainResult:
+    """What ``train`` did. final_metrics: the last iteration's metrics (its validation included); best_*: the
+    best validation; kept_*: the weights the model holds ("best" or "last", their iteration and validation error);
+    last_val_error: validation error of the last iteration's weights; validation_warning: a sentence when
+    validation diverged after its best, else ""."""
+
     iterations: int
     stopped_reason: str  # "max_iterations" | "early_stopping"
     best_val_error: float
@@ -261,6 +284,11 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one entry per validation
     elapsed_s: float = 0.0
     voxels_per_s: float = 0.0  # labelled training voxels per second (all ranks)
+    kept_weights: str = "last"
+    kept_iteration: int = 0
+    kept_val_error: float = math.nan
+    last_val_error: float = math.nan
+    validation_warning: str = ""
 
 
 def _dist_info() -> tuple[int, int]:
@@ -314,8 +342,18 @@ def _gather_objects(obj):
 
 
 def _save_checkpoint(
-    path, model, optimizer, state: dict, config: TrainConfig, rng: np.random.Generator
+    path,
+    model,
+    optimizer,
+    state: dict,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    best_state=None,
+    resume_state=None,
 ) -> None:
+    """Write a checkpoint (rank 0; every rank takes part in gathering the RNG states). ``model_state``: the
+    model's weights; ``resume_state``: the weights to continue training from when the model holds others (the
+    kept best weights at the end of a run), else None; ``best_state``: the best validation's weights."""
     rank, _ = _dist_info()
     rng_states = _gather_objects({"numpy": _rng_state(rng), "torch": torch.get_rng_state()})
     if rank != 0:
@@ -331,6 +369,8 @@ def _save_checkpoint(
             "optimizer_state": optimizer.state_dict(),
             "state": state,
             "rng_states": rng_states,
+            "best_model_state": best_state,
+            "resume_model_state": resume_state,
         },
         path,
     )
@@ -362,7 +402,9 @@ def train(
     ``on_progress(iteration, metrics)`` after every iteration (metrics: iteration, epoch, lr, loss,
     voxels_per_s, plus validation metrics on validation iterations). Checkpoints every ``checkpoint_every``
     iterations, at the end and on cancel (rank 0 writes). With ``resume`` and an existing checkpoint,
-    training continues from it bit-identically on CPU. Final weights are those of the last iteration.
+    training continues from it bit-identically on CPU. On return the model holds the weights of the best
+    validation (``config.keep_weights="best"``, the default) or of the last iteration ("last"); see the module
+    docstring and ``TrainResult``.
     """
     device = torch.device(device)
     rank, world = _dist_info()
@@ -383,6 +425,7 @@ def train(
         "history": [],
         "last_checkpoint_iteration": 0,
     }
+    best_state: dict | None = None  # CPU copy of the weights at the best validation
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt is not None and resume and ckpt.exists():
         blob = load_checkpoint(ckpt)
@@ -390,12 +433,14 @@ def train(
             raise IncompatibleWeightsError(
                 f"checkpoint {ckpt} is for {blob['fingerprint']}, model is {config_fingerprint(net.config)}"
             )
-        load_state_checked(net, blob["model_state"], source=f"checkpoint {ckpt}")
+        weights = blob.get("resume_model_state") or blob["model_state"]
+        load_state_checked(net, weights, source=f"checkpoint {ckpt}")
         optimizer.load_state_dict(blob["optimizer_state"])
         state = blob["state"]
         rs = blob["rng_states"][rank] if rank < len(blob["rng_states"]) else blob["rng_states"][0]
         rng.bit_generator.state = rs["numpy"]
         torch.set_rng_state(rs["torch"])
+        best_state = blob.get("best_model_state")
     train_model = model
     if distributed and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
         train_model = torch.nn.parallel.DistributedDataParallel(net, device_ids=None)
@@ -408,7 +453,7 @@ def train(
     def save():
         if ckpt is not None:
             state["last_checkpoint_iteration"] = state["iteration"]
-            _save_checkpoint(ckpt, train_model, optimizer, state, config, rng)
+            _save_checkpoint(ckpt, train_model, optimizer, state, config, rng, best_state)
 
     def any_rank(flag: bool) -> bool:
         if not distributed:
@@ -482,6 +527,7 @@ def train(
                 state["best_val_error"] = metrics["val_error"]
                 state["best_iteration"] = it
                 state["bad_validations"] = 0
+                best_state = _cpu_copy(net)
             else:
                 state["bad_validations"] += 1
                 if state["bad_validations"] >= config.early_stopping_patience:
@@ -493,21 +539,62 @@ def train(
             save()
         if stop:
             break
-    if ckpt is not None and state["last_checkpoint_iteration"] != state["iteration"]:
-        save()
     if "val_error" not in metrics:
         metrics = {**metrics, **evaluate(net, val_data, val_vox, val_cls, device=device)}
+        # the last iteration's weights were not validated in the loop: they compete for the best here
+        if metrics["val_error"] < state["best_val_error"] - config.early_stopping_min_delta:
+            state["best_val_error"] = metrics["val_error"]
+            state["best_iteration"] = state["iteration"]
+            best_state = _cpu_copy(net)
+    last_error = float(metrics["val_error"])
     elapsed = time.perf_counter() - t_start
     best = state["best_val_error"]
+    best_iteration = state["best_iteration"]
     if not math.isfinite(best):
-        best = metrics["val_error"]
+        best, best_iteration = last_error, state["iteration"]
+    kept, kept_iteration, kept_error = "last", state["iteration"], last_error
+    last_state = None  # the last iteration's weights, when the model is given others: resume from these
+    if config.keep_weights == "best" and best_iteration != state["iteration"] and best_state is not None:
+        last_state = _cpu_copy(net)
+        net.load_state_dict({k: v.to(next(net.parameters()).device) for k, v in best_state.items()})
+        kept, kept_iteration, kept_error = "best", best_iteration, best
+    elif best_iteration == state["iteration"]:
+        kept = "best"
+    if ckpt is not None and (
+        last_state is not None or state["last_checkpoint_iteration"] != state["iteration"]
+    ):
+        # the final checkpoint's model_state is the kept weights; a resume continues from the last ones
+        state["last_checkpoint_iteration"] = state["iteration"]
+        _save_checkpoint(
+            ckpt, train_model, optimizer, state, config, rng, best_state, resume_state=last_state
+        )
+    warning = ""
+    if last_error > DIVERGENCE_RATIO * best and last_error - best > 0.02:
+        warning = (
+            f"validation diverged: the error rose from {best:.4f} at iteration {best_iteration} to "
+            f"{last_error:.4f} at iteration {state['iteration']}; "
+            + (
+                f"the weights of iteration {kept_iteration} are kept"
+                if kept == "best"
+                else "the last iteration's weights are kept (keep_weights='last')"
+            )
+        )
     return TrainResult(
         iterations=state["iteration"],
         stopped_reason=stopped_reason,
         best_val_error=best,
-        best_iteration=state["best_iteration"],
+        best_iteration=best_iteration,
         final_metrics=metrics,
         history=list(state["history"]),
         elapsed_s=elapsed,
         voxels_per_s=voxels_this_run / max(elapsed, 1e-9),
+        kept_weights=kept,
+        kept_iteration=kept_iteration,
+        kept_val_error=kept_error,
+        last_val_error=last_error,
+        validation_warning=warning,
     )
+
+
+def _cpu_copy(net: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}

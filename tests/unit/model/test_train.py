@@ -1,5 +1,5 @@
 """Tests for dla.model.train: data checks, schedule, balanced losses, overfitting, reproducibility,
-checkpoint/resume, divergence, cancellation and early stopping. The 2-process DDP runs (subprocesses) are in
+checkpoint/resume, divergence, cancellation, early stopping, and the weights kept (best validation or last). The 2-process DDP runs (subprocesses) are in
 tests/integration/test_ddp.py and reuse the phantoms and configuration helpers defined here."""
 
 import math
@@ -13,6 +13,7 @@ from dla.classes import BONE, SOFT_TISSUE, UNLABELED, VESSEL
 from dla.model.dense import predict_volume
 from dla.model.network import build_model
 from dla.model.train import (
+    InvalidTrainConfigError,
     TrainConfig,
     TrainingCancelled,
     TrainingData,
@@ -240,3 +241,121 @@ def test_early_stopping_on_plateau():
     # first validation sets the best; no later one can improve by 1.0 -> stop at the 3rd validation
     assert result.stopped_reason == "early_stopping" and result.iterations == 6
     assert result.best_iteration == 2 and math.isfinite(result.best_val_error)
+
+
+# ------------------------------------------------------------------------------------------------ kept weights
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def equal_to(model, snap):
+    state = model.state_dict()
+    return state.keys() == snap.keys() and all(torch.equal(state[k], snap[k]) for k in state)
+
+
+def sabotaged_run(keep_weights="best", *, at=21, max_iterations=30, **kw):
+    """Train 30 iterations (validation every 10); right after iteration ``at`` the weights are wrecked (all zero:
+    a constant prediction, like a run whose validation collapsed), so the last validation is the worst.
+    Returns (model, result, {iteration: weights after it})."""
+    data, val = TrainingData(TRAIN_PAIRS[:2]), TrainingData(VAL_PAIRS, name="validation")
+    model = fresh_model(0)
+    snaps = {}
+
+    def on_progress(it, metrics):
+        if it == at:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.zero_()
+        snaps[it] = snapshot(model)
+
+    cfg = small_config(
+        mode="dense",
+        max_iterations=max_iterations,
+        val_every=10,
+        lr_values=(0.05,),
+        keep_weights=keep_weights,
+    )
+    result = train(model, data, val, cfg, on_progress=on_progress, **kw)
+    return model, result, snaps
+
+
+def test_best_validation_weights_are_kept_when_validation_gets_worse(tmp_path):
+    ckpt = tmp_path / "end.ckpt"
+    model, result, snaps = sabotaged_run(checkpoint_path=ckpt, checkpoint_every=1000)
+    errors = {h["iteration"]: h["val_error"] for h in result.history}
+    assert sorted(errors) == [10, 20, 30]
+    best_it = min(errors, key=errors.get)
+    assert best_it in (10, 20) and errors[30] > errors[best_it]
+    assert result.best_iteration == best_it and result.best_val_error == errors[best_it]
+    assert result.kept_weights == "best" and result.kept_iteration == best_it
+    assert result.kept_val_error == errors[best_it] and result.last_val_error == errors[30]
+    assert equal_to(model, snaps[best_it]) and not equal_to(model, snaps[30])
+    assert result.final_metrics["val_error"] == errors[30]  # the last iteration's numbers are still reported
+    assert "validation diverged" in result.validation_warning
+    assert f"weights of iteration {best_it} are kept" in result.validation_warning
+    # the final checkpoint: the kept weights, and the last ones to resume from
+    blob = load_checkpoint(ckpt)
+    assert all(torch.equal(blob["model_state"][k], v) for k, v in snaps[best_it].items())
+    assert all(torch.equal(blob["resume_model_state"][k], v) for k, v in snaps[30].items())
+    assert all(torch.equal(blob["best_model_state"][k], v) for k, v in snaps[best_it].items())
+
+
+def test_keep_last_weights_on_request():
+    model, result, snaps = sabotaged_run("last")
+    assert result.kept_weights == "last" and result.kept_iteration == 30
+    assert equal_to(model, snaps[30]) and result.kept_val_error == result.last_val_error
+    assert "keep_weights='last'" in result.validation_warning
+    with pytest.raises(InvalidTrainConfigError, match="keep_weights"):
+        small_config(keep_weights="newest")
+
+
+def test_resumed_run_keeps_the_best_of_before_the_interruption(tmp_path):
+    ckpt = tmp_path / "best.ckpt"
+    count = []
+
+    def cancel_after_25():
+        return len(count) >= 25
+
+    data, val = TrainingData(TRAIN_PAIRS[:2]), TrainingData(VAL_PAIRS, name="validation")
+    model = fresh_model(0)
+    snaps = {}
+
+    def on_progress(it, metrics):
+        count.append(it)
+        if it == 21:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.zero_()
+        snaps[it] = snapshot(model)
+
+    cfg = small_config(mode="dense", max_iterations=30, val_every=10, lr_values=(0.05,))
+    with pytest.raises(TrainingCancelled):
+        train(
+            model,
+            data,
+            val,
+            cfg,
+            on_progress=on_progress,
+            should_cancel=cancel_after_25,
+            checkpoint_path=ckpt,
+        )
+    assert load_checkpoint(ckpt)["state"]["iteration"] == 25
+    assert load_checkpoint(ckpt)["best_model_state"] is not None
+    resumed = fresh_model(7)
+    result = train(resumed, data, val, cfg, checkpoint_path=ckpt)
+    assert result.iterations == 30 and result.kept_weights == "best" and result.kept_iteration in (10, 20)
+    assert equal_to(resumed, snaps[result.kept_iteration])
+
+
+def test_last_weights_validated_at_the_end_compete_for_the_best():
+    data, val = TrainingData(TRAIN_PAIRS[:2]), TrainingData(VAL_PAIRS, name="validation")
+    model = fresh_model(0)
+    result = train(model, data, val, small_config(max_iterations=8, val_every=100))
+    assert result.history == [] and result.best_iteration == 8 and result.kept_iteration == 8
+    assert (
+        result.kept_weights == "best"
+        and result.kept_val_error == result.last_val_error == result.best_val_error
+    )
+    assert result.validation_warning == ""

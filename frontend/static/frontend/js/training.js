@@ -1,6 +1,7 @@
 // Training page: launch form -> POST /api/training-runs/; the selected run is polled every second while it is
-// active (progress bar with ETA, plotly curves of training loss and per-class validation error, log tail,
-// cancel). Plotly is loaded by a classic <script> served from the installed python package (window.Plotly).
+// active (progress bar with ETA, plotly curves of training loss and per-class validation error with the best
+// validation marked, log tail, cancel). A finished run shows both the registered (best validation) weights and
+// the last iteration with their validation errors, and the warning when validation diverged. Plotly is loaded by a classic <script> served from the installed python package (window.Plotly).
 import { api, el, showError } from "./api.js";
 import { CLASS_COLORS, CLASS_IDS, CLASS_LABELS, LABELED_CLASSES } from "./classes.js";
 import { plainError } from "./taskruns.js";
@@ -42,7 +43,7 @@ function fmtSeconds(s) {
 
 function drawCurves(detail) {
   if (!Plotly) return;
-  const key = `${detail.id}:${detail.train_curve.length}:${detail.val_curve.length}:${detail.iteration}`;
+  const key = `${detail.id}:${detail.train_curve.length}:${detail.val_curve.length}:${detail.iteration}:${detail.run.state}`;
   if (key === lastCurveKey) return;
   lastCurveKey = key;
   const train = detail.train_curve;
@@ -57,9 +58,63 @@ function drawCurves(detail) {
   }));
   traces.push({ x: val.map((p) => p.iteration), y: val.map((p) => p.val_error), type: "scatter",
                 mode: "lines", name: "mean", line: { color: "#d29922", dash: "dot", width: 2 } });
+  const kept = keptWeights(detail);
+  if (kept && kept.iteration !== null && kept.error !== null) {
+    traces.push({ x: [kept.iteration], y: [kept.error], type: "scatter", mode: "markers",
+                  name: kept.final ? "registered weights" : "best so far",
+                  marker: { symbol: "star", size: 14, color: "#f0f6fc", line: { color: "#d29922", width: 1 } },
+                  hovertemplate: `${kept.final ? "registered" : "best so far"}: iteration %{x}, mean error %{y:.4f}<extra></extra>` });
+  }
   const layout = baseLayout("Validation error per class", "error (1 - accuracy)", false);
   layout.yaxis.rangemode = "tozero";
   Plotly.react("val-chart", traces, layout, plotConfig);
+}
+
+// The weights a run keeps: from the finished run's result (kept vs last iteration), else the best validation so
+// far on the curve (lowest mean error; the trainer also asks for a minimum improvement).
+function keptWeights(detail) {
+  const result = detail.run && detail.run.result;
+  if (result && result.kept_iteration !== undefined) {
+    return { final: true, iteration: result.kept_iteration, error: result.kept_val_error, kind: result.kept_weights,
+             last: result.last_iteration, lastError: result.last_val_error, warning: result.validation_warning || "" };
+  }
+  const val = (detail.val_curve || []).filter((p) => p.val_error !== null && p.val_error !== undefined);
+  if (!val.length) return null;
+  const best = val.reduce((a, b) => (b.val_error < a.val_error ? b : a));
+  const last = val[val.length - 1];
+  return { final: false, iteration: best.iteration, error: best.val_error, last: last.iteration, lastError: last.val_error, warning: "" };
+}
+
+function fmtError(e) {
+  return e === null || e === undefined || !isFinite(e) ? "n/a" : e.toFixed(4);
+}
+
+function showWeights(detail) {
+  const box = document.getElementById("run-weights") || (() => {
+    const p = el("p", { id: "run-weights", class: "small" });
+    document.getElementById("run-message").after(p);
+    return p;
+  })();
+  const kept = keptWeights(detail);
+  if (!kept) { box.replaceChildren(); box.hidden = true; return; }
+  box.hidden = false;
+  const lines = [];
+  if (kept.final) {
+    const what = kept.kind === "best" ? "best validation" : "last iteration (keep_weights = last)";
+    lines.push(el("span", { dataset: { kept: kept.iteration } },
+      `Registered weights: iteration ${kept.iteration} (${what}), validation error ${fmtError(kept.error)}`));
+    lines.push(el("br"), el("span", { class: "muted", dataset: { last: kept.last } },
+      `Last iteration: ${kept.last}, validation error ${fmtError(kept.lastError)}`));
+    if (kept.warning) lines.push(el("br"), el("span", { class: "error-text", role: "alert" }, `Warning: ${kept.warning}`));
+  } else if (ACTIVE.has(detail.run.state)) {
+    lines.push(el("span", { class: "muted", dataset: { best: kept.iteration } },
+      `Best validation so far: iteration ${kept.iteration}, error ${fmtError(kept.error)}; latest: iteration ${kept.last}, error ${fmtError(kept.lastError)}. The best validation's weights are the ones registered at the end.`));
+  } else {
+    lines.push(el("span", { class: "muted", dataset: { best: kept.iteration } },
+      `Best validation: iteration ${kept.iteration}, error ${fmtError(kept.error)}; last validated: iteration ${kept.last}, error ${fmtError(kept.lastError)}.` +
+      (detail.model_version ? " This run predates keeping the best weights: the last iteration's weights were registered." : "")));
+  }
+  box.replaceChildren(...lines);
 }
 
 function showRun(detail) {
@@ -93,6 +148,7 @@ function showRun(detail) {
   const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
   log.textContent = run.log_tail || "";
   if (atBottom) log.scrollTop = log.scrollHeight;
+  showWeights(detail);
   drawCurves(detail);
   runCard.dataset.state = run.state;
 }
