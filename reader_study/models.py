@@ -7,6 +7,13 @@ A case compares two volumes of one study: method "dsa" (the subtracted volume) a
 mode a reader sees both per case as "A" and "B" (random per reader and case); in single mode every image is its
 own item (image "A" only) in the reader's random queue. Questions are answered per image, so every answer maps to
 one method. Nothing here that names the method is ever sent to a reader (see ``serializers.Reading*``).
+
+The design (settings, cases, readers, questions) is frozen once a study leaves the draft state, here on the models
+too, so no path (API, Django admin, shell) can change what readers were shown: saving or deleting a case, reader
+or question of such a study, or changing a frozen setting, raises ``DesignFrozen`` (409). A study opens through
+"opening" (its frames rendered first, see ``services``), so nobody can read before every frame exists. Queues and
+A/B come from ``randomization_seed``, 256 secret bits drawn with ``secrets`` when the study is created and shown
+to admins only after it closes; studies opened before it existed keep their integer ``seed`` (and queues).
 """
 
 import secrets
@@ -14,6 +21,8 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from dla_web.api import Conflict
 
 METHODS = ("dsa", "dla")
 METHOD_ROLES = {"dsa": "subtracted", "dla": "dla"}
@@ -31,6 +40,15 @@ def new_token() -> str:
             return token
 
 
+def new_randomization_seed() -> str:
+    """256 random bits from ``secrets`` as 64 hex digits: the seed of one reader study's queues and A/B."""
+    return secrets.token_hex(32)
+
+
+class DesignFrozen(Conflict):
+    """A change to the design of a reader study that is no longer a draft (HTTP 409)."""
+
+
 class ReaderStudy(models.Model):
     class Mode(models.TextChoices):
         SIDE_BY_SIDE = "side_by_side", "side by side (A and B per case)"
@@ -38,13 +56,28 @@ class ReaderStudy(models.Model):
 
     class Status(models.TextChoices):
         DRAFT = "draft"
+        OPENING = "opening", "opening (rendering frames)"
         OPEN = "open"
         CLOSED = "closed"
+
+    # Fixed once the study leaves the draft state (with its cases, readers and questions); the title stays free.
+    FROZEN_FIELDS = ("instructions", "mode", "seed", "randomization_seed", "allow_edits", "window_preset")
 
     title = models.CharField(max_length=200)
     instructions = models.TextField(blank=True, default="")
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SIDE_BY_SIDE)
-    seed = models.BigIntegerField(default=0, help_text="randomization seed of case order and A/B assignment")
+    seed = models.BigIntegerField(
+        default=0,
+        editable=False,
+        help_text="legacy integer seed, used only by studies opened before randomization_seed existed",
+    )
+    randomization_seed = models.CharField(
+        max_length=64,
+        default=new_randomization_seed,
+        editable=False,
+        help_text="secret seed of case order and A/B (secrets.token_hex); shown to admins after the study closes; "
+        "empty for studies opened with the legacy integer seed",
+    )
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.DRAFT, db_index=True)
     allow_edits = models.BooleanField(default=False, help_text="readers may change submitted answers")
     window_preset = models.CharField(
@@ -64,18 +97,74 @@ class ReaderStudy(models.Model):
     def __str__(self):
         return self.title
 
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            stored = ReaderStudy.objects.filter(pk=self.pk).values("status", *self.FROZEN_FIELDS).first()
+            if stored is not None and stored["status"] != self.Status.DRAFT:
+                changed = [f for f in self.FROZEN_FIELDS if getattr(self, f) != stored[f]]
+                if changed:
+                    raise DesignFrozen(
+                        f"the reader study is {stored['status']}: {', '.join(changed)} cannot change after it was "
+                        "opened"
+                    )
+        super().save(*args, **kwargs)
+
     @property
     def images_per_item(self) -> tuple[str, ...]:
         return IMAGES if self.mode == self.Mode.SIDE_BY_SIDE else ("A",)
 
+    @property
+    def is_draft(self) -> bool:
+        return self.status == self.Status.DRAFT
 
-class Case(models.Model):
-    """One compared pair: the study's DSA (subtracted) and DLA volume, fixed when the case is added."""
+    def seed_if_closed(self) -> str | None:
+        """The randomization seed (the legacy integer as text for old studies) once the study is closed, else
+        None: while it can be read, not even admins see it."""
+        if self.status != self.Status.CLOSED:
+            return None
+        return self.randomization_seed or str(self.seed)
 
+
+def require_draft_design(reader_study_id, what: str) -> None:
+    """Raise ``DesignFrozen`` unless the reader study ``reader_study_id`` is a draft (or does not exist)."""
+    status = ReaderStudy.objects.filter(pk=reader_study_id).values_list("status", flat=True).first()
+    if status is not None and status != ReaderStudy.Status.DRAFT:
+        raise DesignFrozen(f"the reader study is {status}: {what} only while it is a draft")
+
+
+class _DesignPart(models.Model):
+    """A case, reader or question: part of the design, so saved and deleted only while the study is a draft."""
+
+    design_noun = "the design"
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        require_draft_design(self.reader_study_id, f"{self.design_noun} can be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        require_draft_design(self.reader_study_id, f"{self.design_noun} can be changed")
+        return super().delete(*args, **kwargs)
+
+
+class Case(_DesignPart):
+    """One compared pair: the study's DSA (subtracted) and DLA volume, fixed when the case is added.
+    ``display_floor_hu``: the window floor both images are shown with (above the DSA's background noise, see
+    ``dla.render.slices.noise_floor_hu``), set from the DSA cine when the study opens."""
+
+    design_noun = "cases"
     reader_study = models.ForeignKey(ReaderStudy, on_delete=models.CASCADE, related_name="cases")
     study = models.ForeignKey("annotations.Study", on_delete=models.PROTECT, related_name="+")
     dsa_volume = models.ForeignKey("annotations.Volume", on_delete=models.PROTECT, related_name="+")
     dla_volume = models.ForeignKey("annotations.Volume", on_delete=models.PROTECT, related_name="+")
+    display_floor_hu = models.FloatField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="window floor of both images (HU above the DSA background noise), set when the study opens",
+    )
     added_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -93,7 +182,9 @@ class Case(models.Model):
         return self.dsa_volume if method == "dsa" else self.dla_volume
 
 
-class Question(models.Model):
+class Question(_DesignPart):
+    design_noun = "questions"
+
     class Type(models.TextChoices):
         YES_NO = "yes_no", "yes / no"
         SINGLE = "single", "single choice"
@@ -129,7 +220,8 @@ class Question(models.Model):
         return Answer.objects.filter(question=self).exists()
 
 
-class Reader(models.Model):
+class Reader(_DesignPart):
+    design_noun = "readers"
     reader_study = models.ForeignKey(ReaderStudy, on_delete=models.CASCADE, related_name="readers")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reader_roles")
     added_at = models.DateTimeField(auto_now_add=True)

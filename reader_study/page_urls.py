@@ -1,6 +1,7 @@
 """Page (HTML) routes of this app; templates live in frontend/templates/reader_study/.
 
-Readers: ``/reading/`` (their queue) and ``/reading/<token>/`` (the blinded workspace; only their own tokens).
+Readers: ``/reading/`` (their queue) and ``/reading/<token>/`` (the blinded workspace; only their own tokens,
+and only for accounts whose one role is Reader, as in the API).
 Admins: ``/reader-studies/`` (list, create), ``/reader-studies/<id>/`` (design), ``/reader-studies/<id>/results/``.
 Pages are thin: data comes from the API through the ES modules in ``frontend/static/frontend/js/reader*.js``.
 The results page's charts use the one plotly.js route of the product (``plotly-js``, in ``inference.page_urls``).
@@ -16,6 +17,7 @@ from django.urls import path
 
 from dla_web.roles import is_admin, is_reader
 
+from . import services
 from .models import Assignment, ReaderStudy
 
 
@@ -33,7 +35,22 @@ def _role_required(check, message):
     return decorator
 
 
-reader_required = _role_required(is_reader, "Only readers may open the reading workspace.")
+def reader_required(view):
+    """Readers whose only role is Reader (the API's ``IsBlindedReader``), else a 403 page saying why."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(request, *args, **kwargs):
+        if not is_reader(request.user):
+            raise PermissionDenied("Only readers may open the reading workspace.")
+        refusal = services.reading_refusal(request.user)
+        if refusal:
+            raise PermissionDenied(refusal)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
 admin_required = _role_required(is_admin, "Only admins may manage reader studies.")
 
 

@@ -45,7 +45,15 @@ class CaseSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Case
-        fields = ["id", "study", "study_pseudonym", "dsa_volume", "dla_volume", "added_at"]
+        fields = [
+            "id",
+            "study",
+            "study_pseudonym",
+            "dsa_volume",
+            "dla_volume",
+            "display_floor_hu",
+            "added_at",
+        ]
         read_only_fields = fields
 
 
@@ -69,6 +77,9 @@ class ReaderSerializer(serializers.ModelSerializer):
 class ReaderStudySerializer(serializers.ModelSerializer):
     with_default_questions = serializers.BooleanField(
         write_only=True, required=False, default=True, help_text="add the paper's default questions on create"
+    )
+    seed = serializers.SerializerMethodField(
+        help_text="the secret randomization seed, drawn by the server (secrets); null until the study is closed"
     )
     n_cases = serializers.SerializerMethodField()
     n_readers = serializers.SerializerMethodField()
@@ -96,6 +107,9 @@ class ReaderStudySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["status", "created_by", "created_at", "opened_at", "closed_at"]
 
+    def get_seed(self, obj) -> str | None:
+        return obj.seed_if_closed()
+
     def get_n_cases(self, obj) -> int:
         return obj.cases.count()
 
@@ -111,12 +125,21 @@ class ReaderStudySerializer(serializers.ModelSerializer):
         return value
 
     def validate(self, attrs):
+        if isinstance(self.initial_data, dict) and "seed" in self.initial_data:
+            raise serializers.ValidationError(
+                {
+                    "seed": "the randomization seed is drawn by the server (secrets) and shown after the study "
+                    "closes; it cannot be set"
+                }
+            )
         inst = self.instance
         if inst is not None and inst.status != ReaderStudy.Status.DRAFT:
-            for field in ("mode", "seed"):
+            for field in ReaderStudy.FROZEN_FIELDS:
                 if field in attrs and attrs[field] != getattr(inst, field):
                     raise serializers.ValidationError(
-                        {field: f"cannot change {field} after the reader study was opened"}
+                        {
+                            field: f"cannot change {field}: the reader study is {inst.status} and its design is frozen"
+                        }
                     )
         return attrs
 

@@ -1,6 +1,17 @@
-"""Domain rules of reader studies: design changes (cases, readers, questions, which freeze once answered),
-opening with seeded randomization, saving and submitting answers with an append-only history, the blinded
-image frames, and the results (frequencies, paired tests and agreement via ``dla.stats.reader``).
+"""Domain rules of reader studies: design changes (cases, readers, questions; all frozen once the study leaves
+the draft state), opening with secretly seeded randomization, saving and submitting answers with an
+append-only history, the blinded image frames, and the results (frequencies, paired tests and agreement via
+``dla.stats.reader``).
+
+Blinding is a security property (DESIGN.md principle 8), measured by tests/integration/test_blinding_attack.py:
+- one display transform for both methods: every frame of a case is windowed with the same floor above the DSA's
+  background noise (``dla.render.slices.noise_floor_hu``, stored on the case), so both backgrounds are black;
+- a study opens in two steps: ``begin_open`` (design frozen, status "opening") and ``finish_open`` once every
+  frame of every case is in the MIP cache (``prepare_frames``, run by the opening task); readers see the study
+  only then, and a frame missing later is rendered together with its partner, so no response is faster by
+  method;
+- queues and A/B come from the study's secret ``randomization_seed``, with A/B counterbalanced per reader;
+- a reader must have no other role (annotators and admins can see the studies' volumes unblinded).
 
 Views stay thin: they look up objects (a reader only ever finds their own assignments) and call these.
 Errors on bad input are ``ReaderStudyError`` (400) or ``dla_web.api.Conflict`` (409), both with a message.
@@ -23,7 +34,7 @@ from django.utils import timezone
 
 from annotations import mip_cache
 from annotations.models import Study, Volume
-from dla.render.slices import WINDOW_PRESETS_HU, Window, window_to_uint8
+from dla.render.slices import WINDOW_PRESETS_HU, Window, floor_window, noise_floor_hu, window_to_uint8
 from dla.stats import reader as st
 from dla.stats.metrics import format_frequency
 from dla_web.api import Conflict
@@ -40,6 +51,7 @@ from .models import (
     Question,
     Reader,
     ReaderStudy,
+    require_draft_design,
 )
 
 # Presentation: every frame of every image has this size, so byte sizes never depend on the method. The frames
@@ -107,8 +119,34 @@ class ReaderStudyError(ValueError):
 
 
 def require_draft(rs: ReaderStudy, what: str) -> None:
-    if rs.status != ReaderStudy.Status.DRAFT:
-        raise Conflict(f"the reader study is {rs.status}: {what} only while it is a draft")
+    """409 (``DesignFrozen``) unless ``rs`` is a draft, read fresh from the database."""
+    require_draft_design(rs.pk, what)
+
+
+def reader_refusal(user) -> str | None:
+    """Why ``user`` cannot read blinded images (None when they can): readers need the Reader role and no
+    other, since annotators and admins can open the studies' volumes unblinded elsewhere."""
+    roles = roles_of(user)
+    if READER not in roles:
+        return f"user {user.username} does not have the Reader role"
+    others = sorted(roles - {READER})
+    if others:
+        return (
+            f"user {user.username} also has the {' and '.join(others)} role: a reader must not be able to see "
+            "the studies' volumes elsewhere; use an account that has only the Reader role"
+        )
+    return None
+
+
+def reading_refusal(user) -> str | None:
+    """Why a user with the Reader role may not read now (None when they may): they gained another role."""
+    others = sorted(roles_of(user) - {READER})
+    if not others:
+        return None
+    return (
+        f"Reading is refused: your account also has the {' and '.join(others)} role, which can see the studies' "
+        "images unblinded. Read with an account that has only the Reader role."
+    )
 
 
 def eligible_studies():
@@ -169,8 +207,9 @@ def add_readers(rs: ReaderStudy, user_ids) -> list[Reader]:
         user = get_user_model().objects.filter(pk=uid).first() if isinstance(uid, int) else None
         if user is None:
             raise ReaderStudyError(f"user {uid!r} does not exist")
-        if READER not in roles_of(user):
-            raise ReaderStudyError(f"user {user.username} does not have the Reader role")
+        refusal = reader_refusal(user)
+        if refusal:
+            raise ReaderStudyError(refusal)
         reader, _ = Reader.objects.get_or_create(reader_study=rs, user=user)
         made.append(reader)
     return made
@@ -212,6 +251,7 @@ def validate_question_spec(spec: dict) -> dict:
 
 
 def check_question_editable(question: Question) -> None:
+    require_draft_design(question.reader_study_id, "questions can be changed")
     if question.has_answers:
         raise Conflict(
             f"question {question.key!r} already has answers and is frozen; "
@@ -220,6 +260,7 @@ def check_question_editable(question: Question) -> None:
 
 
 def add_default_questions(rs: ReaderStudy) -> list[Question]:
+    require_draft(rs, "questions can be added")
     start = (rs.questions.aggregate(m=Max("order"))["m"] or 0) + 1
     made = []
     for i, spec in enumerate(DEFAULT_QUESTIONS):
@@ -232,14 +273,31 @@ def add_default_questions(rs: ReaderStudy) -> list[Question]:
 # --------------------------------------------------------------------------------------------- status
 
 
+def _other(method: str) -> str:
+    return "dla" if method == "dsa" else "dsa"
+
+
 def _queue_for(rs: ReaderStudy, reader: Reader, cases: list[Case]) -> list[tuple[Case, str, str]]:
-    """Seeded random queue of (case, a_method, b_method) for one reader (independent of other readers)."""
-    rng = random.Random(f"reader-study:{rs.seed}:reader:{reader.user_id}")
+    """Random queue of (case, a_method, b_method) for one reader (independent of other readers), from the
+    study's secret seed: in side-by-side mode exactly half of the cases (one more at random when odd) show DLA
+    as "A", so the letter says nothing; then the queue is shuffled. Studies opened with the legacy integer seed
+    (no ``randomization_seed``) keep its formula, so their stored queues stay reproducible."""
+    if not rs.randomization_seed:
+        rng = random.Random(f"reader-study:{rs.seed}:reader:{reader.user_id}")
+        if rs.mode == ReaderStudy.Mode.SIDE_BY_SIDE:
+            items = []
+            for case in cases:
+                a = rng.choice(METHODS)
+                items.append((case, a, _other(a)))
+        else:
+            items = [(case, m, "") for case in cases for m in METHODS]
+        rng.shuffle(items)
+        return items
+    rng = random.Random(f"reader-study:{rs.randomization_seed}:reader:{reader.user_id}")
     if rs.mode == ReaderStudy.Mode.SIDE_BY_SIDE:
-        items = []
-        for case in cases:
-            a = rng.choice(METHODS)
-            items.append((case, a, "dla" if a == "dsa" else "dsa"))
+        firsts = ["dsa", "dla"] * (len(cases) // 2) + ([rng.choice(METHODS)] if len(cases) % 2 else [])
+        rng.shuffle(firsts)
+        items = [(case, a, _other(a)) for case, a in zip(cases, firsts, strict=True)]
     else:
         items = [(case, m, "") for case in cases for m in METHODS]
     rng.shuffle(items)
@@ -247,39 +305,111 @@ def _queue_for(rs: ReaderStudy, reader: Reader, cases: list[Case]) -> list[tuple
 
 
 @transaction.atomic
-def open_study(rs: ReaderStudy) -> ReaderStudy:
-    """draft -> open (creates every reader's randomized queue) or closed -> open (reopen, queues kept)."""
+def begin_open(rs: ReaderStudy) -> ReaderStudy:
+    """draft -> opening (checked: cases, readers with only the Reader role, questions; the design is frozen
+    from here on) or closed -> opening (reopen). An opening or open study is returned unchanged. Readers see
+    nothing until ``finish_open``."""
     rs = ReaderStudy.objects.select_for_update().get(pk=rs.pk)
-    if rs.status == ReaderStudy.Status.OPEN:
+    if rs.status in (ReaderStudy.Status.OPEN, ReaderStudy.Status.OPENING):
         return rs
     if rs.status == ReaderStudy.Status.DRAFT:
-        cases = list(rs.cases.order_by("id"))
-        readers = list(rs.readers.order_by("id"))
-        if not cases:
+        if not rs.cases.exists():
             raise ReaderStudyError("add at least one case before opening the reader study")
+        readers = list(rs.readers.select_related("user").order_by("id"))
         if not readers:
             raise ReaderStudyError("add at least one reader before opening the reader study")
+        for reader in readers:
+            refusal = reader_refusal(reader.user)
+            if refusal:
+                raise ReaderStudyError(f"{refusal}; remove the reader or the other role before opening")
         if not rs.questions.exists():
             raise ReaderStudyError("add at least one question before opening the reader study")
-        for reader in readers:
+    rs.status = ReaderStudy.Status.OPENING
+    rs.save(update_fields=["status"])
+    return rs
+
+
+def case_floor_hu(case: Case) -> float:
+    """The window floor of both images of ``case`` (HU): above the background noise of the DSA's cine frames
+    (``noise_floor_hu``); computed once (rendering missing DSA frames) and stored on the case."""
+    if case.display_floor_hu is None:
+        frames = np.stack([frame_hu(case.dsa_volume, i) for i in range(N_ANGLES)])
+        floor = noise_floor_hu(frames)
+        Case.objects.filter(pk=case.pk, display_floor_hu=None).update(display_floor_hu=floor)
+        case.display_floor_hu = Case.objects.values_list("display_floor_hu", flat=True).get(pk=case.pk)
+    return case.display_floor_hu
+
+
+def prepare_frames(rs: ReaderStudy, progress=None) -> dict:
+    """Render every missing cine frame of every case's two volumes into the MIP cache and set each case's
+    window floor (idempotent). ``progress(fraction, message)`` after each volume."""
+    cases = list(rs.cases.select_related("dsa_volume", "dla_volume").order_by("id"))
+    rendered, total = 0, 2 * len(cases)
+    for i, case in enumerate(cases):
+        for j, method in enumerate(METHODS):
+            rendered += ensure_cine(case.volume(method))
+            if progress is not None:
+                done = 2 * i + j + 1
+                progress(done / max(1, total), f"frames of {done} of {total} images ready")
+        case_floor_hu(case)
+    return {"cines": total, "frames_rendered": rendered}
+
+
+def frames_ready(rs: ReaderStudy) -> bool:
+    """True when both volumes of every case have their complete cine in the MIP cache (the window floors are
+    then cheap: ``finish_open`` sets any missing one from the cached DSA frames)."""
+    cases = list(rs.cases.select_related("dsa_volume", "dla_volume"))
+    return all(all(cine_ready(case.volume(m)) for m in METHODS) for case in cases)
+
+
+@transaction.atomic
+def finish_open(rs: ReaderStudy) -> ReaderStudy:
+    """opening -> open, once every frame exists (``frames_ready``; else a 409): the first opening creates every
+    reader's randomized queue, a reopening keeps them. Any other status is returned unchanged (an opening
+    cancelled by ``close_study`` stays cancelled)."""
+    rs = ReaderStudy.objects.select_for_update().get(pk=rs.pk)
+    if rs.status != ReaderStudy.Status.OPENING:
+        return rs
+    if not frames_ready(rs):
+        raise Conflict("the reader study's frames are not all rendered yet; it opens when they are")
+    for case in rs.cases.select_related("dsa_volume").filter(display_floor_hu=None):
+        case_floor_hu(case)
+    if rs.opened_at is None:
+        cases = list(rs.cases.order_by("id"))
+        for reader in rs.readers.order_by("id"):
             for position, (case, a, b) in enumerate(_queue_for(rs, reader, cases), start=1):
                 Assignment.objects.create(reader=reader, case=case, position=position, a_method=a, b_method=b)
         rs.opened_at = timezone.now()
     rs.status = ReaderStudy.Status.OPEN
     rs.closed_at = None
-    rs.save()
+    rs.save(update_fields=["status", "opened_at", "closed_at"])
+    return rs
+
+
+def open_study(rs: ReaderStudy, progress=None) -> ReaderStudy:
+    """Open now, in this process (commands, tests, benchmarks): ``begin_open``, render what is missing
+    (``prepare_frames``), ``finish_open``. The API does the middle step in the opening task instead."""
+    rs = begin_open(rs)
+    if rs.status == ReaderStudy.Status.OPENING:
+        prepare_frames(rs, progress)
+        rs = finish_open(rs)
     return rs
 
 
 @transaction.atomic
 def close_study(rs: ReaderStudy) -> ReaderStudy:
+    """open -> closed. Closing a study that is still opening cancels the opening: back to draft when it was
+    never open, else closed again."""
     rs = ReaderStudy.objects.select_for_update().get(pk=rs.pk)
     if rs.status == ReaderStudy.Status.DRAFT:
         raise Conflict("a draft reader study cannot be closed; open it first")
-    if rs.status == ReaderStudy.Status.OPEN:
+    if rs.status == ReaderStudy.Status.OPENING and rs.opened_at is None:
+        rs.status = ReaderStudy.Status.DRAFT
+        rs.save(update_fields=["status"])
+    elif rs.status in (ReaderStudy.Status.OPEN, ReaderStudy.Status.OPENING):
         rs.status = ReaderStudy.Status.CLOSED
         rs.closed_at = timezone.now()
-        rs.save()
+        rs.save(update_fields=["status", "closed_at"])
     return rs
 
 
@@ -508,15 +638,29 @@ def fixed_size_png(image: np.ndarray) -> bytes:
     )
 
 
+def reader_window(case: Case, window: str) -> Window:
+    """The window a reader's preset ``window`` shows both images of ``case`` with: its lower end raised to the
+    case's floor above the DSA noise (``case_floor_hu``), identical for A and B."""
+    return floor_window(Window(*READER_WINDOWS[window]), case_floor_hu(case))
+
+
 def blinded_frame_png(assignment: Assignment, image: str, angle, window: str | None) -> bytes:
+    """One frame of image ``image`` as a fixed-size PNG. Both volumes' frames of this angle are in the MIP
+    cache before either is served (a missing one, e.g. removed from storage, is rendered together with its
+    partner), so response times do not depend on the method; both are shown with the case's one window."""
     if image not in assignment.images():
         raise ReaderStudyError(f"image {image!r} is not shown in this case")
     window = window or assignment.reader_study.window_preset
     if window not in READER_WINDOWS:
         raise ReaderStudyError(f"unknown window {window!r}; use one of {', '.join(READER_WINDOWS)}")
-    volume = assignment.case.volume(assignment.method_of(image))
-    hu = frame_hu(volume, snap_angle(angle))
-    return fixed_size_png(window_to_uint8(hu, Window(*READER_WINDOWS[window])))
+    case = assignment.case
+    index = snap_angle(angle)
+    shown = assignment.method_of(image)
+    other = case.volume(_other(shown))
+    if not mip_cache.has_frame(mip_cache.frame_key(mip_cache.volume_source(other), frame_view(index))):
+        frame_hu(other, index)  # renders and stores the partner first
+    hu = frame_hu(case.volume(shown), index)
+    return fixed_size_png(window_to_uint8(hu, reader_window(case, window)))
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -676,7 +820,7 @@ def compute_results(rs: ReaderStudy) -> dict:
             "title": rs.title,
             "status": rs.status,
             "mode": rs.mode,
-            "seed": rs.seed,
+            "seed": rs.seed_if_closed(),
         },
         "n_cases": rs.cases.count(),
         "n_readers": len(readers),

@@ -3,7 +3,12 @@
 Admins (``/api/reader-studies/``): design (cases, readers, questions), open/close, results, CSV and HTML reports.
 Readers (``/api/reading-studies/`` and ``/api/reading/{token}/``): their own queue, the blinded case, answers,
 submit, and image frames. A reader's querysets only ever contain their own assignments, so another reader's
-token is a 404; the image response carries no metadata (fixed-size PNG, no ETag, no file name).
+token is a 404; the image response carries no metadata (fixed-size PNG, no ETag, no file name). Only users
+whose one role is Reader may read (``IsBlindedReader``): an annotator or admin could match the frames to the
+unblinded MIP endpoints.
+
+Every design change through this API is in the audit log with before and after (``reader_study.*`` actions);
+the Django admin records its own (``reader_study/admin.py``). The randomization seed is never written there.
 """
 
 from django.contrib.auth import get_user_model
@@ -33,6 +38,53 @@ from .serializers import (
 )
 
 
+class IsBlindedReader(IsReader):
+    """Readers whose only role is Reader: anyone who may also open the studies' volumes (annotators, admins)
+    could match the blinded frames to unblinded ones, so their reading is refused with the reason."""
+
+    def has_permission(self, request, view):
+        if not super().has_permission(request, view):
+            return False
+        refusal = services.reading_refusal(request.user)
+        if refusal:
+            self.message = refusal
+            return False
+        return True
+
+
+STUDY_FIELDS = ("title", "instructions", "mode", "allow_edits", "window_preset", "status")
+QUESTION_FIELDS = (
+    "key",
+    "text",
+    "type",
+    "choices",
+    "scale_min",
+    "scale_max",
+    "scale_labels",
+    "required",
+    "order",
+)
+
+
+def study_snapshot(rs) -> dict:
+    """The design of a reader study for the audit log (never the randomization seed)."""
+    return {
+        **{f: getattr(rs, f) for f in STUDY_FIELDS},
+        "cases": sorted(rs.cases.values_list("study_id", flat=True)),
+        "readers": sorted(rs.readers.values_list("user_id", flat=True)),
+    }
+
+
+def question_snapshot(question) -> dict:
+    return {"id": question.pk, **{f: getattr(question, f) for f in QUESTION_FIELDS}}
+
+
+def audit_design(request, rs, action: str, before, after, **detail) -> None:
+    record(
+        f"reader_study.{action}", request=request, obj=rs, detail={"before": before, "after": after, **detail}
+    )
+
+
 class ReaderStudyViewSet(viewsets.ModelViewSet):
     """Reader-study design and results (admins only)."""
 
@@ -53,13 +105,25 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
         rs = serializer.save(created_by=self.request.user)
         if with_defaults:
             services.add_default_questions(rs)
+        after = study_snapshot(rs)
+        after["questions"] = [question_snapshot(q) for q in rs.questions.all()]
+        audit_design(self.request, rs, "create", None, after)
 
     def perform_update(self, serializer):
         serializer.validated_data.pop("with_default_questions", None)
-        serializer.save()
+        before = study_snapshot(serializer.instance)
+        rs = serializer.save()
+        audit_design(self.request, rs, "change", before, study_snapshot(rs))
 
     def perform_destroy(self, instance):
         services.require_draft(instance, "a reader study can be deleted")
+        before = study_snapshot(instance)
+        record(
+            "reader_study.delete",
+            request=self.request,
+            obj=instance,
+            detail={"before": before, "after": None},
+        )
         instance.delete()
 
     @extend_schema(request=IdListSerializer, responses=ReaderStudyDetailSerializer)
@@ -68,30 +132,50 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
         """GET: the cases; POST {"ids": [study ids]}: add cases (each study needs a DSA and a DLA volume)."""
         rs = self.get_object()
         if request.method == "POST":
+            before = study_snapshot(rs)
             services.add_cases(rs, _ids(request.data))
+            audit_design(request, rs, "cases.add", before["cases"], study_snapshot(rs)["cases"])
             return Response(ReaderStudyDetailSerializer(rs).data, status=status.HTTP_201_CREATED)
         return Response(ReaderStudyDetailSerializer(rs).data["cases"])
 
     @extend_schema(request=None, responses={204: None})
     @action(detail=True, methods=["delete"], url_path=r"cases/(?P<case_id>\d+)")
     def remove_case(self, request, pk=None, case_id=None):
-        services.remove_case(self.get_object(), int(case_id))
+        rs = self.get_object()
+        before = study_snapshot(rs)
+        services.remove_case(rs, int(case_id))
+        audit_design(
+            request, rs, "cases.remove", before["cases"], study_snapshot(rs)["cases"], case=int(case_id)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=IdListSerializer, responses=ReaderStudyDetailSerializer)
     @action(detail=True, methods=["get", "post"])
     def readers(self, request, pk=None):
-        """GET: readers with progress; POST {"ids": [user ids]}: add readers (users with the Reader role)."""
+        """GET: readers with progress; POST {"ids": [user ids]}: add readers (users whose only role is Reader:
+        anyone who can also open the studies elsewhere is refused with a 400)."""
         rs = self.get_object()
         if request.method == "POST":
+            before = study_snapshot(rs)
             services.add_readers(rs, _ids(request.data))
+            audit_design(request, rs, "readers.add", before["readers"], study_snapshot(rs)["readers"])
             return Response(ReaderStudyDetailSerializer(rs).data, status=status.HTTP_201_CREATED)
         return Response(ReaderStudyDetailSerializer(rs).data["readers"])
 
     @extend_schema(request=None, responses={204: None})
     @action(detail=True, methods=["delete"], url_path=r"readers/(?P<reader_id>\d+)")
     def remove_reader(self, request, pk=None, reader_id=None):
-        services.remove_reader(self.get_object(), int(reader_id))
+        rs = self.get_object()
+        before = study_snapshot(rs)
+        services.remove_reader(rs, int(reader_id))
+        audit_design(
+            request,
+            rs,
+            "readers.remove",
+            before["readers"],
+            study_snapshot(rs)["readers"],
+            reader=int(reader_id),
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=QuestionSerializer, responses=QuestionSerializer(many=True))
@@ -99,6 +183,7 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
     def questions(self, request, pk=None):
         rs = self.get_object()
         if request.method == "POST":
+            services.require_draft(rs, "questions can be added")
             serializer = QuestionSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             if rs.questions.filter(key=serializer.validated_data["key"]).exists():
@@ -106,6 +191,7 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
                     f"key: a question with key {serializer.validated_data['key']!r} exists"
                 )
             question = serializer.save(reader_study=rs)
+            audit_design(request, rs, "question.add", None, question_snapshot(question))
             return Response(QuestionSerializer(question).data, status=status.HTTP_201_CREATED)
         return Response(QuestionSerializer(rs.questions.all(), many=True).data)
 
@@ -114,21 +200,24 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
         detail=True, methods=["get", "put", "patch", "delete"], url_path=r"questions/(?P<question_id>\d+)"
     )
     def question_detail(self, request, pk=None, question_id=None):
-        """Edit or delete a question; frozen (409) once it has answers."""
+        """Edit or delete a question; only while the study is a draft (else 409)."""
         rs = self.get_object()
         question = get_object_or_404(Question, reader_study=rs, pk=question_id)
         if request.method == "GET":
             return Response(QuestionSerializer(question).data)
         services.check_question_editable(question)
+        before = question_snapshot(question)
         if request.method == "DELETE":
             question.delete()
+            audit_design(request, rs, "question.delete", before, None)
             return Response(status=status.HTTP_204_NO_CONTENT)
         serializer = QuestionSerializer(question, data=request.data, partial=request.method == "PATCH")
         serializer.is_valid(raise_exception=True)
         key = serializer.validated_data.get("key")
         if key and rs.questions.filter(key=key).exclude(pk=question.pk).exists():
             raise services.ReaderStudyError(f"key: a question with key {key!r} exists")
-        serializer.save()
+        question = serializer.save()
+        audit_design(request, rs, "question.change", before, question_snapshot(question))
         return Response(serializer.data)
 
     @extend_schema(request=None, responses=QuestionSerializer(many=True))
@@ -136,29 +225,40 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
     def default_questions(self, request, pk=None):
         """Add the paper's default questions that are not there yet."""
         rs = self.get_object()
-        services.add_default_questions(rs)
+        made = services.add_default_questions(rs)
+        if made:
+            audit_design(request, rs, "question.add", None, [question_snapshot(q) for q in made])
         return Response(QuestionSerializer(rs.questions.all(), many=True).data)
 
-    @extend_schema(request=None, responses=ReaderStudySerializer)
+    @extend_schema(request=None, responses={200: ReaderStudySerializer, 202: ReaderStudySerializer})
     @action(detail=True, methods=["post"])
     def open(self, request, pk=None):
-        """Open (draft -> open creates every reader's randomized queue; closed -> open reopens)."""
-        rs = services.open_study(self.get_object())
-        record("reader_study.open", request=request, obj=rs)
+        """Open for reading. The design freezes at once; readers see the study when every frame of every case
+        is rendered: 200 "open" when they already are, else 202 "opening" with ``cine_task_run``, the task that
+        renders them and then opens the study (the first opening creates every reader's randomized queue;
+        reopening a closed study keeps them)."""
+        rs = services.begin_open(self.get_object())
+        if rs.status == ReaderStudy.Status.OPENING and services.frames_ready(rs):
+            rs = services.finish_open(rs)
+        if rs.status == ReaderStudy.Status.OPEN:
+            record("reader_study.open", request=request, obj=rs)
+            return Response(ReaderStudySerializer(rs).data)
         from .tasks import render_reader_study_cines
 
         run = render_reader_study_cines.enqueue(
-            user=request.user, target=rs, params={"reader_study_id": rs.pk}
+            user=request.user, target=rs, params={"reader_study_id": rs.pk}, message="rendering the frames"
         )
+        record("reader_study.opening", request=request, obj=rs, detail={"task_run": run.pk})
         data = ReaderStudySerializer(rs).data
         data["cine_task_run"] = run.pk
-        return Response(data)
+        return Response(data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses=ReaderStudySerializer)
     @action(detail=True, methods=["post"])
     def close(self, request, pk=None):
+        """Close (open -> closed); closing a study that is still opening cancels the opening."""
         rs = services.close_study(self.get_object())
-        record("reader_study.close", request=request, obj=rs)
+        record("reader_study.close", request=request, obj=rs, detail={"status": rs.status})
         return Response(ReaderStudySerializer(rs).data)
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
@@ -197,10 +297,14 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"], url_path="eligible-readers")
     def eligible_readers(self, request):
-        """Active users with the Reader role."""
+        """Active users whose only role is Reader (anyone else is refused as a reader)."""
         users = get_user_model().objects.filter(is_active=True, groups__name=READER).order_by("username")
         return Response(
-            [{"id": u.pk, "username": u.username, "name": u.get_full_name()} for u in users.distinct()]
+            [
+                {"id": u.pk, "username": u.username, "name": u.get_full_name()}
+                for u in users.distinct()
+                if services.reader_refusal(u) is None
+            ]
         )
 
 
@@ -221,7 +325,7 @@ def _my_assignments(user):
 class ReadingStudyViewSet(viewsets.ReadOnlyModelViewSet):
     """A reader's own reader studies with progress and queue (opaque tokens)."""
 
-    permission_classes = [IsReader]
+    permission_classes = [IsBlindedReader]
     serializer_class = None
     pagination_class = None
     lookup_value_regex = r"\d+"
@@ -251,7 +355,7 @@ class ReadingStudyViewSet(viewsets.ReadOnlyModelViewSet):
 class ReadingViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """One blinded case of the reader's queue, by opaque token: answers (autosave), submit, image frames."""
 
-    permission_classes = [IsReader]
+    permission_classes = [IsBlindedReader]
     lookup_field = "token"
     lookup_value_regex = r"[A-Za-z0-9_\-]+"
     serializer_class = ReadingCaseSerializer

@@ -1,7 +1,8 @@
 # ruff: noqa: F811
-"""Reader study in real headless Chromium: an admin designs and opens a 3-case study in the browser, a reader
-scores every case (autosave, submit, next), resumes from the queue, and the admin sees the results page with
-frequencies, tests and plotly charts. Screenshots go to test-artifacts/screenshots/reader-*.png."""
+"""Reader study in real headless Chromium: an admin designs and opens a 3-case study in the browser (no seed to
+choose; opening shows the frame-rendering task until the study is readable, then the design is frozen in the
+page), a reader scores every case (autosave, submit, next), resumes from the queue, and the admin sees the
+results page with frequencies, tests and plotly charts. Screenshots go to test-artifacts/screenshots/reader-*.png."""
 
 import re
 from urllib.parse import urlsplit
@@ -24,7 +25,9 @@ def score_case(page, *, bone_a: bool):
 
 
 def test_admin_designs_reader_scores_admin_sees_results(page, live_server, users, login, shot, phantom_study):
+    from dla_web.models import TaskRun
     from reader_study.models import Answer, Assignment, ReaderStudy
+    from reader_study.tasks import render_reader_study_cines
 
     studies = [phantom_study(seed=300 + i, shape=(32, 48, 48)) for i in range(3)]
     for s in studies:
@@ -33,6 +36,7 @@ def test_admin_designs_reader_scores_admin_sees_results(page, live_server, users
     # --- admin: create, add cases and the reader, open
     login(page, "admin")
     page.goto(f"{live_server.url}/reader-studies/")
+    assert page.locator("#rs-create input[name=seed]").count() == 0  # the server draws a secret seed
     page.fill("#rs-create input[name=title]", "Residual bone artifacts")
     page.fill("#rs-create textarea[name=instructions]", "Score both images of every case.")
     page.click("#rs-create button[type=submit]")
@@ -44,8 +48,29 @@ def test_admin_designs_reader_scores_admin_sees_results(page, live_server, users
     page.select_option("#d-reader-select", label="reader")
     page.click("#d-reader-add")
     expect(page.locator("#d-readers")).to_contain_text("reader")
+    expect(page.get_by_test_id("seed")).to_have_text("secret until the study closes")
     page.click("[data-testid=open]")
-    expect(page.locator("#d-status")).to_have_text("open")
+    # the frames are not rendered yet: "opening" with the task's progress, nothing to read until it is done
+    expect(page.locator("#d-status")).to_have_text("opening")
+    expect(page.get_by_test_id("opening")).to_contain_text("rendering every frame")
+    expect(page.locator("#d-close")).to_have_text("Cancel opening")
+    shot(page, "reader-opening")
+    run = TaskRun.objects.filter(kind="reader_study_cines").latest("id")
+    render_reader_study_cines.run_here(run)  # the task, here (a worker of this session may have taken it)
+    expect(page.locator("#d-status")).to_have_text("open", timeout=120000)
+    expect(page.get_by_test_id("opening")).to_be_hidden()
+    # the design is frozen in the page too
+    expect(page.locator("#d-frozen")).to_be_visible()
+    for selector in (
+        "#d-settings textarea[name=instructions]",
+        "#d-settings select[name=mode]",
+        "#d-question-form button[type=submit]",
+        "#d-defaults",
+        "#d-cases-add",
+        "#d-reader-add",
+    ):
+        expect(page.locator(selector)).to_be_disabled()
+    expect(page.locator("#d-cases")).to_contain_text("floor")
     shot(page, "reader-design")
     assert not page.js_errors, page.js_errors
     rs = ReaderStudy.objects.get()
@@ -104,11 +129,13 @@ def test_admin_designs_reader_scores_admin_sees_results(page, live_server, users
     assert not page.js_errors, page.js_errors
 
 
+# Non-black pixels of a viewer canvas: both images have black backgrounds (the window floor above the DSA noise),
+# so what is not black is content (vessels, artifacts).
 BRIGHT_PIXELS_JS = """(testid) => {
   const c = document.querySelector(`[data-testid=${testid}]`);
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   let n = 0;
-  for (let i = 0; i < d.length; i += 4) if (d[i] > 40) n++;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 0) n++;
   return n;
 }"""
 
@@ -142,7 +169,7 @@ def test_reader_viewer_turns_both_images_through_token_urls_only(
         expect(page.get_by_test_id(f"viewer-{image}")).to_have_attribute("data-angle", "90")
         assert page.evaluate(BRIGHT_PIXELS_JS, f"viewer-{image}") > 0, f"image {image} is blank"
 
-    # zoom magnifies (more bright pixels), reset restores
+    # zoom magnifies (more non-black pixels), reset restores
     before = page.evaluate(BRIGHT_PIXELS_JS, "viewer-A")
     page.click("#rw-zoom-in")
     page.click("#rw-zoom-in")

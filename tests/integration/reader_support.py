@@ -7,13 +7,13 @@ SHAPE = (24, 32, 32)
 
 
 def add_dla(study):
-    """A DLA volume for a phantom study: fill HU where the truth is vessel, -1000 elsewhere (no model needed)."""
+    """A DLA volume for a phantom study as inference makes it (``dla.model.dense.dla_volume``: fill HU where
+    the class is vessel, ``DLA_BACKGROUND_HU`` = 0 HU elsewhere), with the truth as the class map."""
     from annotations.models import Volume
-    from dla.classes import VESSEL
+    from dla.model.dense import dla_volume
 
     fill = study.volume("fill")
-    truth = study.volume("truth").array()
-    dla = np.where(truth == VESSEL, fill.array(), -1000).astype(np.int16)
+    dla = dla_volume(np.asarray(fill.array()), np.asarray(study.volume("truth").array()))
     return Volume.create_from_array(
         study=study,
         role="dla",
@@ -42,13 +42,14 @@ def reader_cases(phantom_study):
 
 @pytest.fixture
 def open_reader_study(reader_cases, users, make_user):
-    """``open_reader_study(n_cases=3, readers=("reader",), **fields)`` -> an open ReaderStudy (API-free setup)."""
+    """``open_reader_study(n_cases=3, readers=("reader",), **fields)`` -> an open ReaderStudy (API-free setup;
+    ``services.open_study`` renders the frames the study needs in this process)."""
     from reader_study import services
     from reader_study.models import ReaderStudy
 
-    def make(n_cases=3, readers=("reader",), mode="side_by_side", seed=7, **fields):
+    def make(n_cases=3, readers=("reader",), mode="side_by_side", **fields):
         rs = ReaderStudy.objects.create(
-            title="Bone artifacts", mode=mode, seed=seed, created_by=users["admin"], **fields
+            title="Bone artifacts", mode=mode, created_by=users["admin"], **fields
         )
         services.add_default_questions(rs)
         services.add_cases(rs, [s.pk for s in reader_cases(n_cases)])

@@ -29,14 +29,16 @@ def full_answers(case_json, *, bone=(True, False)):
 
 
 def test_admin_designs_and_opens_a_study(client_for, reader_cases, users, make_user):
+    from dla_web.models import AuditEvent, TaskRun
+    from reader_study.tasks import render_reader_study_cines
+
     admin = client_for("admin")
     studies = reader_cases(3)
-    r = admin.post(
-        "/api/reader-studies/", {"title": "Bone", "instructions": "Score both.", "seed": 3}, format="json"
-    )
+    r = admin.post("/api/reader-studies/", {"title": "Bone", "instructions": "Score both."}, format="json")
     assert r.status_code == 201, r.json()
     rs_id = r.json()["id"]
     assert r.json()["n_questions"] == 6  # the paper's default questions
+    assert r.json()["seed"] is None  # drawn by the server, secret until the study closes
 
     eligible = admin.get("/api/reader-studies/eligible-studies/").json()
     assert {s["id"] for s in eligible} >= {s.pk for s in studies}
@@ -54,13 +56,48 @@ def test_admin_designs_and_opens_a_study(client_for, reader_cases, users, make_u
     r = admin.post(f"/api/reader-studies/{rs_id}/readers/", {"ids": [users["annotator"].pk]}, format="json")
     assert r.status_code == 400 and "Reader role" in r.json()["detail"]
 
+    # opening renders every frame first: 202 "opening", readers see nothing until the task has run
+    r = admin.post(f"/api/reader-studies/{rs_id}/open/")
+    assert r.status_code == 202 and r.json()["status"] == "opening", r.json()
+    reader = client_for("reader")
+    assert reader.get("/api/reading-studies/").json() == []
+    assert reader.get(f"/api/reading-studies/{rs_id}/").status_code == 404
+    run = render_reader_study_cines.run_here(TaskRun.objects.get(pk=r.json()["cine_task_run"]))
+    assert run.state == "succeeded", run.error
+    assert run.result["cines"] == 6 and run.result["status"] == "open"
+    detail = admin.get(f"/api/reader-studies/{rs_id}/").json()
+    assert detail["status"] == "open" and all(c["display_floor_hu"] > 0 for c in detail["cases"])
+    assert reader.get(f"/api/reading-studies/{rs_id}/").json()["total"] == 3
+    # opening again is a no-op 200
     r = admin.post(f"/api/reader-studies/{rs_id}/open/")
     assert r.status_code == 200 and r.json()["status"] == "open"
-    # design is frozen once open
-    r = admin.post(f"/api/reader-studies/{rs_id}/cases/", {"ids": [studies[0].pk]}, format="json")
-    assert r.status_code == 409 and "draft" in r.json()["detail"]
-    r = admin.patch(f"/api/reader-studies/{rs_id}/", {"seed": 99}, format="json")
-    assert r.status_code == 400 and "seed" in r.json()["detail"]
+
+    # the design is frozen once open, through every endpoint
+    question = detail["questions"][0]["id"]
+    for method, url, body, status in [
+        ("post", "cases/", {"ids": [studies[0].pk]}, 409),
+        ("delete", f"cases/{detail['cases'][0]['id']}/", None, 409),
+        ("post", "readers/", {"ids": [make_user("reader3", "Reader").pk]}, 409),
+        ("delete", f"readers/{detail['readers'][0]['id']}/", None, 409),
+        ("post", "questions/", {"key": "late", "text": "Late", "type": "yes_no", "required": True}, 409),
+        ("post", "default-questions/", None, 409),
+        ("patch", f"questions/{question}/", {"text": "changed"}, 409),
+        ("delete", f"questions/{question}/", None, 409),
+        ("patch", "", {"seed": 99}, 400),
+        ("patch", "", {"instructions": "changed"}, 400),
+        ("patch", "", {"allow_edits": True}, 400),
+        ("patch", "", {"mode": "single"}, 400),
+        ("delete", "", None, 409),
+    ]:
+        r = getattr(admin, method)(f"/api/reader-studies/{rs_id}/{url}", body, format="json")
+        assert r.status_code == status, (method, url, r.status_code, r.json())
+    after = admin.get(f"/api/reader-studies/{rs_id}/").json()
+    for field in ("instructions", "allow_edits", "mode", "cases", "readers", "questions"):
+        assert after[field] == detail[field], field
+    assert (
+        admin.patch(f"/api/reader-studies/{rs_id}/", {"title": "Bone (renamed)"}, format="json").status_code
+        == 200
+    )
 
     from reader_study.models import Assignment
 
@@ -71,22 +108,130 @@ def test_admin_designs_and_opens_a_study(client_for, reader_cases, users, make_u
     assert all({a.a_method, a.b_method} == {"dsa", "dla"} for a in a1 + a2)
     assert len({a.token for a in a1 + a2}) == 6
 
+    # every design change above is in the audit log with before and after
+    events = {
+        e.action: e
+        for e in AuditEvent.objects.filter(object_id=str(rs_id), action__startswith="reader_study.")
+    }
+    assert {
+        "reader_study.create",
+        "reader_study.cases.add",
+        "reader_study.readers.add",
+        "reader_study.opening",
+        "reader_study.open",
+        "reader_study.change",
+    } <= set(events)
+    assert events["reader_study.cases.add"].detail == {"before": [], "after": sorted(s.pk for s in studies)}
+    change = events["reader_study.change"].detail
+    assert change["before"]["title"] == "Bone" and change["after"]["title"] == "Bone (renamed)"
+    assert events["reader_study.open"].username == "admin"  # the task opened it on the admin's behalf
+    assert not any("seed" in str(e.detail) for e in events.values())
 
-def test_randomization_is_seeded_and_varies_between_readers(open_reader_study):
-    """Same seed -> same queue for a reader; over many cases both orders and A/B assignments vary."""
+
+def test_randomization_is_secret_counterbalanced_and_varies_between_readers(open_reader_study):
+    """Same secret seed -> same queue for a reader; A/B is exactly balanced per reader; orders and A/B differ
+    between readers and with another seed."""
     from reader_study import services
-    from reader_study.models import ReaderStudy
+    from reader_study.models import ReaderStudy, new_randomization_seed
 
     rs = open_reader_study(n_cases=8, readers=("reader", "r2"))
+    assert len(rs.randomization_seed) == 64 and int(rs.randomization_seed, 16) >= 0
     cases = list(rs.cases.order_by("id"))
     readers = list(rs.readers.order_by("id"))
     q1 = [(c.pk, a) for c, a, _ in services._queue_for(rs, readers[0], cases)]
     assert q1 == [(a.case_id, a.a_method) for a in readers[0].assignments.order_by("position")]
     q2 = [(c.pk, a) for c, a, _ in services._queue_for(rs, readers[1], cases)]
     assert q1 != q2
-    assert {a for _, a in q1} == {"dsa", "dla"}
-    other_seed = ReaderStudy(pk=rs.pk, seed=rs.seed + 1, mode=rs.mode)
+    for queue in (q1, q2):
+        assert sum(a == "dla" for _, a in queue) == 4  # counterbalanced: half of the cases show DLA as A
+    other_seed = ReaderStudy(pk=rs.pk, randomization_seed=new_randomization_seed(), mode=rs.mode)
     assert [(c.pk, a) for c, a, _ in services._queue_for(other_seed, readers[0], cases)] != q1
+    assert new_randomization_seed() != new_randomization_seed()
+
+
+def test_studies_opened_with_the_legacy_seed_keep_their_queues(open_reader_study):
+    """A study opened before the secret seed existed (empty randomization_seed) is reproduced by the old
+    formula, written out here, so existing assignments stay what they were."""
+    import random
+
+    from reader_study import services
+    from reader_study.models import ReaderStudy
+
+    rs = open_reader_study(n_cases=5)
+    legacy = ReaderStudy(pk=rs.pk, seed=7, randomization_seed="", mode=rs.mode)
+    cases = list(rs.cases.order_by("id"))
+    reader = rs.readers.get()
+    rng = random.Random(f"reader-study:7:reader:{reader.user_id}")
+    expected = []
+    for case in cases:
+        a = rng.choice(("dsa", "dla"))
+        expected.append((case.pk, a, "dla" if a == "dsa" else "dsa"))
+    rng.shuffle(expected)
+    assert [(c.pk, a, b) for c, a, b in services._queue_for(legacy, reader, cases)] == expected
+
+
+def test_seed_is_set_by_the_server_and_shown_only_after_close(open_reader_study, client_for):
+    from reader_study import services
+
+    admin = client_for("admin")
+    r = admin.post("/api/reader-studies/", {"title": "s", "seed": 1}, format="json")
+    assert r.status_code == 400 and "seed" in r.json()["detail"] and "cannot be set" in r.json()["detail"]
+    rs = open_reader_study(n_cases=2, readers=("reader", "r2"))
+    assert admin.get(f"/api/reader-studies/{rs.pk}/").json()["seed"] is None
+    assert admin.get(f"/api/reader-studies/{rs.pk}/results/").json()["reader_study"]["seed"] is None
+    assert rs.randomization_seed.encode() not in admin.get(f"/api/reader-studies/{rs.pk}/report/").content
+    closed = admin.post(f"/api/reader-studies/{rs.pk}/close/").json()
+    assert closed["seed"] == rs.randomization_seed
+    assert (
+        admin.get(f"/api/reader-studies/{rs.pk}/results/").json()["reader_study"]["seed"]
+        == rs.randomization_seed
+    )
+    assert rs.randomization_seed.encode() in admin.get(f"/api/reader-studies/{rs.pk}/report/").content
+    # with the seed, anyone can reproduce every queue after the study
+    cases = list(rs.cases.order_by("id"))
+    for reader in rs.readers.all():
+        stored = [(a.case_id, a.a_method, a.b_method) for a in reader.assignments.order_by("position")]
+        assert [(c.pk, a, b) for c, a, b in services._queue_for(rs, reader, cases)] == stored
+
+
+def test_a_reader_with_another_role_is_refused(open_reader_study, client_for, make_user, users):
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    admin = client_for("admin")
+    both = make_user("both", "Reader")
+    both.groups.add(Group.objects.get(name="Annotator"))
+    rs_id = admin.post("/api/reader-studies/", {"title": "roles"}, format="json").json()["id"]
+    r = admin.post(f"/api/reader-studies/{rs_id}/readers/", {"ids": [both.pk]}, format="json")
+    assert r.status_code == 400 and "also has the Annotator role" in r.json()["detail"], r.json()
+    eligible = {u["username"] for u in admin.get("/api/reader-studies/eligible-readers/").json()}
+    assert "reader" in eligible and "both" not in eligible
+    # a reader who gains another role after the study opened can no longer read
+    rs = open_reader_study(n_cases=1)
+    reader = users["reader"]
+    token = rs.readers.get().assignments.get().token
+    reader.groups.add(Group.objects.get(name="Annotator"))
+    api = client_for("reader")
+    for url in ("/api/reading-studies/", f"/api/reading/{token}/", f"/api/reading/{token}/image/A/?angle=0"):
+        r = api.get(url)
+        assert r.status_code == 403 and "also has the Annotator role" in r.json()["detail"], (url, r.json())
+    web = Client()
+    web.force_login(reader)
+    page = web.get(f"/reading/{token}/")
+    assert page.status_code == 403 and b"also has the Annotator role" in page.content
+
+
+def test_opening_refuses_a_reader_who_gained_another_role(client_for, reader_cases, users):
+    from django.contrib.auth.models import Group
+
+    admin = client_for("admin")
+    rs_id = admin.post("/api/reader-studies/", {"title": "late role"}, format="json").json()["id"]
+    admin.post(f"/api/reader-studies/{rs_id}/cases/", {"ids": [reader_cases(1)[0].pk]}, format="json")
+    admin.post(f"/api/reader-studies/{rs_id}/readers/", {"ids": [users["reader"].pk]}, format="json")
+    users["reader"].groups.add(Group.objects.get(name="Admin"))
+    r = admin.post(f"/api/reader-studies/{rs_id}/open/")
+    assert r.status_code == 400 and "also has the Admin role" in r.json()["detail"], r.json()
+    assert admin.get(f"/api/reader-studies/{rs_id}/").json()["status"] == "draft"
 
 
 def test_single_mode_makes_one_item_per_image(open_reader_study, client_for):
@@ -286,7 +431,7 @@ def test_case_without_dla_is_refused(client_for, phantom_study, reader_cases):
     assert r.status_code == 400 and "case" in r.json()["detail"]
 
 
-def test_questions_validate_and_freeze_once_answered(open_reader_study, client_for):
+def test_questions_validate_and_freeze_once_open(open_reader_study, client_for):
     admin = client_for("admin")
     rs_id = admin.post(
         "/api/reader-studies/", {"title": "q", "with_default_questions": False}, format="json"
@@ -326,7 +471,7 @@ def test_questions_validate_and_freeze_once_answered(open_reader_study, client_f
         format="json",
     )
     r = admin.patch(f"/api/reader-studies/{rs.pk}/questions/{bone}/", {"text": "changed"}, format="json")
-    assert r.status_code == 409 and "frozen" in r.json()["detail"]
+    assert r.status_code == 409 and "only while it is a draft" in r.json()["detail"]
     r = admin.delete(f"/api/reader-studies/{rs.pk}/questions/{bone}/")
     assert r.status_code == 409
     assert (

@@ -1,7 +1,9 @@
 # ruff: noqa: F811
 """Blinding as a security property: fetch everything a reader can fetch (queue JSON, case JSON, answer and submit
 responses, pages' HTML, the pages' scripts, image bytes and headers for A and B at several angles and windows)
-and assert that nothing names the method, the study, the volumes or their files, and that image sizes are equal."""
+and assert that nothing names the method, the study, the volumes, their files or the randomization seed, that
+image sizes are equal, and that both images are shown with the same window, floored above the DSA's noise, so
+their backgrounds are equally black. (test_blinding_attack.py measures what a classifier can still tell.)"""
 
 import io
 import re
@@ -22,7 +24,7 @@ CSRF = re.compile(r'(csrfmiddlewaretoken" value="|csrftoken=)[A-Za-z0-9]+')
 
 
 def forbidden_terms(rs):
-    terms = {"dsa", "dla", "subtract", "volume", "series", "sha256", ".npy"}
+    terms = {"dsa", "dla", "subtract", "volume", "series", "sha256", ".npy", rs.randomization_seed}
     for case in rs.cases.select_related("study", "dsa_volume", "dla_volume"):
         terms |= {case.study.pseudonym, case.study.patient_pseudonym}
         for v in (case.dsa_volume, case.dla_volume):
@@ -54,7 +56,7 @@ def png_chunks(data: bytes):
 
 def test_nothing_a_reader_can_fetch_reveals_the_method(open_reader_study, users):
     from dla.render.mip import rotated_mip
-    from dla.render.slices import WINDOW_PRESETS_HU, Window, window_to_uint8
+    from dla.render.slices import WINDOW_PRESETS_HU, Window, floor_window, noise_floor_hu, window_to_uint8
     from reader_study import services
     from reader_study.models import Assignment
 
@@ -104,14 +106,30 @@ def test_nothing_a_reader_can_fetch_reveals_the_method(open_reader_study, users)
                     assert "ETag" not in r and "Content-Disposition" not in r and "Last-Modified" not in r
                     sizes.add(len(r.content))
                     frames[(image, angle, window)] = np.asarray(Image.open(io.BytesIO(r.content)))
-        # the frames really are the two methods' MIPs, mapped as the assignment says (checked independently)
+        # the frames really are the two methods' MIPs, mapped as the assignment says, both shown with one
+        # window whose floor lies above the DSA's noise (all checked independently: MIPs rendered here)
+        dsa = asg.case.dsa_volume
+        dsa_cine = np.stack(
+            [
+                np.round(rotated_mip(dsa.array(), dsa.spacing_mm, 10.0 * i, out_size=services.FRAME_SIZE))
+                for i in range(services.N_ANGLES)
+            ]
+        )
+        floor = noise_floor_hu(dsa_cine)
+        assert abs(floor - asg.case.display_floor_hu) <= 1.0
+        window = floor_window(Window(*WINDOW_PRESETS_HU["vessel"]), asg.case.display_floor_hu)
         for image in ("A", "B"):
             volume = asg.case.volume(asg.method_of(image))
             expected = window_to_uint8(
-                rotated_mip(volume.array(), volume.spacing_mm, 90.0, out_size=services.FRAME_SIZE),
-                Window(*WINDOW_PRESETS_HU["vessel"]),
+                rotated_mip(volume.array(), volume.spacing_mm, 90.0, out_size=services.FRAME_SIZE), window
             )
             assert np.abs(frames[(image, 90, "vessel")].astype(int) - expected).max() <= 1
+            # black backgrounds: most pixels are 0 and none sits at the grey of 0 HU in the plain window
+            shown = frames[(image, 90, "vessel")]
+            assert np.mean(shown == 0) > 0.9
+            assert (
+                np.mean(shown == window_to_uint8(np.zeros(1), Window(*WINDOW_PRESETS_HU["vessel"]))[0]) < 0.01
+            )
         assert not np.array_equal(frames[("A", 0, "vessel")], frames[("B", 0, "vessel")])
     # every frame of every image has exactly the same byte size
     assert len(sizes) == 1, sizes

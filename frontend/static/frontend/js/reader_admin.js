@@ -24,7 +24,7 @@ document.getElementById("rs-create").addEventListener("submit", async (ev) => {
   document.getElementById("rs-create-error").replaceChildren();
   try {
     const s = await api("/api/reader-studies/", { method: "POST", body: {
-      title: f.title.value, instructions: f.instructions.value, mode: f.mode.value, seed: Number(f.seed.value || 0),
+      title: f.title.value, instructions: f.instructions.value, mode: f.mode.value,
       allow_edits: f.allow_edits.checked, with_default_questions: f.with_default_questions.checked } });
     window.location.href = `/reader-studies/${s.id}/`;
   } catch (err) {

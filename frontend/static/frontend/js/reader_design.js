@@ -1,11 +1,16 @@
 // Admin design page of one reader study: settings, readers, cases (studies with DSA and DLA), questions,
-// open/close. Design changes are refused by the server once the study is open; errors show its message.
+// open/close. The design is frozen once the study leaves the draft state (the server refuses changes; the page
+// disables them). Opening may take a while: the server renders every frame first (status "opening", a task
+// run shown with its progress) and the study becomes readable when they are all there. The randomization
+// seed is secret until the study closes.
 import { api, el, showError } from "./api.js";
+import { runRow } from "./taskruns.js";
 
 const id = document.getElementById("design").dataset.id;
 const base = `/api/reader-studies/${id}`;
 const err = document.getElementById("d-error");
 let rs = null;
+let openingTimer = null;
 
 async function call(path, opts) {
   try {
@@ -23,16 +28,47 @@ function renderSettings() {
   f.title.value = rs.title;
   f.instructions.value = rs.instructions;
   f.mode.value = rs.mode;
-  f.seed.value = rs.seed;
   f.window_preset.value = rs.window_preset;
   f.allow_edits.checked = rs.allow_edits;
   const draft = rs.status === "draft";
-  f.mode.disabled = f.seed.disabled = !draft;
+  for (const name of ["instructions", "mode", "window_preset", "allow_edits"]) f[name].disabled = !draft;
+  document.getElementById("d-seed").textContent = rs.seed ?? "secret until the study closes";
+  document.getElementById("d-frozen").hidden = draft;
   document.getElementById("d-title").textContent = rs.title;
   document.getElementById("d-status").textContent = rs.status;
   document.getElementById("d-open").textContent = rs.status === "closed" ? "Reopen" : "Open for reading";
-  document.getElementById("d-open").disabled = rs.status === "open";
-  document.getElementById("d-close").disabled = rs.status !== "open";
+  document.getElementById("d-open").disabled = rs.status === "open" || rs.status === "opening";
+  document.getElementById("d-close").disabled = rs.status !== "open" && rs.status !== "opening";
+  document.getElementById("d-close").textContent = rs.status === "opening" ? "Cancel opening" : "Close";
+  for (const id of ["d-question-form", "d-defaults", "d-cases-add", "d-select-all"]) {
+    const node = document.getElementById(id);
+    if (node.tagName === "FORM") node.querySelectorAll("input, select, button").forEach((c) => { c.disabled = !draft; });
+    else node.disabled = !draft;
+  }
+}
+
+// While the study is opening: the rendering task's progress (when known), the study reloaded until it is open.
+function watchOpening(runId) {
+  clearTimeout(openingTimer);
+  const box = document.getElementById("d-opening");
+  async function poll() {
+    if (runId) {
+      try {
+        const run = await api(`/api/task-runs/${runId}/`);
+        box.replaceChildren(el("p", {}, "Opening: rendering every frame before readers can start."), runRow(run));
+        if (run.state === "failed" || run.state === "cancelled") {
+          box.append(el("p", { class: "muted" }, "Open again to retry, or cancel the opening."));
+        }
+      } catch { /* the run row is a courtesy; the study's status decides */ }
+    } else {
+      box.replaceChildren(el("p", {}, "Opening: rendering every frame before readers can start."));
+    }
+    box.hidden = false;
+    const detail = await call(`${base}/`);
+    if (detail.status === "opening") openingTimer = setTimeout(poll, 1500);
+    else { openingTimer = null; box.hidden = true; load(); }
+  }
+  poll();
 }
 
 function renderReaders(eligible) {
@@ -54,6 +90,8 @@ function renderCases(eligible) {
   document.getElementById("d-case-count").textContent = `(${rs.cases.length})`;
   const ul = document.getElementById("d-cases");
   ul.replaceChildren(...rs.cases.map((c) => el("li", {}, c.study_pseudonym, " ",
+    c.display_floor_hu !== null ? el("span", { class: "muted", title: "window floor of both images" },
+      `floor ${Math.round(c.display_floor_hu)} HU `) : null,
     rs.status === "draft" ? el("button", { type: "button", class: "link danger", onclick: async () => {
       await call(`${base}/cases/${c.id}/`, { method: "DELETE" }); load(); } }, "remove") : null)));
   if (!rs.cases.length) ul.append(el("li", { class: "muted" }, "No cases yet."));
@@ -70,7 +108,7 @@ function renderQuestions() {
     el("td", {}, String(i + 1)), el("td", {}, q.key), el("td", {}, q.text), el("td", {}, q.type),
     el("td", {}, q.choices.length ? q.choices.join(", ") : q.scale_min !== null && q.scale_max !== null ? `${q.scale_min}–${q.scale_max}` : ""),
     el("td", {}, q.required ? "yes" : "no"),
-    el("td", {}, q.has_answers ? el("span", { class: "muted", title: "frozen: it has answers" }, "frozen")
+    el("td", {}, q.has_answers || rs.status !== "draft" ? el("span", { class: "muted", title: "frozen: the study has been opened" }, "frozen")
       : el("button", { type: "button", class: "link danger", onclick: async () => {
         await call(`${base}/questions/${q.id}/`, { method: "DELETE" }); load(); } }, "delete")))));
 }
@@ -83,14 +121,17 @@ async function load() {
   renderReaders(eligibleReaders);
   renderCases(eligibleStudies);
   renderQuestions();
+  if (rs.status === "opening" && !openingTimer) watchOpening(null);
 }
 
 document.getElementById("d-settings").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const f = ev.target;
-  const body = { title: f.title.value, instructions: f.instructions.value, window_preset: f.window_preset.value,
-    allow_edits: f.allow_edits.checked };
-  if (rs.status === "draft") Object.assign(body, { mode: f.mode.value, seed: Number(f.seed.value || 0) });
+  const body = { title: f.title.value };
+  if (rs.status === "draft") {
+    Object.assign(body, { instructions: f.instructions.value, window_preset: f.window_preset.value,
+      allow_edits: f.allow_edits.checked, mode: f.mode.value });
+  }
   await call(`${base}/`, { method: "PATCH", body });
   load();
 });
@@ -126,11 +167,15 @@ document.getElementById("d-defaults").addEventListener("click", async () => {
   load();
 });
 document.getElementById("d-open").addEventListener("click", async () => {
-  await call(`${base}/open/`, { method: "POST" });
-  load();
+  const out = await call(`${base}/open/`, { method: "POST" });
+  if (out.status === "opening") watchOpening(out.cine_task_run);
+  else load();
 });
 document.getElementById("d-close").addEventListener("click", async () => {
+  clearTimeout(openingTimer);
+  openingTimer = null;
   await call(`${base}/close/`, { method: "POST" });
+  document.getElementById("d-opening").hidden = true;
   load();
 });
 
