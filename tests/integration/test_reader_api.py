@@ -506,3 +506,23 @@ def test_csv_export_has_every_answer_with_readable_columns(open_reader_study, cl
     assert bone_rows == {"A": "yes", "B": "no"}
     html = client_for("admin").get(f"/api/reader-studies/{rs.pk}/report/")
     assert html.status_code == 200 and b"Residual bone artifact present" in html.content
+
+
+def test_the_migration_gives_drafts_a_secret_seed_and_leaves_opened_studies_alone(users):
+    """0003's data step on rows as the migration finds them (empty randomization_seed): drafts get a secret
+    seed each, studies already opened keep none, so their stored queues and legacy seed stay as they are."""
+    import importlib
+
+    from django.apps import apps
+
+    from reader_study.models import ReaderStudy
+
+    migration = importlib.import_module("reader_study.migrations.0003_secret_seed_opening_floor")
+    drafts = [ReaderStudy.objects.create(title=f"d{i}", randomization_seed="") for i in range(2)]
+    opened = ReaderStudy.objects.create(title="o", seed=5, randomization_seed="")
+    ReaderStudy.objects.filter(pk=opened.pk).update(status="open")
+    migration.secret_seeds_for_drafts(apps, None)
+    seeds = [ReaderStudy.objects.get(pk=d.pk).randomization_seed for d in drafts]
+    assert all(len(s) == 64 for s in seeds) and seeds[0] != seeds[1]
+    kept = ReaderStudy.objects.get(pk=opened.pk)
+    assert kept.randomization_seed == "" and kept.seed == 5
