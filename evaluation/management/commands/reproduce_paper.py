@@ -652,7 +652,7 @@ def truth_lines(truth: dict | None) -> list[str]:
     groups = (TRUTH_METRICS[:4], TRUTH_METRICS[4:])
     for dataset, d in truth["datasets"].items():
         for metrics in groups:
-            out.append(f"{'':<16}{'':<22}" + "".join(f"{TRUTH_METRIC_LABELS[m]:<31}" for m in metrics))
+            out.append(f"{'':<20}{'':<18}" + "".join(f"{TRUTH_METRIC_LABELS[m]:<34}" for m in metrics))
             for side, label in (*METHODS.items(), ("paired", "DLA - DSA")):
                 cells = []
                 for m in metrics:
@@ -660,8 +660,8 @@ def truth_lines(truth: dict | None) -> list[str]:
                     text = (e or {}).get("text") or "n/a"
                     if side == "paired" and e and e.get("wilcoxon_p") is not None:
                         text += f" p={e['wilcoxon_p']:.2g}"
-                    cells.append(f"{text:<31}")
-                out.append(f"{dataset + ' (n=' + str(d['n']) + ')':<16}{label:<22}" + "".join(cells))
+                    cells.append(f"{text:<33} ")
+                out.append(f"{dataset + ' (n=' + str(d['n']) + ')':<19} {label:<18}" + "".join(cells))
         mf = d["motion_free"]
         out.append(
             f"  {dataset}, motion-free (n={mf['n']}): sensitivity 3D-DLA {(mf['dla_sensitivity'] or {}).get('text', 'n/a')}"
