@@ -65,6 +65,8 @@ function watchOpening(runId) {
     }
     box.hidden = false;
     const detail = await call(`${base}/`);
+    rs = detail;
+    renderSettings();
     if (detail.status === "opening") openingTimer = setTimeout(poll, 1500);
     else { openingTimer = null; box.hidden = true; load(); }
   }
