@@ -112,6 +112,8 @@ def cohort(phantom_study, users):
 def run_inline(evaluation: Evaluation) -> Evaluation:
     """Run the evaluate task in this process with a worker's life cycle (tests without a worker)."""
     run = evaluate.run_here(evaluation.task_run)
+    if not run.is_terminal:  # the session's worker took the enqueued message first: it runs it, wait for it
+        run = wait_for_run(run.pk, timeout_s=900)
     assert run.state == "succeeded", run.error
     return Evaluation.objects.select_related("task_run", "model_version").get(pk=evaluation.pk)
 
