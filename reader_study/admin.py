@@ -16,20 +16,8 @@ from django.contrib import admin
 from dla_web.audit import record
 
 from . import services
+from .design import QUESTION_FIELDS, STUDY_FIELDS, question_snapshot, study_fields
 from .models import Answer, AnswerEvent, Assignment, Case, Question, Reader, ReaderStudy
-
-STUDY_FIELDS = ["title", "instructions", "mode", "allow_edits", "window_preset", "status"]
-QUESTION_FIELDS = [
-    "order",
-    "key",
-    "text",
-    "type",
-    "choices",
-    "scale_min",
-    "scale_max",
-    "scale_labels",
-    "required",
-]
 
 
 def _frozen(rs) -> bool:
@@ -41,9 +29,9 @@ def snapshot(obj) -> dict | None:
     if obj is None:
         return None
     if isinstance(obj, ReaderStudy):
-        return {f: getattr(obj, f) for f in STUDY_FIELDS}
+        return study_fields(obj)
     if isinstance(obj, Question):
-        return {"id": obj.pk, **{f: getattr(obj, f) for f in QUESTION_FIELDS}}
+        return question_snapshot(obj)
     if isinstance(obj, Reader):
         return {"id": obj.pk, "user": obj.user_id, "username": obj.user.username if obj.user_id else ""}
     if isinstance(obj, Case):
@@ -127,7 +115,7 @@ class ReaderInline(_DesignInline):
 class QuestionInline(_DesignInline):
     model = Question
     form = QuestionForm
-    fields = QUESTION_FIELDS
+    fields = list(QUESTION_FIELDS)
 
 
 @admin.register(ReaderStudy)

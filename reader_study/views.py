@@ -25,6 +25,7 @@ from dla_web.audit import record
 from dla_web.roles import READER, IsAdmin, IsReader
 
 from . import reports, services
+from .design import question_snapshot, study_snapshot
 from .models import Assignment, Question, ReaderStudy
 from .serializers import (
     IdListSerializer,
@@ -50,33 +51,6 @@ class IsBlindedReader(IsReader):
             self.message = refusal
             return False
         return True
-
-
-STUDY_FIELDS = ("title", "instructions", "mode", "allow_edits", "window_preset", "status")
-QUESTION_FIELDS = (
-    "key",
-    "text",
-    "type",
-    "choices",
-    "scale_min",
-    "scale_max",
-    "scale_labels",
-    "required",
-    "order",
-)
-
-
-def study_snapshot(rs) -> dict:
-    """The design of a reader study for the audit log (never the randomization seed)."""
-    return {
-        **{f: getattr(rs, f) for f in STUDY_FIELDS},
-        "cases": sorted(rs.cases.values_list("study_id", flat=True)),
-        "readers": sorted(rs.readers.values_list("user_id", flat=True)),
-    }
-
-
-def question_snapshot(question) -> dict:
-    return {"id": question.pk, **{f: getattr(question, f) for f in QUESTION_FIELDS}}
 
 
 def audit_design(request, rs, action: str, before, after, **detail) -> None:
