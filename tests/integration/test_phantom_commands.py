@@ -106,3 +106,25 @@ def test_demo_seed_creates_labelled_train_studies(make_user):
     assert Study.objects.get(cohort="test").label_versions.count() == 0
     call_command("seed_demo_studies", "--per-cohort", "1", "0", "1")  # idempotent
     assert Study.objects.count() == 2
+
+
+def test_fresh_demo_trains_with_the_form_defaults_once_the_admin_approves_the_validation_labels(make_user):
+    from annotations.labels import review
+    from inference import services
+    from inference.serializers import TrainRequestSerializer
+
+    make_user("annotator", "Annotator")
+    admin = make_user("admin", "Admin")
+    call_command("seed_demo_studies", "--per-cohort", "1", "1", "0")
+    form = TrainRequestSerializer(data={})  # the training form's defaults
+    assert form.is_valid(), form.errors
+    cohorts = form.validated_data["train_cohort"], form.validated_data["validation_cohort"]
+    waiting = LabelVersion.objects.get(study__cohort="validation")
+    assert waiting.review_status == "submitted" and waiting.counts["1"] > 0, (
+        "vessels with the recipe defaults"
+    )
+    with pytest.raises(services.TrainingInputError, match="validation"):
+        services.training_plan(*cohorts)
+    review(waiting, admin, "approved", "")
+    plan = services.training_plan(*cohorts)
+    assert len(plan["train"]) == 1 and len(plan["validation"]) == 1

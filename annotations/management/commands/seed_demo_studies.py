@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from dla.phantoms import cohort_plan, subject_from_plan
 from dla_web.progress import TerminalProgress
 
-from ...labels import apply_draft_op, commit, get_or_create_draft, review
+from ...labels import apply_draft_op, commit, get_or_create_draft, review, submit_for_review
 from ...models import Study
 from ...phantom_import import import_subject
 from ...tasks import enqueue_cines, enqueue_label_cine
@@ -19,7 +19,10 @@ DEMO_RECIPE = {"vessel_threshold_hu": 600}  # the recipe's defaults: vessel floo
 
 
 class Command(BaseCommand):
-    help = "Create demo phantom studies (and approved recipe labels for the train studies)."
+    help = (
+        "Create demo phantom studies: approved recipe labels for the train studies, recipe labels submitted for "
+        "review for the validation study."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -45,10 +48,13 @@ class Command(BaseCommand):
             subject = subject_from_plan(entry, DEMO_SHAPE, DEMO_SPACING_MM)
             study = import_subject(subject, subject_id=entry["subject_id"], cohort=entry["split"])
             enqueue_cines(study.volumes.all())
-            if entry["split"] == "train" and annotator and admin:
+            if entry["split"] in ("train", "validation") and annotator and admin:
                 draft = get_or_create_draft(study, annotator)
                 apply_draft_op(draft.pk, {"op": "recipe", "params": DEMO_RECIPE})
                 version = commit(draft.pk, annotator, "Recipe labels (demo seed)")
                 enqueue_label_cine(version, user=annotator)
-                review(version, admin, "approved", "demo: approved")
+                if entry["split"] == "train":
+                    review(version, admin, "approved", "demo: approved")
+                else:  # waits in the admin's review queue: approve it there, then train with the form's defaults
+                    submit_for_review(version)
         progress(1.0, f"{len(chosen)} demo studies ready")
