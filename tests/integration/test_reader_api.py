@@ -3,7 +3,11 @@
 input (unknown question, out-of-scale value, another reader's case, closed study, case without DLA, duplicate
 submit, frozen questions)."""
 
+import shutil
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 
 from tests.integration.reader_support import SHAPE, add_dla, open_reader_study, reader_cases  # noqa: F401
 
@@ -56,7 +60,9 @@ def test_admin_designs_and_opens_a_study(client_for, reader_cases, users, make_u
     r = admin.post(f"/api/reader-studies/{rs_id}/readers/", {"ids": [users["annotator"].pk]}, format="json")
     assert r.status_code == 400 and "Reader role" in r.json()["detail"]
 
-    # opening renders every frame first: 202 "opening", readers see nothing until the task has run
+    # opening renders every frame first: 202 "opening", readers see nothing until the task has run. The MIP
+    # cache is content-addressed and shared by the session: other tests may have rendered these phantoms already
+    shutil.rmtree(Path(settings.STORAGE_ROOT) / "mip_cache", ignore_errors=True)
     r = admin.post(f"/api/reader-studies/{rs_id}/open/")
     assert r.status_code == 202 and r.json()["status"] == "opening", r.json()
     reader = client_for("reader")
