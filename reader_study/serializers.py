@@ -4,6 +4,7 @@ volume, file or series name)."""
 
 from rest_framework import serializers
 
+from .design import QUESTION_FIELDS
 from .models import Case, Question, Reader, ReaderStudy
 from .services import N_ANGLES, READER_WINDOWS, validate_question_spec
 
@@ -15,19 +16,7 @@ class QuestionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Question
-        fields = [
-            "id",
-            "key",
-            "text",
-            "type",
-            "choices",
-            "scale_min",
-            "scale_max",
-            "scale_labels",
-            "required",
-            "order",
-            "has_answers",
-        ]
+        fields = ["id", *QUESTION_FIELDS, "has_answers"]
 
     def validate(self, attrs):
         merged = (
