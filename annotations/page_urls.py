@@ -22,6 +22,7 @@ from dla.render.slices import WINDOW_PRESETS_HU
 from dla_web.roles import is_admin, is_annotator
 
 from .models import Draft, LabelVersion, Study, Volume
+from .pacs_page import pacs_page
 
 LABEL_STATUSES = {
     "unlabeled": "no label version yet",
@@ -190,4 +191,5 @@ urlpatterns = [
     path("studies/", study_list, name="study-list"),
     path("studies/<int:pk>/", workspace, name="study-workspace"),
     path("reviews/", review_queue, name="review-queue"),
+    path("pacs/", pacs_page, name="pacs"),
 ]
