@@ -1,9 +1,10 @@
 """Validated, JSON-serializable and replayable edit operations on uint8 [z, y, x] label maps.
 
 An operation is a plain dict with an ``"op"`` key (brush, remove_island, keep_connected, scissors, set_roi,
-relabel, balance, recipe). ``parse_op`` validates it against the volume shape and spacing and returns a frozen
-dataclass (``op_to_dict`` gives the canonical JSON form back); ``apply_op`` modifies the label map in place,
-working inside the op's bounding region where possible, and returns an ``OpResult`` (bounding box of the
+relabel, balance, recipe, and Slicer's vocabulary: keep_largest, remove_small, split_island, margin, smooth).
+``parse_op`` validates it against the volume shape and spacing and returns a frozen dataclass (``op_to_dict``
+gives the canonical JSON form back); ``apply_op`` modifies the label map in place, working inside the op's
+bounding region where possible, and returns an ``OpResult`` (bounding box of the
 changed voxels, number changed, per-class count deltas). Validation happens before any voxel is touched, so
 a rejected op leaves the labels unchanged. ``replay`` applies a list of recorded ops to a copy of a base map
 (undo = replay without the last op).
@@ -12,7 +13,18 @@ New ops and recorded ops: ``parse_op``/``apply_op`` take ``recorded=True`` for o
 version. A recorded recipe op keeps the meaning it had when it was stored (a floor in voxels, or none for the
 old default of 500 voxels) and is not refused for a floor bigger than the volume; a new one gets today's
 defaults and checks. ``canonical_op`` gives the form to record: a recipe op with all its parameters spelled out,
-so that its replay never depends on defaults that may change. Pure numpy/scipy; no Django.
+so that its replay never depends on defaults that may change.
+
+Slicer's tools. Islands are 26-connected components of one class (``components.label_components``):
+``keep_largest`` keeps a class's largest island, ``keep_connected`` with the clicked voxel as seed is "keep
+selected", ``remove_small`` drops islands below ``min_volume_mm3``, and ``split_island`` is what "split islands"
+can mean in a map with one class per voxel: the clicked island is moved to another class. ``margin`` grows or
+shrinks a class by ``size_mm`` and ``smooth`` applies a median, opening or closing of diameter ``kernel_mm``,
+both with a Euclidean ball in mm (an ellipsoid in voxels when the spacing is anisotropic; ``morphology``);
+voxels a class loses become unlabeled, voxels it gains take it (only over ``only_class`` when given, as the
+brush's "paint only over"). A whole brush drag is one op (``stroke_zyx``): one record, one undo step. Sizes
+that are not positive, larger than the volume or smaller than a voxel are refused with a message saying so.
+Pure numpy/scipy; no Django.
 """
 
 from __future__ import annotations
@@ -23,8 +35,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dla.classes import LABELED_CLASSES, UNLABELED
+from dla.classes import CLASS_NAMES, LABELED_CLASSES, UNLABELED
 from dla.labeling.components import label_components
+from dla.labeling.morphology import ball_halfwidths, closing_mm, dilate_mm, erode_mm, median_mm, opening_mm
 from dla.labeling.recipe import RecipeError, RecipeParams, balance_indices, run_recipe
 from dla.labeling.roi import RoiBoxError, mask_bbox, parse_box
 
@@ -108,8 +121,109 @@ class RecipeOp:
     op: str = field(default="recipe", init=False)
 
 
-Op = BrushOp | RemoveIslandOp | KeepConnectedOp | ScissorsOp | SetRoiOp | RelabelOp | BalanceOp | RecipeOp
-OP_TYPES = ("brush", "remove_island", "keep_connected", "scissors", "set_roi", "relabel", "balance", "recipe")
+@dataclass(frozen=True)
+class KeepLargestOp:
+    """Keep only the largest 26-connected island of class ``label`` (ties: the first in scan order); the other
+    islands of that class become unlabeled."""
+
+    label: int
+    op: str = field(default="keep_largest", init=False)
+
+
+@dataclass(frozen=True)
+class RemoveSmallOp:
+    """Islands (26-connected) of class ``label`` (None: of every labeled class) whose volume is below
+    ``min_volume_mm3`` become unlabeled."""
+
+    min_volume_mm3: float
+    label: int | None = None
+    op: str = field(default="remove_small", init=False)
+
+
+@dataclass(frozen=True)
+class SplitIslandOp:
+    """Slicer's "split islands" in a one-class-per-voxel map: the 26-connected island of the class under
+    ``at_zyx`` is split off its class and given ``to_class`` (e.g. a bone fragment the threshold took for a
+    vessel); the rest of the class is untouched."""
+
+    at_zyx: tuple[int, int, int]
+    to_class: int
+    op: str = field(default="split_island", init=False)
+
+
+@dataclass(frozen=True)
+class MarginOp:
+    """Grow or shrink class ``label`` by ``size_mm`` (a Euclidean ball in mm: an ellipsoid in voxels on an
+    anisotropic grid). Grown voxels take ``label`` (only over voxels of ``only_class`` when given); shrunk
+    voxels become unlabeled."""
+
+    label: int
+    mode: str  # "grow" | "shrink"
+    size_mm: float
+    only_class: int | None = None
+    op: str = field(default="margin", init=False)
+
+
+@dataclass(frozen=True)
+class SmoothOp:
+    """Smooth class ``label`` with a ball of diameter ``kernel_mm``: ``median`` (majority vote), ``opening``
+    (removes protrusions and specks) or ``closing`` (fills holes and gaps). Added voxels take ``label`` (only
+    over ``only_class`` when given); removed voxels become unlabeled."""
+
+    label: int
+    method: str  # "median" | "opening" | "closing"
+    kernel_mm: float
+    only_class: int | None = None
+    op: str = field(default="smooth", init=False)
+
+
+Op = (
+    BrushOp
+    | RemoveIslandOp
+    | KeepConnectedOp
+    | ScissorsOp
+    | SetRoiOp
+    | RelabelOp
+    | BalanceOp
+    | RecipeOp
+    | KeepLargestOp
+    | RemoveSmallOp
+    | SplitIslandOp
+    | MarginOp
+    | SmoothOp
+)
+OP_CLASSES = (
+    BrushOp,
+    RemoveIslandOp,
+    KeepConnectedOp,
+    ScissorsOp,
+    SetRoiOp,
+    RelabelOp,
+    BalanceOp,
+    RecipeOp,
+    KeepLargestOp,
+    RemoveSmallOp,
+    SplitIslandOp,
+    MarginOp,
+    SmoothOp,
+)
+OP_TYPES = (
+    "brush",
+    "remove_island",
+    "keep_connected",
+    "scissors",
+    "set_roi",
+    "relabel",
+    "balance",
+    "recipe",
+    "keep_largest",
+    "remove_small",
+    "split_island",
+    "margin",
+    "smooth",
+)
+SMOOTH_METHODS = ("median", "opening", "closing")
+MARGIN_MODES = ("grow", "shrink")
 
 
 @dataclass
@@ -325,6 +439,8 @@ def parse_op(d: dict, shape_zyx, spacing_mm, *, recorded: bool = False) -> Op:
         return RelabelOp(
             from_class=a, to_class=b, box_zyx=None if box is None else _box(box, shape, "relabel box_zyx")
         )
+    if kind in _PARSERS:
+        return _PARSERS[kind](d, shape, tuple(float(v) for v in spacing_mm))
     if kind == "balance":
         seed = _int(_field(d, "seed", kind, 0), "balance seed")
         if not 0 <= seed < 2**32:
@@ -341,6 +457,111 @@ def parse_op(d: dict, shape_zyx, spacing_mm, *, recorded: bool = False) -> Op:
     return RecipeOp(params=params)
 
 
+# ----------------------------------------------------------------------------------------------- islands, margin,
+# smoothing: validation (sizes in mm / mm^3 against the volume's extent and voxel size)
+
+
+def _class_name(c: int) -> str:
+    return CLASS_NAMES[c].replace("_", " ")
+
+
+def _labeled(v, what: str) -> int:
+    c = _class(v, what)
+    if c == UNLABELED:
+        raise EditOpError(f"{what} must be a labeled class (vessel, bone or soft tissue), not 0 (unlabeled)")
+    return c
+
+
+def _size_mm(v, what: str, shape, spacing, *, per_voxel: float) -> float:
+    """A size in mm that is > 0, not larger than the volume, and at least ``per_voxel`` x the smallest
+    voxel spacing (smaller would change nothing)."""
+    x = _number(v, what)
+    if x <= 0:
+        raise EditOpError(f"{what} is {x:g} mm; it must be more than 0 mm")
+    extent = max(n * s for n, s in zip(shape, spacing, strict=True))
+    if x > extent:
+        raise EditOpError(
+            f"{what} is {x:g} mm, larger than the whole volume ({extent:.1f} mm across); choose a smaller size"
+        )
+    least = per_voxel * min(spacing)
+    if x < least - 1e-9:
+        raise EditOpError(
+            f"{what} is {x:g} mm, less than one voxel ({min(spacing):g} mm) reaches: it would change nothing; "
+            f"use at least {least:g} mm"
+        )
+    return x
+
+
+def _only_over(d: dict, kind: str, label: int) -> int | None:
+    only = _class(_field(d, "only_class", kind, None), f"{kind} only_class", allow_none=True)
+    if only is not None and only == label:
+        raise EditOpError(
+            f"{kind}: 'only over' is {_class_name(only)}, the class being edited itself; choose another class "
+            "or none"
+        )
+    return only
+
+
+def _parse_keep_largest(d, shape, spacing):
+    return KeepLargestOp(label=_labeled(_field(d, "label", "keep_largest"), "keep_largest label"))
+
+
+def _parse_remove_small(d, shape, spacing):
+    label = _field(d, "label", "remove_small", None)
+    label = None if label is None else _labeled(label, "remove_small label")
+    v = _number(_field(d, "min_volume_mm3", "remove_small"), "remove_small min_volume_mm3")
+    voxel_mm3 = float(np.prod(spacing))
+    total_mm3 = voxel_mm3 * float(np.prod(shape))
+    if v <= 0:
+        raise EditOpError(f"remove_small min_volume_mm3 is {v:g} mm³; it must be more than 0 mm³")
+    if v > total_mm3:
+        raise EditOpError(
+            f"remove_small min_volume_mm3 is {v:g} mm³, more than the whole volume ({total_mm3:.0f} mm³); "
+            "choose a smaller size"
+        )
+    if v <= voxel_mm3 + 1e-12:
+        raise EditOpError(
+            f"remove_small min_volume_mm3 is {v:g} mm³, not more than one voxel ({voxel_mm3:.3g} mm³): no island "
+            "is smaller, so nothing would be removed"
+        )
+    return RemoveSmallOp(min_volume_mm3=v, label=label)
+
+
+def _parse_split_island(d, shape, spacing):
+    return SplitIslandOp(
+        at_zyx=_point(_field(d, "at_zyx", "split_island"), shape, "split_island at_zyx"),
+        to_class=_labeled(_field(d, "to_class", "split_island"), "split_island to_class"),
+    )
+
+
+def _parse_margin(d, shape, spacing):
+    label = _labeled(_field(d, "label", "margin"), "margin label")
+    mode = _field(d, "mode", "margin")
+    if mode not in MARGIN_MODES:
+        raise EditOpError(f"margin mode must be 'grow' or 'shrink', got {mode!r}")
+    size = _size_mm(_field(d, "size_mm", "margin"), "margin size_mm", shape, spacing, per_voxel=1.0)
+    return MarginOp(label=label, mode=mode, size_mm=size, only_class=_only_over(d, "margin", label))
+
+
+def _parse_smooth(d, shape, spacing):
+    label = _labeled(_field(d, "label", "smooth"), "smooth label")
+    method = _field(d, "method", "smooth")
+    if method not in SMOOTH_METHODS:
+        raise EditOpError(f"smooth method must be one of {list(SMOOTH_METHODS)}, got {method!r}")
+    # the kernel is the ball's diameter: it reaches a neighbour once it is two voxels across
+    kernel = _size_mm(_field(d, "kernel_mm", "smooth"), "smooth kernel_mm", shape, spacing, per_voxel=2.0)
+    return SmoothOp(label=label, method=method, kernel_mm=kernel, only_class=_only_over(d, "smooth", label))
+
+
+_PARSERS = {
+    "keep_largest": _parse_keep_largest,
+    "remove_small": _parse_remove_small,
+    "split_island": _parse_split_island,
+    "margin": _parse_margin,
+    "smooth": _parse_smooth,
+}
+
+
 _KNOWN_FIELDS = {
     "brush": {"center_zyx", "radius_mm", "label", "shape", "axis", "only_class", "stroke_zyx"},
     "remove_island": {"at_zyx"},
@@ -350,6 +571,11 @@ _KNOWN_FIELDS = {
     "relabel": {"from", "to", "box_zyx"},
     "balance": {"seed"},
     "recipe": {"params"},
+    "keep_largest": {"label"},
+    "remove_small": {"label", "min_volume_mm3"},
+    "split_island": {"at_zyx", "to_class"},
+    "margin": {"label", "mode", "size_mm", "only_class"},
+    "smooth": {"label", "method", "kernel_mm", "only_class"},
 }
 
 
@@ -633,6 +859,130 @@ def _apply_recipe(labels, op: RecipeOp, ctx: VolumeContext):
     return result
 
 
+def _no_change() -> OpResult:
+    return OpResult(None, 0, dict.fromkeys(ALL_CLASSES, 0))
+
+
+def _padded(region, pad, shape) -> tuple[slice, slice, slice]:
+    return tuple(
+        slice(max(0, r.start - p), min(n, r.stop + p)) for r, p, n in zip(region, pad, shape, strict=True)
+    )
+
+
+def _apply_keep_largest(labels, op: KeepLargestOp, spacing):
+    region, m = _class_bbox(labels, op.label)
+    if region is None:
+        return _no_change()
+    lab, n = label_components(m)
+    if n <= 1:
+        return _no_change()
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    keep = int(np.argmax(sizes))
+    old = labels[region].copy()
+    labels[region][m & (lab != keep)] = UNLABELED
+    return _finish(labels, region, old)
+
+
+def _apply_remove_small(labels, op: RemoveSmallOp, spacing):
+    classes = LABELED_CLASSES if op.label is None else (op.label,)
+    region = mask_bbox(labels != UNLABELED if op.label is None else labels == op.label)
+    if region is None:
+        return _no_change()
+    voxel_mm3 = float(np.prod(spacing))
+    old = labels[region].copy()
+    sub = labels[region]
+    for c in classes:
+        m = old == c
+        lab, n = label_components(m)
+        if n == 0:
+            continue
+        small = np.bincount(lab.ravel(), minlength=n + 1) * voxel_mm3 < op.min_volume_mm3
+        small[0] = False
+        sub[small[lab]] = UNLABELED
+    return _finish(labels, region, old)
+
+
+def _apply_split_island(labels, op: SplitIslandOp, spacing):
+    c = int(labels[op.at_zyx])
+    if c == UNLABELED:
+        raise EditOpError(f"no labeled island at {list(op.at_zyx)} (the voxel is unlabeled)")
+    if c == op.to_class:
+        raise EditOpError(
+            f"the island at {list(op.at_zyx)} is {_class_name(c)} already; choose another class to split it into"
+        )
+    region, comp = _component_at(lambda reg: labels[reg] == c, labels.shape, op.at_zyx)
+    local = mask_bbox(comp)
+    target = labels[region][local]
+    previous = target.copy()
+    changed = comp[local]
+    n = int(np.count_nonzero(changed))
+    target[changed] = op.to_class
+    delta = {**dict.fromkeys(ALL_CLASSES, 0), c: -n, op.to_class: n}
+    return OpResult(_global_bbox(region, local), n, delta, previous)
+
+
+def _reshape_class(labels, label: int, only_class, pad, spacing, new_mask_fn) -> OpResult:
+    """Replace class ``label``'s mask inside its bounding box grown by ``pad`` voxels by ``new_mask_fn(mask)``:
+    voxels that leave the class become unlabeled, voxels that join take ``label`` (only over ``only_class``)."""
+    region, _ = _class_bbox(labels, label)
+    if region is None:
+        return _no_change()
+    region = _padded(region, pad, labels.shape)
+    old = labels[region].copy()
+    m = old == label
+    new = new_mask_fn(m)
+    add = new & ~m
+    if only_class is not None:
+        add &= old == only_class
+    sub = labels[region]
+    sub[m & ~new] = UNLABELED
+    sub[add] = label
+    return _finish(labels, region, old)
+
+
+def _apply_margin(labels, op: MarginOp, spacing):
+    half = ball_halfwidths(op.size_mm, spacing)
+    if op.mode == "grow":
+        return _reshape_class(
+            labels,
+            op.label,
+            op.only_class,
+            [h + 1 for h in half],
+            spacing,
+            lambda m: dilate_mm(m, op.size_mm, spacing),
+        )
+    return _reshape_class(
+        labels, op.label, None, (1, 1, 1), spacing, lambda m: erode_mm(m, op.size_mm, spacing)
+    )
+
+
+_SMOOTHERS = {"median": median_mm, "opening": opening_mm, "closing": closing_mm}
+
+
+def _apply_smooth(labels, op: SmoothOp, spacing):
+    radius = op.kernel_mm / 2
+    half = ball_halfwidths(radius, spacing)
+    smoother = _SMOOTHERS[op.method]
+    return _reshape_class(
+        labels,
+        op.label,
+        op.only_class,
+        [2 * h + 1 for h in half],
+        spacing,
+        lambda m: smoother(m, radius, spacing),
+    )
+
+
+_APPLIERS = {
+    KeepLargestOp: _apply_keep_largest,
+    RemoveSmallOp: _apply_remove_small,
+    SplitIslandOp: _apply_split_island,
+    MarginOp: _apply_margin,
+    SmoothOp: _apply_smooth,
+}
+
+
 def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext, *, recorded: bool = False) -> OpResult:
     """Apply one op to ``labels`` (uint8 [z, y, x], modified in place) and summarise the change.
 
@@ -645,17 +995,7 @@ def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext, *, recorded:
             f"labels must be a uint8 [z, y, x] array, got {getattr(labels, 'dtype', type(labels))} "
             f"{getattr(labels, 'shape', '')}"
         )
-    _op_classes = (
-        BrushOp,
-        RemoveIslandOp,
-        KeepConnectedOp,
-        ScissorsOp,
-        SetRoiOp,
-        RelabelOp,
-        BalanceOp,
-        RecipeOp,
-    )
-    d = op_to_dict(op) if isinstance(op, _op_classes) else op
+    d = op_to_dict(op) if isinstance(op, OP_CLASSES) else op
     parsed = parse_op(d, labels.shape, ctx.spacing_mm, recorded=recorded)
     if isinstance(parsed, BrushOp):
         return _apply_brush(labels, parsed, ctx.spacing_mm)
@@ -671,6 +1011,8 @@ def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext, *, recorded:
         return _apply_relabel(labels, parsed)
     if isinstance(parsed, BalanceOp):
         return _apply_balance(labels, parsed)
+    if type(parsed) in _APPLIERS:
+        return _APPLIERS[type(parsed)](labels, parsed, ctx.spacing_mm)
     return _apply_recipe(labels, parsed, ctx)
 
 
@@ -691,12 +1033,17 @@ __all__ = [
     "BrushOp",
     "EditOpError",
     "KeepConnectedOp",
+    "KeepLargestOp",
+    "MarginOp",
     "OpResult",
     "RecipeOp",
     "RelabelOp",
     "RemoveIslandOp",
+    "RemoveSmallOp",
     "ScissorsOp",
     "SetRoiOp",
+    "SmoothOp",
+    "SplitIslandOp",
     "VolumeContext",
     "apply_op",
     "canonical_op",
