@@ -75,6 +75,19 @@ def test_edit_undo_redo_commit_and_history(client_for, phantom_study):
         ({"op": "recipe", "params": {"min_vessel_component_voxels": 10**7}}, "more than the whole volume"),
         ({"op": "recipe", "params": {"vessel_threshold_hu": 100}}, "vessel_threshold_hu"),
         ({"op": "recipe", "params": {"seeded_vessels_only": True}}, "seed_points_zyx is empty"),
+        ({"op": "margin", "label": VESSEL, "mode": "grow", "size_mm": 0}, "must be more than 0 mm"),
+        ({"op": "margin", "label": VESSEL, "mode": "shrink", "size_mm": -3}, "must be more than 0 mm"),
+        ({"op": "margin", "label": VESSEL, "mode": "grow", "size_mm": 500}, "larger than the whole volume"),
+        ({"op": "margin", "label": VESSEL, "mode": "grow", "size_mm": 2}, "less than one voxel (4.5 mm)"),
+        ({"op": "smooth", "label": VESSEL, "method": "median", "kernel_mm": 0}, "must be more than 0 mm"),
+        (
+            {"op": "smooth", "label": VESSEL, "method": "closing", "kernel_mm": 1e4},
+            "larger than the whole volume",
+        ),
+        ({"op": "smooth", "label": VESSEL, "method": "blur", "kernel_mm": 9}, "smooth method must be one of"),
+        ({"op": "remove_small", "label": VESSEL, "min_volume_mm3": -1}, "must be more than 0 mm³"),
+        ({"op": "remove_small", "min_volume_mm3": 1e9}, "more than the whole volume"),
+        ({"op": "split_island", "at_zyx": [20, 24, 24], "to_class": VESSEL}, "vessel already"),
     ],
 )
 def test_bad_ops_are_refused_and_change_nothing(client_for, phantom_study, op, message):
@@ -89,6 +102,54 @@ def test_bad_ops_are_refused_and_change_nothing(client_for, phantom_study, op, m
     after = Draft.objects.get(pk=draft["id"])
     assert (after.revision, after.counts, len(after.ops)) == (before.revision, before.counts, 1)
     assert not TaskRun.objects.filter(kind="recipe").exists(), "a refused recipe must not be queued"
+
+
+@pytest.mark.django_db
+def test_slicer_tools_and_a_whole_stroke_as_one_undo_step(client_for, phantom_study):
+    """A brush drag sent as one op is one record and one undo step; islands, margin and smoothing apply through
+    the API, and the draft's map is exactly the replay of its recorded ops."""
+    study = phantom_study(seed=9)
+    client = client_for("annotator")
+    draft = open_draft(client, study)
+    url = f"/api/drafts/{draft['id']}"
+    stroke = [[20, 10 + i, 10 + i] for i in range(0, 24, 2)]  # a diagonal drag: 12 dabs
+    op = {"op": "brush", "center_zyx": stroke[0], "stroke_zyx": stroke[1:], "radius_mm": 5, "label": VESSEL}
+    painted = apply(client, draft["id"], op)
+    assert painted.status_code == 200, painted.content
+    after_stroke = painted.json()["draft"]
+    assert len(after_stroke["ops"]) == 1 and after_stroke["counts"][str(VESSEL)] > 12
+    undone = client.post(f"{url}/undo/").json()
+    assert undone["counts"][str(VESSEL)] == 0 and not undone["can_undo"], "one undo reverts the whole stroke"
+    assert client.post(f"{url}/redo/").json()["counts"] == after_stroke["counts"]
+    # a separate speck of 1 voxel (91 mm^3 at 4.5 mm spacing), then islands
+    speck = {"op": "brush", "center_zyx": [5, 40, 40], "radius_mm": 1, "label": VESSEL}
+    assert apply(client, draft["id"], speck).status_code == 200
+    for edit in (
+        {"op": "split_island", "at_zyx": [5, 40, 40], "to_class": BONE},
+        {"op": "remove_small", "label": BONE, "min_volume_mm3": 100},
+        {"op": "margin", "label": VESSEL, "mode": "grow", "size_mm": 4.5},
+        {"op": "smooth", "label": VESSEL, "method": "opening", "kernel_mm": 9},
+        {"op": "keep_largest", "label": VESSEL},
+    ):
+        response = apply(client, draft["id"], edit)
+        assert response.status_code == 200, (edit, response.content)
+    row = Draft.objects.get(pk=draft["id"])
+    assert [e["op"]["op"] for e in row.ops] == [
+        "brush",
+        "brush",
+        "split_island",
+        "remove_small",
+        "margin",
+        "smooth",
+        "keep_largest",
+    ]
+    labels = np.asarray(draft_array(row))
+    assert labels[5, 40, 40] == 0 and not (labels == BONE).any(), "the speck was split off, then removed"
+    expected = replay(
+        np.zeros_like(labels), [e["op"] for e in row.ops], VolumeContext(study.subject.spacing_mm)
+    )
+    np.testing.assert_array_equal(labels, expected)
+    assert row.counts == {str(c): int((labels == c).sum()) for c in range(4)}
 
 
 @pytest.mark.django_db
