@@ -1,6 +1,7 @@
 """Maximum intensity projections (MIPs) of volumes ``[z, y, x]``: along an axis, or at any rotation about the
 head's vertical axis with an optional tilt, resampled with torch on a grid whose size is bounded by the volume's
-own resolution. A rotated MIP at ``angle_deg = 0`` looks along +y (a frontal, AP view); 90 degrees is a lateral
+own resolution. Upright views take the max of actual voxel values along densely sampled rays, so a noisy
+background has the same statistics under every ray (no bands or ring-like moire locked to the angle). A rotated MIP at ``angle_deg = 0`` looks along +y (a frontal, AP view); 90 degrees is a lateral
 view. Output images have rows = superior at the top. Inputs may be read-only memory maps.
 
 Bounded work (the server renders MIPs on request, so no parameter may make one unbounded): the volume is
@@ -25,6 +26,11 @@ MAX_PREPARED_VOXELS = 12_000_000
 MAX_TILTED_SAMPLES = 2**24  # points sampled trilinearly per tilted image (16.7 M: ~1 s on 2 cores)
 SLAB_BYTES = 32 * 2**20  # grid plus samples of one depth slab of the tilted path
 _UPRIGHT_CHUNK_VALUES = 2_000_000  # rotated planes held at once by the upright path (8 MB)
+RAY_SAMPLES_PER_VOXEL = 4  # upright path: samples per finest in-plane voxel along each ray
+MAX_UPRIGHT_COLUMNS = 2048
+MAX_UPRIGHT_DEPTH = 4096
+# Changes whenever the same volume and view render to different pixels (a frame cache may key on it).
+MIP_RENDERER_VERSION = 2
 
 
 def axis_mip(volume: np.ndarray, axis: str) -> np.ndarray:
@@ -149,45 +155,62 @@ def tilted_grid(prepared: MipVolume, out_size: int) -> tuple[int, int]:
     return pixels, depth
 
 
+def upright_grid(prepared: MipVolume, out_size: int) -> tuple[int, int]:
+    """(columns, depth samples) of the upright path's sampling grid in each axial plane, both spanning the
+    bounding sphere's diameter: at least one column per finest in-plane voxel (and at least ``out_size``) and
+    ``RAY_SAMPLES_PER_VOXEL`` samples per finest in-plane voxel along each ray, so no voxel is skipped
+    (capped at ``MAX_UPRIGHT_COLUMNS`` / ``MAX_UPRIGHT_DEPTH``)."""
+    diameter = 2.0 * prepared.radius_mm / min(prepared.spacing_mm[1:])
+    columns = int(min(MAX_UPRIGHT_COLUMNS, max(out_size, np.ceil(diameter))))
+    depth = int(min(MAX_UPRIGHT_DEPTH, max(MIN_MIP_SIZE_PX, np.ceil(RAY_SAMPLES_PER_VOXEL * diameter))))
+    return columns, depth
+
+
 def _mip_upright(prepared: MipVolume, angle_deg: float, out_size: int) -> torch.Tensor:
-    """Tilt 0: every output row lies in one axial plane, so rotate each plane in 2-D (bilinear), take the max
-    along the depth direction, then resample the [z, columns] image onto the output rows (linear in z)."""
+    """Tilt 0: every output row lies in one axial plane, so each plane is sampled on a rotated (columns x
+    depth) grid (``upright_grid``) with nearest-voxel lookups, the max taken along the depth direction, and the
+    [z, columns] image resampled onto the output pixels (linear in z and across columns).
+
+    Why nearest voxels, not bilinear samples: a bilinear sample of noise has a variance that depends on where
+    it falls between voxel centres (full at a centre, a quarter half-way between four), so the max along a
+    ray depended on how the rays met the voxel lattice. The background of a noisy volume then showed bands
+    and ring-like moire that followed the angle (strongest at 0, 45 and 90 degrees). The max of actual voxel
+    values along a densely sampled ray has the same statistics for every ray; the linear resampling that
+    follows mixes finished maxima, which keeps their mean (tests/unit/render/test_mip_background.py)."""
     vol = prepared.tensor
     nz = vol.shape[0]
     ext = prepared.extent_xyz_mm
     radius = prepared.radius_mm
+    columns, depth = upright_grid(prepared, out_size)
     a = np.deg2rad(angle_deg)
     rot2 = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    # output grid (columns u, depth w) in [-1, 1] * radius -> volume (x, y) mm = R^T (u, w) -> normalized
+    # grid (columns u, depth w) in [-1, 1] * radius -> volume (x, y) mm = R^T (u, w) -> normalized
     theta = np.concatenate([(rot2.T * radius) / (ext[:2] / 2.0)[:, None], np.zeros((2, 1))], axis=1)
     grid = F.affine_grid(
-        torch.tensor(theta, dtype=torch.float32)[None], [1, 1, out_size, out_size], align_corners=False
+        torch.tensor(theta, dtype=torch.float32)[None], [1, 1, depth, columns], align_corners=False
     )  # [1, depth, columns, 2]
     # written in place: small allocations between the big per-chunk buffers would fragment the heap (glibc
     # then grows it by a whole volume's worth of samples instead of reusing the freed chunk)
-    by_z = torch.empty((nz, out_size), dtype=torch.float32)  # [nz, columns], z ascending
-    chunk = max(1, _UPRIGHT_CHUNK_VALUES // (out_size * out_size))
+    by_z = torch.empty((nz, columns), dtype=torch.float32)  # [nz, columns], z ascending
+    chunk = max(1, _UPRIGHT_CHUNK_VALUES // (columns * depth))
     for start in range(0, nz, chunk):
         planes = vol[start : start + chunk, None]  # [n, 1, y, x]
         sampled = F.grid_sample(
             planes,
             grid.expand(len(planes), -1, -1, -1),
-            mode="bilinear",
+            mode="nearest",
             padding_mode="zeros",
             align_corners=False,
         )
         torch.amax(sampled[:, 0], dim=1, out=by_z[start : start + len(planes)])
         del sampled
     z_norm = -_centres(out_size) * radius / (ext[2] / 2.0)  # row 0 = top = superior = high z
-    zgrid = torch.stack([torch.zeros_like(z_norm), z_norm], dim=-1)[None, :, None, :]  # [1, rows, 1, 2]
+    u_norm = _centres(out_size)  # the columns span the same diameter as the output pixels
+    out_grid = torch.stack(torch.broadcast_tensors(u_norm[None, :], z_norm[:, None]), dim=-1)[None]
     image = F.grid_sample(
-        by_z.T.contiguous()[None, :, :, None],
-        zgrid,
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )  # [1, columns, rows, 1]
-    return image[0, :, :, 0].T
+        by_z[None, None], out_grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )  # [1, 1, rows, columns]
+    return image[0, 0]
 
 
 def _mip_tilted(prepared: MipVolume, angle_deg: float, tilt_deg: float, out_size: int) -> torch.Tensor:
@@ -241,8 +264,10 @@ def rotated_mip(
 
     The image covers the diameter of the volume's physical bounding sphere at every angle (isotropic pixels of
     ``2 * radius_mm / out_size`` mm), so a cine of angles keeps the head the same size. Samples outside the
-    volume count as ``background``. At tilt 0 each axial plane is rotated in 2-D (fast path, ~0.2 s for a
-    512x512x400 head on 2 cores); other tilts sample trilinearly on the bounded grid of ``tilted_grid``.
+    volume count as ``background``. At tilt 0 each axial plane is sampled on a rotated grid, nearest voxels on
+    rays of ``RAY_SAMPLES_PER_VOXEL`` samples per voxel (fast path, ~0.1 s for a 512x512x400 head on one core;
+    see ``_mip_upright`` for why not bilinear); other tilts sample trilinearly on the bounded grid of
+    ``tilted_grid``.
     ``out_size`` is 16..``MAX_MIP_SIZE_PX``. Returns float32 [out_size, out_size] in the volume's units, row 0 =
     superior.
     """

@@ -172,8 +172,12 @@ def test_tilted_path_agrees_with_upright_path_near_zero_tilt():
     tilted = rotated_mip(vol, (1.0, 1.0, 1.0), 30.0, tilt_deg=1e-4, out_size=32, background=-2000.0)
     inside = upright > -1000
     assert inside.sum() > 100
-    # same geometry; the paths differ only in where interpolation happens relative to the max
-    assert np.median(np.abs(upright[inside] - tilted[inside])) < 1.0
+    # same geometry; the upright path takes the max of nearest voxels, the tilted one of trilinear samples, so
+    # they may differ within a voxel of a block edge only: compare where the upright image is flat along the row
+    pad = np.pad(upright, ((0, 0), (1, 1)), mode="edge")
+    flat = inside & (np.ptp(np.stack([pad[:, :-2], pad[:, 1:-1], pad[:, 2:]]), axis=0) < 1e-3)
+    assert flat.sum() > 50
+    assert np.median(np.abs(upright[flat] - tilted[flat])) < 1.0
 
 
 def test_tilt_90_looks_down_the_vertical_axis():
