@@ -393,9 +393,10 @@ def test_drafts_and_versions_recorded_with_voxel_floors_replay_unchanged(client_
     subject = study.subject
     context = VolumeContext(subject.spacing_mm, fill_hu=subject.fill_hu, subtracted_hu=subject.subtracted_hu)
     client = client_for("annotator")
+    off = {"vessel_low_threshold_hu": None, "vessel_edge_fraction": None}  # recorded before growing existed
     legacy = [
-        ({"vessel_threshold_hu": 600}, RecipeParams(min_vessel_component_voxels=500)),
-        ({"vessel_threshold_hu": 550, "min_vessel_component_voxels": 30}, RecipeParams(550, 30)),
+        ({"vessel_threshold_hu": 600}, RecipeParams(min_vessel_component_voxels=500, **off)),
+        ({"vessel_threshold_hu": 550, "min_vessel_component_voxels": 30}, RecipeParams(550, 30, **off)),
     ]
     kept = []
     for params, old_meaning in legacy:

@@ -48,7 +48,9 @@ def make_head(seed=0):
     return fill.astype(np.int16), sub.astype(np.int16), vessel
 
 
-PARAMS = RecipeParams(min_vessel_component_voxels=100)
+# The threshold part of the recipe (the paper's); hysteresis growing and the edge are tested in test_grow.py.
+THRESHOLD_ONLY = {"vessel_low_threshold_hu": None, "vessel_edge_fraction": None}
+PARAMS = RecipeParams(min_vessel_component_voxels=100, **THRESHOLD_ONLY)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,7 @@ def test_vessel_keeps_tube_drops_blob(head, result):
 
 def test_seed_point_keeps_small_blob(head):
     fill, sub, _ = head
-    params = RecipeParams(min_vessel_component_voxels=100, seed_points_zyx=((BLOB_CENTER),))
+    params = RecipeParams(min_vessel_component_voxels=100, seed_points_zyx=((BLOB_CENTER),), **THRESHOLD_ONLY)
     res = run_recipe(fill, sub, SPACING, params)
     assert res.labels[BLOB_CENTER] == VESSEL
     np.testing.assert_array_equal(res.labels == VESSEL, expected_vessel(sub, params, [BLOB_CENTER]))
@@ -128,7 +130,7 @@ def test_counts_match_labels(result):
 def test_roi_restricts_labels(head, result):
     fill, sub, _ = head
     box = (10, 30, 20, 45, 5, 60)
-    params = RecipeParams(min_vessel_component_voxels=100, roi_boxes_zyx=(box,))
+    params = RecipeParams(min_vessel_component_voxels=100, roi_boxes_zyx=(box,), **THRESHOLD_ONLY)
     res = run_recipe(fill, sub, SPACING, params)
     inside = np.zeros(SHAPE, bool)
     inside[10:30, 20:45, 5:60] = True
@@ -142,7 +144,7 @@ def test_roi_restricts_labels(head, result):
 
 def test_balance_equal_counts_subset_and_seeded(head, result):
     fill, sub, _ = head
-    params = RecipeParams(min_vessel_component_voxels=100, balance=True, seed=3)
+    params = RecipeParams(min_vessel_component_voxels=100, balance=True, seed=3, **THRESHOLD_ONLY)
     a = run_recipe(fill, sub, SPACING, params).labels
     n = [int((a == c).sum()) for c in (VESSEL, BONE, SOFT_TISSUE)]
     full = [int((result.labels == c).sum()) for c in (VESSEL, BONE, SOFT_TISSUE)]
@@ -152,7 +154,10 @@ def test_balance_equal_counts_subset_and_seeded(head, result):
     b = run_recipe(fill, sub, SPACING, params).labels
     np.testing.assert_array_equal(a, b)
     c = run_recipe(
-        fill, sub, SPACING, RecipeParams(min_vessel_component_voxels=100, balance=True, seed=4)
+        fill,
+        sub,
+        SPACING,
+        RecipeParams(min_vessel_component_voxels=100, balance=True, seed=4, **THRESHOLD_ONLY),
     ).labels
     assert not np.array_equal(a, c)
 
@@ -285,7 +290,7 @@ def test_default_floor_is_physical_same_decision_at_any_voxel_size(spacing):
 def test_report_matches_scipy_components(head):
     """Kept/dropped components and voxels of the report against scipy's own labelling."""
     fill, sub, _ = head
-    params = RecipeParams(min_vessel_component_mm3=20.0)
+    params = RecipeParams(min_vessel_component_mm3=20.0, **THRESHOLD_ONLY)
     res = run_recipe(fill, sub, SPACING, params)
     lab, n = ndi.label(sub >= params.vessel_threshold_hu, ST26)
     sizes = np.bincount(lab.ravel())[1:]
@@ -329,7 +334,7 @@ def test_floor_bigger_than_the_volume_is_refused(head):
 
 def test_seeded_vessels_only_keeps_just_the_clicked_components(head):
     fill, sub, _ = head
-    params = RecipeParams(seeded_vessels_only=True, seed_points_zyx=(BLOB_CENTER,))
+    params = RecipeParams(seeded_vessels_only=True, seed_points_zyx=(BLOB_CENTER,), **THRESHOLD_ONLY)
     res = run_recipe(fill, sub, SPACING, params)
     lab, _ = ndi.label(sub >= 600, ST26)
     np.testing.assert_array_equal(res.labels == VESSEL, lab == lab[BLOB_CENTER])
@@ -339,12 +344,14 @@ def test_seeded_vessels_only_keeps_just_the_clicked_components(head):
 def test_recorded_params_keep_their_floor_in_voxels():
     """Label versions recorded before floors were physical: a floor in voxels stays one, and recipe params
     naming no floor meant the old default of 500 voxels, which they keep; new params get the mm^3 default."""
-    assert RecipeParams.from_dict({}, recorded=True) == RecipeParams(min_vessel_component_voxels=500)
+    assert RecipeParams.from_dict({}, recorded=True) == RecipeParams(
+        min_vessel_component_voxels=500, **THRESHOLD_ONLY
+    )
     assert (
         RecipeParams.from_dict({"vessel_threshold_hu": 550}, recorded=True).min_vessel_component_voxels == 500
     )
     assert RecipeParams.from_dict({"min_vessel_component_voxels": 30}, recorded=True) == RecipeParams(
-        min_vessel_component_voxels=30
+        min_vessel_component_voxels=30, **THRESHOLD_ONLY
     )
     fresh = RecipeParams.from_dict({})
     assert fresh.min_vessel_component_voxels is None and fresh.min_vessel_component_mm3 == 20.0
@@ -358,7 +365,7 @@ def test_voxel_floor_keeps_its_old_meaning(head):
     """A floor in voxels selects components by voxel count, exactly as before (independent scipy count)."""
     fill, sub, _ = head
     for floor in (27, 28, 500):
-        params = RecipeParams(min_vessel_component_voxels=floor)
+        params = RecipeParams(min_vessel_component_voxels=floor, **THRESHOLD_ONLY)
         np.testing.assert_array_equal(
             run_recipe(fill, sub, SPACING, params).labels == VESSEL, expected_vessel(sub, params)
         )
