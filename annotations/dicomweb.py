@@ -31,7 +31,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pydicom
@@ -183,8 +183,21 @@ def get_server(name: str) -> DicomWebServer:
     return server
 
 
+class _WildcardSession(requests.Session):
+    """dicomweb-client percent-encodes the QIDO wildcards ``*`` and ``?`` (``%2A``, ``%3F``), which Orthanc (and
+    other servers) then match literally, so ``DOE*`` found nothing. Both characters are allowed as they are in a
+    URL's query (RFC 3986), so they are sent unencoded."""
+
+    def request(self, method, url, *args, **kwargs):
+        parts = urlsplit(url)
+        if parts.query:
+            query = re.sub("%2[Aa]", "*", re.sub("%3[Ff]", "?", parts.query))
+            url = urlunsplit(parts._replace(query=query))
+        return super().request(method, url, *args, **kwargs)
+
+
 def _client(server: DicomWebServer) -> DICOMwebClient:
-    session = requests.Session()
+    session = _WildcardSession()
     if server.username:
         session.auth = (server.username, server.password)
     elif server.token:

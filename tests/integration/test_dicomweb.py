@@ -218,6 +218,24 @@ def test_server_down_or_wrong_credentials_are_clear_errors(pacs, client_for, ser
 
 
 @pytest.mark.django_db
+def test_qido_wildcards_match_on_the_server(pacs, client_for, tmp_path):
+    """dicomweb-client percent-encodes * and ?, which Orthanc then matched literally (a patient filter "DOE*"
+    found nothing): the wildcards reach the server unencoded."""
+    put_phantom(pacs, tmp_path, patient_id="MRN-WILD-1")
+    admin = client_for("admin")
+
+    def patients(**filters):
+        found = admin.post("/api/dicomweb/orthanc/studies/", filters, format="json")
+        assert found.status_code == 200, found.content
+        return [s["patient_id"] for s in found.json()]
+
+    assert patients(patient_id="MRN-WILD-*") == ["MRN-WILD-1"]
+    assert patients(patient_id="MRN-WILD-?") == ["MRN-WILD-1"]
+    assert patients(patient_name="PHANTOM*") == ["MRN-WILD-1"]
+    assert patients(patient_id="MRN-WILD-*2") == []  # still a filter, not "everything"
+
+
+@pytest.mark.django_db
 def test_retrieve_from_a_server_that_is_down_fails_the_task_and_stores_nothing(pacs, tmp_path, settings):
     _, study_uid, _, _ = put_phantom(pacs, tmp_path)
     with pytest.raises(
