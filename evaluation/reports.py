@@ -12,7 +12,6 @@ versions of the same data. Everything is generated synchronously: a 105-study re
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import random
@@ -22,6 +21,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from dla.stats.metrics import PAPER_TABLE1, TABLE1_METRICS
+from dla_web import csv_export
 
 from .models import Evaluation
 from .services import DATASET_NAMES, METHODS, METRIC_LABELS, REGION_NAMES, TRUTH_METRIC_LABELS, TRUTH_METRICS
@@ -379,7 +379,7 @@ STUDY_COLUMNS = [
     *(f"truth_{side}_{m}_pct" for side in METHODS for m in REFERENCED_METRICS),
     *(f"truth_{side}_{k}" for side in METHODS for k in ("bone", "bone_mm3", "bone_distance_mm")),
     "truth_radius_source",
-    "undefined",
+    "undefined_metric_reasons",
 ]
 
 
@@ -392,9 +392,11 @@ def _plain(value) -> str:
 
 
 def studies_csv(evaluation: Evaluation) -> str:
-    """One row per evaluated study; metrics in percent with 4 decimals, empty when undefined."""
+    """One row per evaluated study; metrics in percent with 4 decimals, empty when undefined (the last column,
+    ``undefined_metric_reasons``, says why: "ppv: no predicted vessel voxels; ..."). Cells are formula-safe
+    (``dla_web.csv_export``)."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_export.writer(out)
     writer.writerow(STUDY_COLUMNS)
     for row in study_rows(evaluation):
         writer.writerow(
@@ -453,7 +455,7 @@ def summary_csv(evaluation: Evaluation) -> str:
     the report page shows."""
     summary = evaluation.summary or {}
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_export.writer(out)
     writer.writerow(SUMMARY_COLUMNS)
     for table in ("table1", "truth_table1"):
         for row in summary.get(table, []):

@@ -15,7 +15,7 @@ from django.contrib import admin
 
 from dla_web.audit import record
 
-from . import services
+from . import design, services
 from .design import QUESTION_FIELDS, STUDY_FIELDS, question_snapshot, study_fields
 from .models import Answer, AnswerEvent, Assignment, Case, Question, Reader, ReaderStudy
 
@@ -78,6 +78,16 @@ class QuestionForm(forms.ModelForm):
             )
         except services.ReaderStudyError as exc:
             raise forms.ValidationError(str(exc)) from exc
+        rs = ReaderStudy.objects.filter(pk=self.instance.reader_study_id).first()
+        if rs is not None and cleaned.get("key"):
+            new = {f: cleaned.get(f) for f in ("key", "type", "choices", "scale_min", "scale_max", "show_if")}
+            try:
+                cleaned["show_if"] = new["show_if"] = design.check_show_if_shape(new["show_if"])
+                design.check_question_change(
+                    rs, old_key=self.instance.key if self.instance.pk else None, new=new
+                )
+            except design.DesignError as exc:
+                raise forms.ValidationError(str(exc)) from exc
         return cleaned
 
 

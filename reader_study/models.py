@@ -201,7 +201,14 @@ class Question(_DesignPart):
     scale_min = models.FloatField(null=True, blank=True)
     scale_max = models.FloatField(null=True, blank=True)
     scale_labels = models.JSONField(default=dict, blank=True, help_text='{"0": "none", "3": "severe"}')
-    required = models.BooleanField(default=True)
+    required = models.BooleanField(default=True, help_text="required when shown (a hidden question never is)")
+    show_if = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text='shown only when another question has an answer: {"question": "residual_bone", "answer": true} '
+        "(see reader_study/design.py); empty: always shown",
+    )
     order = models.PositiveIntegerField(default=0)
 
     class Meta:

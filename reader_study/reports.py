@@ -1,11 +1,12 @@
 """Reader-study exports for admins: every answer as CSV (readable, unblinded columns) and a self-contained HTML
 summary of the results (frequencies, paired tests, agreement, reader progress)."""
 
-import csv
 import io
 
 from django.template.loader import render_to_string
 from django.utils import timezone
+
+from dla_web import csv_export
 
 from .models import METHOD_LABELS, Answer, ReaderStudy
 from .services import compute_results
@@ -42,8 +43,10 @@ def readable_value(value) -> str:
 
 
 def answers_csv(rs: ReaderStudy) -> str:
+    """Every answer, one row per question and image; free text is formula-safe (``dla_web.csv_export``: a comment
+    "=HYPERLINK(...)" is written as "'=HYPERLINK(...)")."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_export.writer(out)
     writer.writerow(CSV_COLUMNS)
     answers = (
         Answer.objects.filter(assignment__reader__reader_study=rs)

@@ -4,7 +4,7 @@ volume, file or series name)."""
 
 from rest_framework import serializers
 
-from .design import QUESTION_FIELDS
+from .design import QUESTION_FIELDS, check_question_change, check_show_if_shape
 from .models import Case, Question, Reader, ReaderStudy
 from .services import N_ANGLES, READER_WINDOWS, validate_question_spec
 
@@ -26,6 +26,16 @@ class QuestionSerializer(serializers.ModelSerializer):
         )
         merged.update({k: v for k, v in attrs.items() if k in ("type", "choices", "scale_min", "scale_max")})
         validate_question_spec(merged)  # ReaderStudyError -> 400 with its message
+        if "show_if" in attrs:
+            attrs["show_if"] = check_show_if_shape(attrs["show_if"])  # DesignError -> 400
+        rs = self.context.get("reader_study") or (self.instance.reader_study if self.instance else None)
+        if rs is not None:  # the whole question set's conditions after this change
+            defaults = {"key": None, "choices": [], "scale_min": None, "scale_max": None, "show_if": None}
+            new = {
+                f: attrs[f] if f in attrs else getattr(self.instance, f) if self.instance else defaults.get(f)
+                for f in ("key", "type", "choices", "scale_min", "scale_max", "show_if")
+            }
+            check_question_change(rs, old_key=self.instance.key if self.instance else None, new=new)
         return attrs
 
 

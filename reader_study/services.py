@@ -40,6 +40,7 @@ from dla.stats.metrics import format_frequency
 from dla_web.api import Conflict
 from dla_web.roles import READER, roles_of
 
+from . import design
 from .models import (
     METHOD_LABELS,
     METHOD_ROLES,
@@ -79,6 +80,7 @@ DEFAULT_QUESTIONS = [
         "type": "multiple",
         "choices": ["otic capsule", "nasal cavity", "skull base", "calvarium", "other"],
         "required": False,
+        "show_if": {"question": "residual_bone", "answer": True},
     },
     {
         "key": "artifact_severity",
@@ -260,12 +262,24 @@ def check_question_editable(question: Question) -> None:
 
 
 def add_default_questions(rs: ReaderStudy) -> list[Question]:
+    """Add the paper's default questions whose keys the study does not have yet. A default condition whose
+    question the study lacks or has with another meaning (``design.check_conditions`` fails) is left off."""
     require_draft(rs, "questions can be added")
     start = (rs.questions.aggregate(m=Max("order"))["m"] or 0) + 1
+    specs = [design.question_spec(q) for q in rs.questions.all()]
+    have = {s["key"] for s in specs}
     made = []
     for i, spec in enumerate(DEFAULT_QUESTIONS):
-        if rs.questions.filter(key=spec["key"]).exists():
+        if spec["key"] in have:
             continue
+        spec = dict(spec)
+        full = {"choices": [], "scale_min": None, "scale_max": None, "show_if": None, **spec}
+        try:
+            design.check_conditions([*specs, full])
+        except design.DesignError:
+            spec.pop("show_if", None)
+            full["show_if"] = None
+        specs.append(full)
         made.append(Question.objects.create(reader_study=rs, order=start + i, **spec))
     return made
 
@@ -482,7 +496,8 @@ def save_answers(assignment: Assignment, user, answers, *, elapsed_s=None) -> As
         raise Conflict("this case is submitted and its answers are locked")
     if not isinstance(answers, list):
         raise ReaderStudyError("answers: give a list of {question, image, value}")
-    questions = {q.pk: q for q in rs.questions.all()}
+    all_questions = list(rs.questions.all())
+    questions = {q.pk: q for q in all_questions}
     cleaned = []
     for item in answers:
         if not isinstance(item, dict) or "question" not in item or "value" not in item:
@@ -496,10 +511,11 @@ def save_answers(assignment: Assignment, user, answers, *, elapsed_s=None) -> As
                 f"image {image!r} is not shown in this case; use {' or '.join(assignment.images())}"
             )
         cleaned.append((question, image, validate_value(question, item["value"])))
+    current = {(a.question_id, a.image): a for a in Answer.objects.filter(assignment=assignment)}
+    cleaned += _hidden_answers(assignment, all_questions, current, cleaned)
     add_time(assignment, elapsed_s)
     kind = AnswerEvent.Kind.EDIT_AFTER_SUBMIT if assignment.submitted_at else AnswerEvent.Kind.SAVE
     now = timezone.now()
-    current = {(a.question_id, a.image): a for a in Answer.objects.filter(assignment=assignment)}
     new_rows, changed_rows, events = [], [], []
     for question, image, value in cleaned:
         row = current.get((question.pk, image))
@@ -534,16 +550,56 @@ def save_answers(assignment: Assignment, user, answers, *, elapsed_s=None) -> As
     return assignment
 
 
+def _values_by_image(answers) -> dict[str, dict[int, object]]:
+    """{image: {question id: value}} of ``answers`` ((question id, image) -> value)."""
+    out: dict[str, dict[int, object]] = defaultdict(dict)
+    for (qid, image), value in answers.items():
+        out[image][qid] = value
+    return out
+
+
+def _hidden_answers(assignment: Assignment, questions: list[Question], current: dict, cleaned: list) -> list:
+    """Conditional questions (``design.shown``) after this save: a non-empty answer to a question its image
+    hides is refused (400 naming the condition); a stored answer whose question this save hides is cleared
+    (returned as extra (question, image, None) items, so the history records it)."""
+    after = {key: row.value for key, row in current.items()}
+    after.update({(q.pk, image): value for q, image, value in cleaned})
+    by_image = _values_by_image(after)
+    by_key = {q.key: q for q in questions}
+    sent = {(q.pk, image) for q, image, _v in cleaned}
+    clears = []
+    for image in assignment.images():
+        visible = design.shown(questions, by_image.get(image, {}))
+        for q in questions:
+            if q.pk in visible or not _answered(after.get((q.pk, image))):
+                continue
+            if (q.pk, image) in sent:
+                cond = q.show_if
+                parent = by_key.get(cond["question"])
+                raise ReaderStudyError(
+                    f"question {q.key!r} is not shown for image {image}: it is asked only when "
+                    f"'{parent.text if parent else cond['question']}' is answered {_readable(cond['answer'])}"
+                )
+            clears.append((q, image, None))
+    return clears
+
+
+def _readable(value) -> str:
+    return "yes" if value is True else "no" if value is False else repr(value)
+
+
 def missing_required(assignment: Assignment) -> list[str]:
-    have = {
-        (a.question_id, a.image)
-        for a in Answer.objects.filter(assignment=assignment).exclude(value=None)
-        if a.value not in ("", [])
-    }
+    """The required questions an image shows (``design.shown``) that have no answer yet; a hidden question is
+    never required."""
+    answers = Answer.objects.filter(assignment=assignment)
+    have = {(a.question_id, a.image) for a in answers if _answered(a.value)}
+    by_image = _values_by_image({(a.question_id, a.image): a.value for a in answers})
+    questions = list(assignment.reader_study.questions.all())
+    visible = {image: design.shown(questions, by_image.get(image, {})) for image in assignment.images()}
     missing = []
-    for q in assignment.reader_study.questions.filter(required=True):
+    for q in questions:
         for image in assignment.images():
-            if (q.pk, image) not in have:
+            if q.required and q.pk in visible[image] and (q.pk, image) not in have:
                 missing.append(f"{q.text} ({image})" if len(assignment.images()) > 1 else q.text)
     return missing
 

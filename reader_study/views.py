@@ -25,7 +25,7 @@ from dla_web.audit import record
 from dla_web.roles import READER, IsAdmin, IsReader
 
 from . import reports, services
-from .design import question_snapshot, study_snapshot
+from .design import check_question_change, question_snapshot, study_snapshot
 from .models import Assignment, Question, ReaderStudy
 from .serializers import (
     IdListSerializer,
@@ -158,7 +158,7 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
         rs = self.get_object()
         if request.method == "POST":
             services.require_draft(rs, "questions can be added")
-            serializer = QuestionSerializer(data=request.data)
+            serializer = QuestionSerializer(data=request.data, context={"reader_study": rs})
             serializer.is_valid(raise_exception=True)
             if rs.questions.filter(key=serializer.validated_data["key"]).exists():
                 raise services.ReaderStudyError(
@@ -182,6 +182,7 @@ class ReaderStudyViewSet(viewsets.ModelViewSet):
         services.check_question_editable(question)
         before = question_snapshot(question)
         if request.method == "DELETE":
+            check_question_change(rs, old_key=question.key, new=None)  # no condition may point at it
             question.delete()
             audit_design(request, rs, "question.delete", before, None)
             return Response(status=status.HTTP_204_NO_CONTENT)

@@ -72,8 +72,16 @@ def test_summary_csv_matches_the_report_page(finished, users, client_for):
 
 
 def test_studies_csv_equals_sklearn(finished, cohort, client_for):  # noqa: F811
+    # a pseudonym that a spreadsheet would run as a formula (CSV injection, issue 16) is written as text
+    formula = '=HYPERLINK("https://evil.example", "x")'
+    first = cohort["studies"][0]
+    finished.results.filter(study=first).update(pseudonym=formula)
     response = client_for("admin").get(f"/api/evaluations/{finished.pk}/studies-csv/")
-    rows = {int(r["study_id"]): r for r in csv.DictReader(io.StringIO(response.content.decode()))}
+    reader = csv.DictReader(io.StringIO(response.content.decode()))
+    rows = {int(r["study_id"]): r for r in reader}
+    assert reader.fieldnames[-1] == "undefined_metric_reasons" and "undefined" not in reader.fieldnames
+    assert rows[first.pk]["pseudonym"] == "'" + formula
+    assert not any(c.startswith(("=", "+", "@")) for r in rows.values() for c in r.values())
     assert set(rows) == {s.pk for s in cohort["studies"]}
     for study in cohort["studies"]:
         roi = ROI if study.cohort == "validation" else None

@@ -71,6 +71,8 @@ def run_study(users_list, n_cases, seed):
             method = asg.method_of(image)
             for key, q in questions.items():
                 v = scripted_value(key, case_index[asg.case_id], reader_index[user.pk], method, rng)
+                if key == "artifact_locations" and not truth[("residual_bone", asg.case_id, user.pk, method)]:
+                    v = []  # asked only when residual bone is yes (a conditional question)
                 truth[(key, asg.case_id, user.pk, method)] = v
                 answers.append({"question": q.pk, "image": image, "value": v})
         services.save_answers(asg, user, answers, elapsed_s=rng.uniform(20, 90))
