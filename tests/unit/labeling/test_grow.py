@@ -152,5 +152,5 @@ def test_recorded_recipes_replay_without_growing_and_new_ones_grow():
     recorded = RecipeParams.from_dict({"vessel_threshold_hu": 600}, recorded=True)
     assert recorded.vessel_low_threshold_hu is None and recorded.vessel_edge_fraction is None
     fresh = RecipeParams.from_dict({})
-    assert fresh.vessel_low_threshold_hu == 100.0 and fresh.vessel_edge_fraction == 0.55
+    assert fresh.vessel_low_threshold_hu == 100.0 and fresh.vessel_edge_fraction == 0.5
     assert RecipeParams.from_dict(fresh.to_dict(), recorded=True) == fresh
