@@ -1,6 +1,10 @@
 // Annotation workspace: three orthogonal slice views and a MIP, window/level, label overlay of the user's draft,
-// threshold preview + recipe, island removal, brush, scissors, undo/redo, commit with conflict handling,
-// version history. Data: volumes via json_script, everything else from the REST API.
+// threshold preview + recipe, Slicer's tools (islands: remove / keep selected / split to a class / keep largest /
+// remove small; brush and erase "only over" a class; margin grow/shrink and smoothing in mm; scissors), undo/redo,
+// commit with conflict handling, a banner when someone else commits, version history. Data: volumes via
+// json_script, everything else from the REST API.
+// A brush drag is one edit: the dabs are painted into a local copy of the view's label slice while dragging (no
+// request, no slice reload) and sent as one brush op with all stroke points on release, so one undo reverts it.
 // Opening the page makes no draft: until the first edit the overlay shows the head version (revision "0"), and
 // the first edit opens the user's draft. With data-review-version the page is read-only on that label version,
 // shows its changes against the parent (overlay and per-class counts) and, for admins, approve / reject.
@@ -317,7 +321,8 @@ $("discard").addEventListener("click", () => {
 
 // another tab (or colleague's request) changed the draft, or made it: follow it
 setInterval(async () => {
-  if (ws.review || !ws.volume || pendingOps || draftPromise || document.hidden) return;
+  if (ws.review || !ws.volume || pendingOps || draftPromise || document.hidden || ws.stroke || ws.committing) return;
+  checkHead();
   try {
     if (!ws.draft) {
       const mine = ((await api(`/api/drafts/?study=${ws.studyId}`)).results || [])[0];
@@ -332,6 +337,46 @@ setInterval(async () => {
   } catch { /* transient; the next poll retries */ }
 }, 5000);
 
+// Someone else committed: the study's head version is not the one the open draft (or the shown map) is based on.
+const banner = $("commit-banner");
+async function checkHead() {
+  try {
+    const head = ((await api(`/api/label-versions/?study=${ws.studyId}`)).results || [])[0] || null;
+    if (ws.committing || pendingOps) return;
+    const shown = ws.draft ? ws.draft.base_version : (ws.head && ws.head.id) || null;
+    if (!head || head.id === shown) { if (!head || ws.draft) banner.hidden = true; return; }
+    if (banner.dataset.headId === String(head.id) && banner.dataset.dismissed) return;
+    const when = new Date(head.created_at).toLocaleTimeString();
+    const what = `v${head.number} was committed by ${head.author || "someone"} at ${when}: “${head.message}”.`;
+    banner.dataset.headId = String(head.id);
+    delete banner.dataset.dismissed;
+    if (ws.draft) {
+      const base = ws.draft.base_number ? `v${ws.draft.base_number}` : "an empty map";
+      $("commit-banner-text").textContent = `${what} Your draft is based on ${base}: rebase it to carry your edits over onto v${head.number} before you commit.`;
+      $("commit-banner-rebase").hidden = false;
+    } else {
+      $("commit-banner-text").textContent = `${what} The overlay now shows it.`;
+      $("commit-banner-rebase").hidden = true;
+    }
+    banner.hidden = false;
+    root.dataset.headNumber = String(head.number);
+    loadHistory();
+  } catch { /* transient; the next poll retries */ }
+}
+$("commit-banner-close").addEventListener("click", () => { banner.hidden = true; banner.dataset.dismissed = "1"; });
+$("commit-banner-rebase").addEventListener("click", async () => {
+  if (!ws.draft) return;
+  beginAction();
+  try {
+    await opChain;
+    setDraft(await api(`/api/drafts/${ws.draft.id}/rebase/`, { method: "POST", body: {} }));
+    banner.hidden = true;
+    setStatus(`Rebased onto v${ws.draft.base_number}; your edits were replayed.`, "success");
+  } catch (err) {
+    setStatus(`Rebase failed: ${err.message}`, "error");
+  }
+});
+
 // ------------------------------------------------------------------------------------------------ commit + history
 
 $("commit-form").addEventListener("submit", async (e) => {
@@ -341,16 +386,20 @@ $("commit-form").addEventListener("submit", async (e) => {
   if (!message) { setStatus("Write a commit message saying what changed.", "error"); $("commit-message").focus(); return; }
   await opChain;
   if (!ws.draft) { setStatus("There is nothing to commit yet: make an edit first.", "error"); return; }
+  ws.committing = true;
   try {
     const version = await api(`/api/drafts/${ws.draft.id}/commit/`, { method: "POST", body: { message } });
     $("commit-message").value = "";
     setStatus(`Committed v${version.number}.`, "success");
     setDraft(await api(`/api/drafts/${ws.draft.id}/`));
+    banner.hidden = true;
     loadHistory();
   } catch (err) {
     if (err.status === 409 && err.body) showConflict(err.body);
     else if (err.status === 0) setStatus("Lost connection while committing. Your draft is kept on the server; commit again when the connection is back.", "error");
     else setStatus(`Commit failed: ${err.message}`, "error");
+  } finally {
+    ws.committing = false;
   }
 });
 
@@ -369,6 +418,7 @@ $("conflict-rebase").addEventListener("click", async () => {
   try {
     setDraft(await api(conflict.dataset.rebase, { method: "POST", body: {} }));
     conflict.close();
+    banner.hidden = true;
     setStatus(`Rebased onto v${ws.draft.base_number}; your edits were replayed. Commit again.`, "success");
   } catch (err) {
     $("conflict-text").textContent = `Rebase failed: ${err.message}`;
@@ -538,6 +588,8 @@ function setTool(tool) {
   ws.tool = tool;
   root.dataset.tool = tool;
   toolButtons.forEach((b) => b.classList.toggle("active", b.dataset.tool === tool));
+  // the options of the active tool only (as Slicer shows its active effect's)
+  root.querySelectorAll("[data-tools]").forEach((g) => { g.hidden = !g.dataset.tools.split(" ").includes(tool); });
   if (tool !== "scissors") allViews().forEach((v) => { v.polygon = []; v.draw(); });
 }
 toolButtons.forEach((b) => b.addEventListener("click", () => setTool(b.dataset.tool)));
@@ -550,14 +602,150 @@ function moveCrosshair(zyx, except) {
   if (previewBox.checked) updatePreview();
 }
 
-function brushOp(hit, view) {
-  const radius = Number($("brush-radius").value);
-  if (!(radius > 0)) { setStatus("Brush radius must be a positive number of mm.", "error"); return; }
-  const erase = ws.tool === "erase";
-  const op = { op: "brush", center_zyx: hit.zyx, radius_mm: radius, label: erase ? 0 : Number($("brush-class").value),
-               shape: $("brush-sphere").checked ? "sphere" : "circle", axis: view.axis };
-  runOp(op, erase ? "Erase" : "Paint");
+// "Only over": the class the brush, erase, margin grow and smoothing may change (null: any class)
+function onlyOver() {
+  const v = $("only-over").value;
+  return v === "" ? null : Number(v);
 }
+
+// A brush or erase drag: dabs at most half a radius apart (interpolated between pointer events), painted into
+// a private copy of the view's label slice as a preview, sent as one op when the pointer is released.
+function startStroke(hit, view) {
+  const radius = Number($("brush-radius").value);
+  if (!(radius > 0 && radius <= 50)) { setStatus("Brush radius must be a number of mm above 0 and at most 50.", "error"); return null; }
+  const erase = ws.tool === "erase";
+  const g = view.geom;
+  const stroke = {
+    view, radius, erase, label: erase ? UNLABELED : Number($("brush-class").value), only: onlyOver(),
+    shape: $("brush-sphere").checked ? "sphere" : "circle", step: Math.max(radius / 2, Math.min(g.rowMm, g.colMm)),
+    points: [], hits: [], last: null, preview: null,
+  };
+  ws.stroke = stroke;
+  previewBase(stroke);
+  addDab(stroke, hit);
+  return stroke;
+}
+
+// the preview starts from the view's current label slice (again if an earlier edit's response reloaded it)
+function previewBase(stroke) {
+  const view = stroke.view, g = view.geom, source = view.labels;
+  const data = source && source.data.length === g.rows * g.cols ? new Uint8Array(source.data) : new Uint8Array(g.rows * g.cols);
+  stroke.preview = { rows: g.rows, cols: g.cols, data };
+  view.labels = stroke.preview;
+  stroke.hits.forEach((h) => paintDab(stroke, h));
+}
+
+function addDab(stroke, hit) {
+  const key = hit.zyx.join(",");
+  if (stroke.points.length && stroke.points[stroke.points.length - 1].join(",") === key) return;
+  stroke.points.push(hit.zyx);
+  stroke.hits.push(hit);
+  stroke.last = hit;
+  paintDab(stroke, hit);
+}
+
+function paintDab(stroke, hit) {
+  const { rows, cols, data } = stroke.preview;
+  const g = stroke.view.geom, r = stroke.radius;
+  const hr = Math.floor(r / g.rowMm + 1e-9), hc = Math.floor(r / g.colMm + 1e-9);
+  for (let dr = -hr; dr <= hr; dr += 1) {
+    const row = hit.row + dr;
+    if (row < 0 || row >= rows) continue;
+    for (let dc = -hc; dc <= hc; dc += 1) {
+      const col = hit.col + dc;
+      if (col < 0 || col >= cols || (dr * g.rowMm) ** 2 + (dc * g.colMm) ** 2 > r * r + 1e-9) continue;
+      const i = row * cols + col;
+      if (stroke.only === null || data[i] === stroke.only) data[i] = stroke.label;
+    }
+  }
+}
+
+function extendStroke(stroke, hit) {
+  const a = stroke.last, g = stroke.view.geom;
+  const dist = Math.hypot((hit.row - a.row) * g.rowMm, (hit.col - a.col) * g.colMm);
+  if (dist < stroke.step) return;
+  if (stroke.view.labels !== stroke.preview) previewBase(stroke);
+  const n = Math.ceil(dist / stroke.step);
+  for (let k = 1; k <= n; k += 1) {
+    const row = Math.round(a.row + ((hit.row - a.row) * k) / n), col = Math.round(a.col + ((hit.col - a.col) * k) / n);
+    const zyx = [...hit.zyx];
+    zyx["zyx".indexOf(g.rowAxis)] = row;
+    zyx["zyx".indexOf(g.colAxis)] = col;
+    addDab(stroke, { row, col, zyx });
+  }
+  stroke.view.compose();
+}
+
+function finishStroke(stroke) {
+  ws.stroke = null;
+  const [first, ...rest] = stroke.points;
+  const op = { op: "brush", center_zyx: first, radius_mm: stroke.radius, label: stroke.label, shape: stroke.shape,
+               axis: stroke.view.axis };
+  if (rest.length) op.stroke_zyx = rest;
+  if (stroke.only !== null) op.only_class = stroke.only;
+  root.dataset.lastStrokeDabs = String(stroke.points.length);
+  const dabs = `${stroke.points.length} dab${stroke.points.length === 1 ? "" : "s"}`;
+  runOp(op, `${stroke.erase ? "Erase" : "Paint"} (one stroke, ${dabs})`).then(() => {
+    // a refused stroke: drop the preview (an accepted one reloaded the views with the new revision)
+    if (stroke.view.labels === stroke.preview) stroke.view.load();
+  });
+}
+
+function islandClick(hit, view) {
+  const clicked = view.valueAt(hit.row, hit.col).label;
+  if (!clicked) { setStatus("Islands: click on a labeled voxel.", "error"); return; }
+  const mode = $("island-mode").value;
+  if (mode === "keep") {
+    runOp({ op: "keep_connected", label: clicked, seeds_zyx: [hit.zyx] }, `Kept the selected ${CLASS_LABELS[clicked]} island`);
+  } else if (mode === "split") {
+    const to = Number($("island-to").value);
+    if (to === clicked) { setStatus(`Islands: this island is ${CLASS_LABELS[clicked]} already; choose another "Split to" class.`, "error"); return; }
+    runOp({ op: "split_island", at_zyx: hit.zyx, to_class: to }, `Island split to ${CLASS_LABELS[to]}`);
+  } else {
+    runOp({ op: "remove_island", at_zyx: hit.zyx }, "Island removed");
+  }
+}
+
+// a size in mm (or mm³) typed by the user: a positive number, else a message and null
+function positive(id, what, unit) {
+  const raw = $(id).value.trim(), v = Number(raw);
+  if (raw === "" || !Number.isFinite(v) || v <= 0) {
+    setStatus(`${what} must be a number of ${unit} above 0 (got “${raw}”).`, "error");
+    $(id).focus();
+    return null;
+  }
+  return v;
+}
+
+$("keep-largest").addEventListener("click", () => {
+  const label = Number($("island-class").value);
+  runOp({ op: "keep_largest", label }, `Kept the largest ${CLASS_LABELS[label]} island`);
+});
+$("remove-small").addEventListener("click", () => {
+  const label = Number($("island-class").value);
+  const v = positive("min-island", "The island size", "mm³");
+  if (v !== null) runOp({ op: "remove_small", label, min_volume_mm3: v }, `Removed ${CLASS_LABELS[label]} islands under ${v} mm³`);
+});
+
+// margin and smoothing of the chosen class; "only over" limits the voxels it may gain (not its own class)
+function morphOp(extra, describe) {
+  const cls = Number($("morph-class").value);
+  const op = { label: cls, ...extra };
+  const only = onlyOver();
+  if (only !== null && only !== cls && !(op.op === "margin" && op.mode === "shrink")) op.only_class = only;
+  runOp(op, describe(CLASS_LABELS[cls]));
+}
+for (const mode of ["grow", "shrink"]) {
+  $(`margin-${mode}`).addEventListener("click", () => {
+    const size = positive("margin-size", "The margin", "mm");
+    if (size !== null) morphOp({ op: "margin", mode, size_mm: size }, (name) => `${mode === "grow" ? "Grew" : "Shrank"} ${name} by ${size} mm`);
+  });
+}
+$("smooth-apply").addEventListener("click", () => {
+  const kernel = positive("smooth-kernel", "The smoothing kernel", "mm");
+  const method = $("smooth-method").value;
+  if (kernel !== null) morphOp({ op: "smooth", method, kernel_mm: kernel }, (name) => `Smoothed ${name} (${method}, ${kernel} mm)`);
+});
 
 function closeScissors(view) {
   if (view.polygon.length < 3) { setStatus("Scissors: click at least 3 points, then double-click or press Enter.", "error"); return; }
@@ -584,6 +772,7 @@ function finishRoi(view, drag) {
 }
 
 let activeView = views.z;
+let lastVertex = null; // the last scissors vertex: {x, y (client px), t (ms), view}
 const readout = $("readout");
 
 for (const view of allViews()) {
@@ -619,20 +808,30 @@ for (const view of allViews()) {
       return;
     }
     if (!hit) return;
-    if (ws.tool === "navigate") { drag = { kind: "navigate" }; moveCrosshair(hit.zyx, view); }
-    else if (ws.tool === "island") {
-      if (!view.valueAt(hit.row, hit.col).label) { setStatus("Island: click on a labeled voxel.", "error"); return; }
-      runOp({ op: "remove_island", at_zyx: hit.zyx }, "Island removed");
-    } else if (ws.tool === "brush" || ws.tool === "erase") {
-      drag = { kind: "brush", last: hit };
-      brushOp(hit, view);
+    if (["navigate", "margin", "smooth"].includes(ws.tool)) { drag = { kind: "navigate" }; moveCrosshair(hit.zyx, view); }
+    else if (ws.tool === "island") islandClick(hit, view);
+    else if (ws.tool === "brush" || ws.tool === "erase") {
+      if (ws.review) { setStatus("This version is open read-only for review.", "error"); return; }
+      const stroke = startStroke(hit, view);
+      if (stroke) { drag = { kind: "brush", stroke }; view.compose(); }
     } else if (ws.tool === "roi") {
       drag = { kind: "roi", start: hit, end: null };
     } else if (ws.tool === "scissors") {
-      if (e.detail >= 2) { closeScissors(view); return; }
+      // the second press of a double-click adds no vertex (the dblclick event closes the polygon); Chromium
+      // reports e.detail 0 on pointerdown, so a time and distance check decides
+      const now = performance.now();
+      const near = lastVertex && Math.hypot(e.clientX - lastVertex.x, e.clientY - lastVertex.y) <= 6;
+      if (near && now - lastVertex.t < 500 && lastVertex.view === view) return;
+      lastVertex = { x: e.clientX, y: e.clientY, t: now, view };
       view.polygon.push([hit.row, hit.col]);
       view.draw();
     }
+  });
+  canvas.addEventListener("dblclick", (e) => {
+    if (ws.tool !== "scissors" || !view.polygon.length) return;
+    e.preventDefault();
+    lastVertex = null;
+    closeScissors(view);
   });
   canvas.addEventListener("pointermove", (e) => {
     const hit = view.pick(e);
@@ -656,14 +855,12 @@ for (const view of allViews()) {
     } else if (drag.kind === "navigate" && hit) {
       moveCrosshair(hit.zyx, view);
     } else if (drag.kind === "brush" && hit) {
-      const radius = Number($("brush-radius").value);
-      const g = view.geom;
-      const dist = Math.hypot((hit.row - drag.last.row) * g.rowMm, (hit.col - drag.last.col) * g.colMm);
-      if (dist >= radius) { drag.last = hit; brushOp(hit, view); }
+      extendStroke(drag.stroke, hit);
     }
   });
   const end = () => {
     if (drag && drag.kind === "roi") finishRoi(view, drag);
+    if (drag && drag.kind === "brush") finishStroke(drag.stroke);
     drag = null;
   };
   canvas.addEventListener("pointerup", end);
@@ -698,7 +895,7 @@ document.addEventListener("keydown", (e) => {
     if (previewBox.checked) updatePreview();
     return;
   }
-  const tools = { n: "navigate", w: "window", i: "island", b: "brush", e: "erase", s: "scissors", c: "roi" };
+  const tools = { n: "navigate", w: "window", i: "island", b: "brush", e: "erase", s: "scissors", c: "roi", m: "margin", g: "smooth" };
   if (tools[key.toLowerCase()]) { setTool(tools[key.toLowerCase()]); return; }
   const presetKeys = Object.keys(presets);
   if (/^[1-9]$/.test(key) && presetKeys[Number(key) - 1]) { applyPreset(presetKeys[Number(key) - 1]); return; }
