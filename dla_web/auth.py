@@ -3,7 +3,8 @@
 keys and inactive users; ``revoke_tokens`` ends every key of a user. Signal receivers revoke a user's keys when
 their password, roles, superuser/staff flags or active flag change, and audit those changes with before/after
 values and the acting user (from ``dla_web.audit``'s request context), whether made in the API or the Django
-admin. Issue, first use per ``USE_AUDIT_INTERVAL``, and revoke are audited too."""
+admin. Issue, first use per ``USE_AUDIT_INTERVAL``, and revoke are audited too. A login starts the session's
+idle and absolute clocks (``dla_web.security.SessionTimeoutMiddleware``)."""
 
 import hashlib
 import secrets
@@ -11,6 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import m2m_changed, post_save, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
@@ -95,6 +97,14 @@ class HashedTokenAuthentication(BaseAuthentication):
 
 
 # ------------------------------------------------------------------------------ user changes: audit + revoke
+
+
+@receiver(user_logged_in)
+def _start_session_clock(sender, request, user, **kwargs):
+    from .security import start_session_clock
+
+    start_session_clock(request)
+
 
 User = get_user_model()
 

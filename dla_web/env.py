@@ -43,6 +43,34 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a finite number.")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be >= {minimum}.")
+    return value
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate ``N/unit`` (unit: s, min, hour or day; DRF's throttle notation), e.g. ``10/min``."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    count, _, unit = raw.strip().partition("/")
+    if not count.isdigit() or int(count) < 1 or unit not in ("s", "sec", "min", "m", "hour", "h", "day", "d"):
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a rate; write it as N/unit, e.g. 10/min (s, min, hour, day)."
+        )
+    return f"{int(count)}/{unit}"
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:

@@ -2,6 +2,7 @@
 
 A superuser always counts as Admin. Admins may do everything annotators do; readers only see the reader-study
 workspace. Object-level rules (e.g. a reader sees only their own assignments) live in each app's permissions.
+``check_keeps_an_admin`` refuses a change that would leave no active admin (the API and the Django admin call it).
 """
 
 from django.contrib.auth.models import AnonymousUser
@@ -37,6 +38,56 @@ def is_annotator(user) -> bool:
 
 def is_reader(user) -> bool:
     return READER in roles_of(user)
+
+
+class LastAdminError(ValueError):
+    """A change would leave the installation without an active admin."""
+
+
+def is_active_admin_account(*, is_active: bool, is_superuser: bool, roles) -> bool:
+    return bool(is_active) and (bool(is_superuser) or ADMIN in set(roles))
+
+
+def check_keeps_an_admin(user, *, is_active: bool, is_superuser: bool, roles) -> None:
+    """Raise ``LastAdminError`` when ``user`` is an active admin now, would not be after the change
+    (``is_active``, ``is_superuser``, ``roles``: the values after it) and no other active admin exists."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import Q
+
+    if user is None or user.pk is None:
+        return
+    fresh = get_user_model().objects.filter(pk=user.pk).first()
+    if fresh is None:
+        return
+    now = is_active_admin_account(
+        is_active=fresh.is_active,
+        is_superuser=fresh.is_superuser,
+        roles=fresh.groups.values_list("name", flat=True),
+    )
+    after = is_active_admin_account(is_active=is_active, is_superuser=is_superuser, roles=roles)
+    if not now or after:
+        return
+    others = (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(Q(is_superuser=True) | Q(groups__name=ADMIN))
+        .exclude(pk=user.pk)
+        .exists()
+    )
+    if not others:
+        raise LastAdminError(
+            f"{user.username} is the last active admin: give another active user the Admin role first (without "
+            "an admin nobody could manage users, approve labels or train models)."
+        )
+
+
+def is_last_active_admin(user) -> bool:
+    """True when deleting ``user`` would leave no active admin."""
+    try:
+        check_keeps_an_admin(user, is_active=False, is_superuser=False, roles=())
+    except LastAdminError:
+        return True
+    return False
 
 
 class _RolePermission(BasePermission):

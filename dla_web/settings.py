@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_float, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("DLA_VAR_DIR", str(BASE_DIR / "var")))
@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "dla_web.security.SessionTimeoutMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "dla_web.security.ContentSecurityPolicyMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -98,11 +99,24 @@ AXES_FAILURE_LIMIT = env_int("DLA_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_int("DLA_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# A locked account's further attempts do not extend the lock, so "unlocks at" in the refusal stays true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "dla_web.security.client_ip"  # honours DLA_TRUSTED_PROXIES, like the API throttle
+AXES_LOCKOUT_CALLABLE = (
+    "dla_web.security.lockout_response"  # the login page saying until when, not plain text
+)
+# POST /api/auth/token/ (password checks) per client address, across usernames; the lockout above is per
+# username + address. Counted per web process (Django's local-memory cache).
+DLA_LOGIN_RATE = env_rate("DLA_LOGIN_RATE", "10/min")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "dla_web.security.UsernameInPasswordValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("DLA_PASSWORD_MIN_LENGTH", 12, minimum=8)},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -142,6 +156,15 @@ STORAGES = {
     "default": _default_storage,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+
+def _static_file_headers(headers, path, url):
+    """WhiteNoise answers static files itself: nosniff on each, even were its middleware moved above Django's
+    SecurityMiddleware (which adds it to every other response)."""
+    headers["X-Content-Type-Options"] = "nosniff"
+
+
+WHITENOISE_ADD_HEADERS_FUNCTION = _static_file_headers
 # Volumes are memory-mapped from a local path; with S3 this directory is a read-through cache.
 VOLUME_CACHE_DIR = Path(env_str("DLA_VOLUME_CACHE_DIR", str(STORAGE_ROOT)))
 # Uploads wait here for the ingest worker (shared by web and workers; never served over HTTP).
@@ -149,9 +172,19 @@ UPLOAD_DIR = Path(env_str("DLA_UPLOAD_DIR", str(STORAGE_ROOT / "uploads")))
 DLA_KEEP_PSEUDONYM_MAP = env_bool("DLA_KEEP_PSEUDONYM_MAP", False)
 # processes per training run (DDP): 0 = one per visible CUDA GPU (1 without CUDA); N > 1 = N ranks (gloo on CPU)
 DLA_TRAIN_PROCESSES = env_int("DLA_TRAIN_PROCESSES", 0, minimum=0)
+# MIP renders per web process (annotations.mip_cache): renders at once, torch threads per render, how long a
+# request waits for a render slot (then 503), and how many more may wait; the per-process caches' sizes.
+DLA_RENDER_CONCURRENCY = env_int("DLA_RENDER_CONCURRENCY", 1, minimum=1)
+DLA_RENDER_THREADS = env_int("DLA_RENDER_THREADS", 1, minimum=1)
+DLA_RENDER_WAIT_S = env_float("DLA_RENDER_WAIT_S", 30.0, minimum=0.0)
+DLA_RENDER_QUEUE = env_int("DLA_RENDER_QUEUE", 2, minimum=0)
+DLA_MIP_PREPARED_CACHE = env_int("DLA_MIP_PREPARED_CACHE", 4, minimum=1)
+DLA_LABEL_DECODE_CACHE = env_int("DLA_LABEL_DECODE_CACHE", 4, minimum=1)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int(
     "DLA_MAX_UPLOAD_FILES", 5000, minimum=1
 )  # a series is one file per slice
+# JSON and form bodies (not file parts) over this are refused: a JSON 400 naming the limit under /api/, a page
+# elsewhere (frontend.views.bad_request).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DLA_MAX_UPLOAD_BYTES = env_int("DLA_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1)
@@ -173,6 +206,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "dla_web.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_RATES": {"login": DLA_LOGIN_RATE},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "DLA Workbench API",
@@ -216,13 +250,30 @@ TASK_LOST_AFTER_S = env_int("DLA_TASK_LOST_AFTER_S", 60, minimum=2)
 if TASK_LOST_AFTER_S <= 2 * TASK_HEARTBEAT_S:
     raise ImproperlyConfigured("DLA_TASK_LOST_AFTER_S must be more than twice DLA_TASK_HEARTBEAT_S")
 
+# Sessions end after DLA_SESSION_IDLE_MINUTES without a request and DLA_SESSION_MAX_HOURS after the login,
+# whatever happens in between (dla_web.security.SessionTimeoutMiddleware); the cookie lives no longer.
+SESSION_IDLE_TIMEOUT_S = env_int("DLA_SESSION_IDLE_MINUTES", 60, minimum=1) * 60
+SESSION_MAX_AGE_S = env_int("DLA_SESSION_MAX_HOURS", 12, minimum=1) * 3600
+SESSION_COOKIE_AGE = SESSION_MAX_AGE_S
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
-_tls = env_bool("DLA_TLS", False)
+# HTTPS. Django never terminates TLS itself: a proxy (nginx, traefik, a load balancer) does.
+# DLA_BEHIND_TLS_PROXY=1: trust the proxy's X-Forwarded-Proto (it must set it and drop the client's), so Django
+# knows a request came over HTTPS; redirect plain HTTP to HTTPS, send HSTS, secure cookies. DLA_TLS=1 alone
+# gives secure cookies and HSTS only (HSTS is sent on requests Django sees as HTTPS).
+BEHIND_TLS_PROXY = env_bool("DLA_BEHIND_TLS_PROXY", False)
+_tls = env_bool("DLA_TLS", False) or BEHIND_TLS_PROXY
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = BEHIND_TLS_PROXY and env_bool("DLA_SSL_REDIRECT", True)
 SESSION_COOKIE_SECURE = _tls
 CSRF_COOKIE_SECURE = _tls
-SECURE_HSTS_SECONDS = 31536000 if _tls else 0
+SECURE_HSTS_SECONDS = env_int("DLA_HSTS_SECONDS", 31536000, minimum=0) if _tls else 0
+# Proxies in front whose X-Forwarded-For entries are trusted (the client address is the entry this many from
+# the right); 0 = REMOTE_ADDR. Login throttling and lockout count per client address.
+TRUSTED_PROXIES = env_int("DLA_TRUSTED_PROXIES", 1 if BEHIND_TLS_PROXY else 0, minimum=0)
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

@@ -36,6 +36,7 @@ urlpatterns = [
 ]
 
 # error pages with the navigation and the reason (JSON under /api/)
+handler400 = "frontend.views.bad_request"
 handler403 = "frontend.views.permission_denied"
 handler404 = "frontend.views.page_not_found"
 handler500 = "frontend.views.server_error"

@@ -1,8 +1,11 @@
 """API views of the project package: task runs (list, read, cancel, worker self-test), users and the caller."""
 
+import math
+
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,7 +13,8 @@ from rest_framework.views import APIView
 from .audit import record
 from .auth import issue_token, revoke_tokens
 from .models import ApiToken, AuditEvent, TaskRun
-from .roles import HasAnyRole, IsAdmin, is_admin
+from .roles import ROLES, HasAnyRole, IsAdmin, check_keeps_an_admin, is_admin
+from .security import LoginRateThrottle, locked_until, lockout_message
 from .serializers import (
     AuditEventSerializer,
     CancelSerializer,
@@ -78,6 +82,18 @@ class UserViewSet(
     permission_classes = [IsAdmin]
     queryset = get_user_model().objects.order_by("username").prefetch_related("groups")
 
+    def perform_update(self, serializer):
+        """Refuses (400) taking the Admin role or the active flag from the last active admin."""
+        user, data = serializer.instance, serializer.validated_data
+        roles = data["roles"] if "roles" in data else user.groups.values_list("name", flat=True)
+        check_keeps_an_admin(
+            user,
+            is_active=data.get("is_active", user.is_active),
+            is_superuser=user.is_superuser,
+            roles=[r for r in roles if r in ROLES],
+        )
+        serializer.save()
+
 
 class MeView(APIView):
     """The signed-in user and their roles."""
@@ -87,15 +103,39 @@ class MeView(APIView):
         return Response(UserSerializer(request.user).data)
 
 
+_DETAIL = inline_serializer("Detail", {"detail": serializers.CharField()})
+
+
 class TokenView(APIView):
     """API keys: POST with username and password issues a new key, shown once (only its hash is stored; it
     expires after DLA_API_TOKEN_DAYS); DELETE revokes the key the request was made with (or, from a browser
-    session, all your keys)."""
+    session, all your keys). POST is throttled per client address (``DLA_LOGIN_RATE``: 429 with Retry-After),
+    and a locked-out account (too many failed logins) gets a 429 saying until when it is locked."""
 
     permission_classes = []
-    throttle_scope = "login"
 
-    @extend_schema(request=None, responses={200: dict})
+    def get_throttles(self):
+        return [LoginRateThrottle()] if self.request.method == "POST" else []
+
+    def throttled(self, request, wait):
+        raise exceptions.Throttled(
+            wait=math.ceil(wait) if wait is not None else None,
+            detail="Too many login attempts from your address.",
+        )
+
+    @extend_schema(
+        request=inline_serializer(
+            "TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}
+        ),
+        responses={
+            200: inline_serializer(
+                "TokenIssued", {"token": serializers.CharField(), "expires_at": serializers.DateTimeField()}
+            ),
+            400: _DETAIL,
+            401: _DETAIL,
+            429: _DETAIL,
+        },
+    )
     def post(self, request):
         from django.contrib.auth import authenticate
 
@@ -105,6 +145,16 @@ class TokenView(APIView):
         ):
             return Response({"detail": "send a JSON object with username and password as text"}, status=400)
         user = authenticate(request, username=data["username"], password=data["password"])
+        if user is None and getattr(request, "axes_locked_out", False):
+            until = locked_until(request, data["username"])
+            headers = (
+                {"Retry-After": str(max(1, math.ceil((until - timezone.now()).total_seconds())))}
+                if until
+                else {}
+            )
+            return Response(
+                {"detail": lockout_message(until)}, status=status.HTTP_429_TOO_MANY_REQUESTS, headers=headers
+            )
         if user is None:
             return Response(
                 {"detail": "Unknown username or wrong password."}, status=status.HTTP_401_UNAUTHORIZED

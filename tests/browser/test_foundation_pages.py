@@ -1,5 +1,6 @@
 """Foundation pages in real headless Chromium: login (wrong and right password), dashboard by role with live
-task-run progress, the task-run page's self-test button, and the API docs served without any CDN."""
+task-run progress, the task-run page's self-test button, the API docs served without any CDN, and the password
+change page reached from the top bar (a weak password refused with the reason, a good one accepted)."""
 
 import pytest
 
@@ -43,3 +44,28 @@ def test_api_docs_render_from_local_assets(page, live_server, users, login, shot
     page.wait_for_selector(".swagger-ui .info", timeout=15000)
     assert "DLA Workbench API" in page.locator(".swagger-ui .info").inner_text()
     shot(page, "api-docs")
+
+
+def test_password_change_from_the_top_bar(page, live_server, users, login, shot):
+    login(page, "reader")
+    page.get_by_test_id("nav-password").click()
+    page.wait_for_selector("[data-testid=password-change]")
+    assert "at least 12 characters" in page.get_by_test_id("password-rules").inner_text()
+    page.fill("input[name=old_password]", "correct-horse-battery")
+    page.fill("input[name=new_password1]", "readerreader")
+    page.fill("input[name=new_password2]", "readerreader")
+    page.click("[data-testid=password-change] button[type=submit]")
+    page.wait_for_selector("[data-field=new_password2]")
+    assert "contains the username" in page.locator("[data-field=new_password2]").inner_text()
+    shot(page, "password-change-refused")
+    page.fill("input[name=old_password]", "correct-horse-battery")
+    page.fill("input[name=new_password1]", "violet-harbour-lantern")
+    page.fill("input[name=new_password2]", "violet-harbour-lantern")
+    page.click("[data-testid=password-change] button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    assert page.url.rstrip("/") == live_server.url
+    assert "Your password was changed." in page.locator(".flash.success").inner_text()
+    assert page.get_by_test_id("whoami").inner_text() == "reader", "still signed in"
+    users["reader"].refresh_from_db()
+    assert users["reader"].check_password("violet-harbour-lantern")
+    assert not page.js_errors

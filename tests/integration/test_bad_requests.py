@@ -1,5 +1,6 @@
 """Hostile or malformed requests are 400s with a JSON message naming the problem, never a 5xx: id filters that
-are not ids (letters, 30 digits), JSON bodies nested 100,000 deep, integers of 400 digits, NaN/Infinity."""
+are not ids (letters, 30 digits), JSON bodies nested 100,000 deep, integers of 400 digits, NaN/Infinity, bodies
+over the 10 MB limit (a JSON 400 naming it under /api/, the error page elsewhere)."""
 
 import pytest
 
@@ -78,3 +79,35 @@ def test_token_requests_with_non_text_credentials_are_400s(body):
 
     response = APIClient().post("/api/auth/token/", body, format="json")
     assert response.status_code == 400 and "username and password as text" in response.json()["detail"]
+
+
+OVER_10_MB = 10 * 1024 * 1024 + 1
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("application/json", b'{"steps": "' + b"9" * OVER_10_MB + b'"}'),
+        ("application/x-www-form-urlencoded", b"steps=" + b"9" * OVER_10_MB),
+    ],
+    ids=["json", "form"],
+)
+def test_an_api_body_over_the_limit_is_a_json_400_naming_the_limit(client_for, content_type, body):
+    client = client_for("admin")
+    client.raise_request_exception = False
+    response = client.post("/api/task-runs/selftest/", body, content_type=content_type)
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert "larger than the 10 MB limit" in response.json()["detail"]
+
+
+def test_a_page_body_over_the_limit_gets_the_friendly_error_page(users):
+    from django.test import Client
+
+    client = Client(raise_request_exception=False)
+    client.force_login(users["annotator"])
+    body = "username=a&password=" + "x" * OVER_10_MB
+    response = client.post("/login/", body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400 and response["Content-Type"].startswith("text/html")
+    text = response.content.decode()
+    assert 'data-testid="error-page"' in text and "larger than the 10 MB limit" in text
+    assert 'data-testid="whoami"' in text, "the page keeps the navigation"

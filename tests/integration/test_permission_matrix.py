@@ -61,3 +61,26 @@ def test_permission_matrix(role, client_for):
         if code in (401, 403, 404) and "detail" not in response.json():
             failures.append(f"{role} {method} {path}: error without a detail message")
     assert not failures, "\n".join(failures)
+
+
+def _readme_role_row(role: str) -> str:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith(f"| {role} |")]
+    assert len(rows) == 1, f"README's role table has no single row for {role}"
+    return rows[0].lower()
+
+
+def test_readme_role_table_agrees_with_the_rules_for_import_and_inference():
+    """Annotators may import data and run inference (a research team's annotators bring their own cases and
+    look at the model's output); the README's role table says so, and the Admin row does not claim them."""
+    assert "annotator" in allowed_roles("/api/studies/import/", "POST")
+    assert "annotator" in allowed_roles("/api/inference/", "POST")
+    assert "admin" in allowed_roles("/api/studies/import/", "POST")
+    annotator, admin = _readme_role_row("Annotator"), _readme_role_row("Admin")
+    assert "import data" in annotator and "run inference" in annotator
+    assert "import" not in admin and "run inference" not in admin
+    for admin_only in ("/api/training-runs/", "/api/evaluations/", "/api/users/", "/api/dicomweb/"):
+        assert allowed_roles(admin_only, "GET") == {"admin"}, admin_only
+    assert "train" in admin and "evaluation" in admin and "manage users" in admin and "pacs" in admin
