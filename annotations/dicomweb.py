@@ -16,7 +16,8 @@ admin-only, which sending results back needs). Secrets are never returned by :fu
   de-identification and progress), all or nothing.
 - :func:`send_results`: the DLA series and an approved label version's SEG, in the original study, referencing
   the original fill series and instances (looked up on the server from the pseudonym map's study and our keyed
-  series UID; its instances ordered by the same geometry code as ingest), with UIDs that are stable per volume /
+  series UID; its instances ordered by the same geometry code as ingest), and for a multi-frame original (enhanced
+  or classic) the instance and its frame (ReferencedFrameNumber), with UIDs that are stable per volume /
   version, so a re-send duplicates nothing. The store is verified by QIDO afterwards: a server that acknowledges
   but does not store (a filter) is reported like one that refuses.
 Every error is a :class:`DicomWebError` whose message names the server and what failed, without UIDs.
@@ -41,7 +42,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from dla.io.dicom import IngestError, SeriesRef, series_label, slice_order, write_dicom_series
-from dla.io.seg import label_seg
+from dla.io.seg import label_seg, refer_to_frames
 from dla_web.env import env_bool, env_int, env_list, env_str
 
 from .ingest import project_uid_map, scrub
@@ -517,12 +518,7 @@ def send_results(
             f"study {study.pseudonym} ({fill.shape[0]} slices, same grid required)",
             status=409,
         )
-    if any(f is not None for f in order.frame_numbers) or order.sop_class_uid != pydicom.uid.CTImageStorage:
-        raise DicomWebError(
-            f"the fill series on {server.name} is not single-frame CT Image Storage; sending results that "
-            "reference multi-frame originals is not supported",
-            status=409,
-        )
+    multi_frame = any(f is not None for f in order.frame_numbers)
     first = next(ds for ds in metadata if str(ds.get("SOPInstanceUID", "")) == order.sop_instance_uids[0])
     study_date = str(first.get("StudyDate", "") or "")
     written = dict(
@@ -551,6 +547,7 @@ def send_results(
                     series_uid=original_fill,
                     study_uid=study_uid,
                     sop_instance_uids=order.sop_instance_uids,
+                    frame_numbers=order.frame_numbers,
                     sop_class_uid=order.sop_class_uid,
                     derivation_description="3D-DLA computed by DLA Workbench from the fill series",
                 ),
@@ -561,13 +558,20 @@ def send_results(
         if label_version is not None:
             from .labels import version_labels
 
-            source = write_dicom_series(  # the originals' headers as highdicom's source images; not sent
+            # the originals' headers as highdicom's source images (not sent); the frames of a multi-frame
+            # original get single-frame stand-ins whose references are then pointed at the original's frames
+            stand_ins = (
+                [uid_map.map(f"pacs-stand-in:{original_fill}:{k}") for k in range(fill.shape[0])]
+                if multi_frame
+                else order.sop_instance_uids
+            )
+            source = write_dicom_series(
                 np.asarray(fill.array()).astype(np.int16, copy=False),
                 tuple(fill.spacing_mm),
                 np.asarray(fill.affine_lps, dtype=float),
                 Path(tmp) / "fill",
                 series_uid=original_fill,
-                sop_instance_uids=order.sop_instance_uids,
+                sop_instance_uids=stand_ins,
                 series_description=str(first.get("SeriesDescription", "") or "fill"),
                 series_number=int(first.get("SeriesNumber", 1) or 1),
                 **written,
@@ -581,6 +585,18 @@ def send_results(
                 sop_instance_uid=uid_map.map(f"pacs-seg-instance:{key}"),
                 series_number=901,
             )
+            if multi_frame:
+                refer_to_frames(
+                    seg,
+                    dict(
+                        zip(
+                            stand_ins,
+                            zip(order.sop_instance_uids, order.frame_numbers, strict=True),
+                            strict=True,
+                        )
+                    ),
+                    sop_class_uid=order.sop_class_uid,
+                )
             to_send.append(seg)
             sent["seg_instances"] = 1
         progress(0.4, f"storing {len(to_send)} instance(s) on {server.name}")

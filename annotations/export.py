@@ -7,6 +7,9 @@ download. Image volumes (fill, mask, subtracted, other) are CT series in HU; the
 in HU whose slices reference the fill's instances (SourceImageSequence, ReferencedSeriesSequence); class maps and
 phantom truths are DICOM SEG and vessel probability maps Parametric Maps over the fill series (never labelled HU),
 each zipped with that fill series. The patient is the study's patient pseudonym, StudyID the study pseudonym.
+A fill imported from a multi-frame object (enhanced or classic) is exported as a single-frame series like any
+other, so the derived objects reference its instances one per slice and carry no frame numbers; results sent to
+a PACS next to the multi-frame original reference its frames (``dicomweb.send_results``).
 """
 
 import zipfile

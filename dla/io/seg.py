@@ -4,6 +4,7 @@ and a Parametric Map of a vessel probability map (uint8 = round(255 P) with a re
 probability in [0, 1]). Neither is ever labelled HU. Pure: pydicom datasets and numpy in, a pydicom Dataset out;
 the caller writes files. UIDs can be given, so the same map exported twice is the same DICOM object."""
 
+import copy
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -123,3 +124,47 @@ def probability_map(
     if body_part:  # an unpaired body part (HEAD): General Series Laterality is then not required
         pm.BodyPartExamined = body_part
     return pm
+
+
+def refer_to_frames(
+    obj: pydicom.Dataset,
+    sources: dict[str, tuple[str, int | None]],
+    *,
+    sop_class_uid: str,
+) -> pydicom.Dataset:
+    """Point the references of a SEG / Parametric Map built over single-frame stand-in slices at the frames of
+    the multi-frame object(s) those slices came from. ``sources`` maps each stand-in SOPInstanceUID to
+    ``(source SOPInstanceUID, 1-based frame number or None)``; ``sop_class_uid`` is the sources' SOP class.
+
+    Per-frame references (``SourceImageSequence`` items) get the source instance and its
+    ``ReferencedFrameNumber``; the series-level ``ReferencedInstanceSequence`` lists each source instance once.
+    Raises ValueError when a reference names a stand-in missing from ``sources``. Changes ``obj`` in place and
+    returns it."""
+
+    def walk(ds: pydicom.Dataset) -> None:
+        for element in list(ds):
+            if element.VR != "SQ":
+                continue
+            items = [
+                copy.deepcopy(item) for item in element.value
+            ]  # highdicom shares items between sequences
+            for item in items:
+                uid = str(item.get("ReferencedSOPInstanceUID", ""))
+                if uid:
+                    if uid not in sources:
+                        raise ValueError(
+                            f"{element.keyword} references an image that is not a known source slice"
+                        )
+                    source_uid, frame = sources[uid]
+                    item.ReferencedSOPInstanceUID = source_uid
+                    item.ReferencedSOPClassUID = sop_class_uid
+                    if element.keyword == "SourceImageSequence" and frame is not None:
+                        item.ReferencedFrameNumber = int(frame)
+                walk(item)
+            if element.keyword == "ReferencedInstanceSequence":
+                unique = {str(item.get("ReferencedSOPInstanceUID", "")): item for item in reversed(items)}
+                items = list(reversed(unique.values()))
+            element.value = pydicom.Sequence(items)
+
+    walk(obj)
+    return obj

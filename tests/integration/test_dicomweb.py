@@ -328,6 +328,65 @@ def test_stow_acknowledged_but_dropped_by_the_server_is_reported(pacs, tmp_path)
 
 
 @pytest.mark.django_db
+def test_results_over_a_multi_frame_original_reference_its_frames(pacs, tmp_path):
+    """An enhanced multi-frame CT fill (frames stored out of z order) on the PACS: retrieved, then the DLA series
+    and the SEG sent back reference that one instance and, per slice, the frame at the same position
+    (ReferencedFrameNumber); dciodvfy clean."""
+    from tests.dicom_support import write_series
+    from tests.unit.io.test_dicom import _to_enhanced
+
+    written = write_series(tmp_path / "single", None, patient_id="MRN-MF-1", patient_name="ENHANCED^CASE")
+    enhanced = _to_enhanced(written.paths, tmp_path / "enhanced.dcm", [3, 0, 5, 1, 4, 2])
+    source = pydicom.dcmread(enhanced)
+    pacs.upload([enhanced])
+    study = retrieve_here("orthanc", source.StudyInstanceUID)
+    fill = study.volume("fill")
+    np.testing.assert_array_equal(fill.array(), written.volume.astype(np.int32) - 10)  # the shared rescale
+    with_dla(study)
+    version = approve(study, (np.asarray(fill.array()) > 300).astype(np.uint8))
+    out = io.StringIO()
+    call_command("dicomweb", "send", "orthanc", str(study.pk), "--label-version", str(version.number),
+                 stdout=out, stderr=io.StringIO())  # fmt: skip
+
+    def frame_position(number: int) -> list[float]:
+        item = source.PerFrameFunctionalGroupsSequence[number - 1]
+        return [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+
+    client = pacs.client()
+    on_pacs = {
+        s["0008103E"]["Value"][0]: s["0020000E"]["Value"][0]
+        for s in client.search_for_series(source.StudyInstanceUID)
+    }
+    dla = client.retrieve_series(source.StudyInstanceUID, on_pacs["3D-DLA (DLA Workbench)"])
+    assert len(dla) == fill.shape[0]
+    frames = set()
+    for ds in dla:
+        ref = ds.SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert ref.ReferencedSOPClassUID == source.SOPClassUID
+        frames.add(int(ref.ReferencedFrameNumber))
+        position = [float(v) for v in ds.ImagePositionPatient]
+        np.testing.assert_allclose(position, frame_position(int(ref.ReferencedFrameNumber)), atol=1e-3)
+        assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert frames == set(range(1, fill.shape[0] + 1))
+    [seg_uid] = [uid for name, uid in on_pacs.items() if name.startswith("DLA labels v1")]
+    [seg] = client.retrieve_series(source.StudyInstanceUID, seg_uid)
+    [series_ref] = seg.ReferencedSeriesSequence
+    assert series_ref.SeriesInstanceUID == source.SeriesInstanceUID
+    assert [i.ReferencedSOPInstanceUID for i in series_ref.ReferencedInstanceSequence] == [
+        source.SOPInstanceUID
+    ]
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        ref = item.DerivationImageSequence[0].SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        np.testing.assert_allclose(position, frame_position(int(ref.ReferencedFrameNumber)), atol=1e-3)
+    for name, ds in (("dla.dcm", dla[0]), ("seg.dcm", seg)):
+        ds.save_as(tmp_path / name)
+        assert dciodvfy_problems(tmp_path / name) == [], name
+
+
+@pytest.mark.django_db
 def test_send_needs_the_original_identity_and_an_approved_version(pacs, tmp_path, client_for):
     _, study_uid, _, _ = put_phantom(pacs, tmp_path)
     study = retrieve_here("orthanc", study_uid)

@@ -320,6 +320,63 @@ def test_label_seg_zip_carries_the_fill_download_series(study_with_results, tmp_
     assert _dciodvfy_errors(next(folder.rglob("seg.dcm"))) == []
 
 
+def test_exports_of_a_fill_imported_from_a_multi_frame_object_reference_their_own_instances(tmp_path):
+    """A fill imported from one enhanced multi-frame CT (frames out of z order) exports as a single-frame series
+    (one distinct instance per slice, in z order, no frame numbers to refer to); the DLA series, the class map's
+    SEG and a label version's SEG reference exactly those instances slice by slice, dciodvfy clean. (Results
+    sent to the PACS next to the multi-frame original reference its frames: test_dicomweb.)"""
+    from tests.unit.io.test_dicom import _to_enhanced
+
+    subject = Subject()
+    subject.series(tmp_path / "single", volume(3), "FILL run")
+    enhanced = _to_enhanced(
+        sorted((tmp_path / "single").glob("*.dcm")), tmp_path / "mf.dcm", [4, 1, 5, 0, 3, 2]
+    )
+    study = ingest([enhanced], work_dir=tmp_path / "w", pseudonym="CASE-MF").study
+    fill = study.volume("fill")
+    np.testing.assert_array_equal(fill.array(), volume(3).astype(np.int32) - 10)
+    grid = {"spacing_mm": fill.spacing_mm, "affine_lps": fill.affine_lps}
+    fill_hu = np.asarray(fill.array())
+    classes = np.where(fill_hu > 1000, 1, np.where(fill_hu > 500, 2, 3)).astype(np.uint8)
+    dla = Volume.create_from_array(study=study, role="dla", array=np.where(classes == 1, fill_hu, 0), **grid)
+    class_map = Volume.create_from_array(study=study, role="class_map", array=classes, **grid)
+
+    exported = _slices(unzip(export_volume(fill, "dicom", tmp_path / "f"), tmp_path / "f1"))
+    z = [float(d.ImagePositionPatient[2]) for d in exported]
+    assert len({d.SOPInstanceUID for d in exported}) == SHAPE[0] and z == sorted(z)
+    assert all("NumberOfFrames" not in d and d.SOPClassUID == pydicom.uid.CTImageStorage for d in exported)
+    assert {d.SeriesInstanceUID for d in exported} == {fill.series_uid}
+    np.testing.assert_array_equal(np.stack([d.pixel_array for d in exported]), fill_hu)
+    by_z = {round(v, 3): d.SOPInstanceUID for v, d in zip(z, exported, strict=True)}
+
+    derived = _slices(unzip(export_volume(dla, "dicom", tmp_path / "d"), tmp_path / "d1"))
+    for ds in derived:
+        ref = ds.SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == by_z[round(float(ds.ImagePositionPatient[2]), 3)]
+        assert "ReferencedFrameNumber" not in ref and ref.ReferencedSOPClassUID == pydicom.uid.CTImageStorage
+        assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == fill.series_uid
+    segs = [
+        next(p for p in unzip(export_volume(class_map, "dicom", tmp_path / "c"), tmp_path / "c1").rglob("*.dcm")
+             if not p.name.startswith("slice_")),
+        next(unzip(export_label_version(make_version(study, classes), "seg", tmp_path / "l"), tmp_path / "l1")
+             .rglob("seg.dcm")),
+    ]  # fmt: skip
+    for path in segs:
+        seg = pydicom.dcmread(path)
+        [series_ref] = seg.ReferencedSeriesSequence
+        assert series_ref.SeriesInstanceUID == fill.series_uid
+        assert {i.ReferencedSOPInstanceUID for i in series_ref.ReferencedInstanceSequence} == set(
+            by_z.values()
+        )
+        for item in seg.PerFrameFunctionalGroupsSequence:
+            ref = item.DerivationImageSequence[0].SourceImageSequence[0]
+            position_z = float(item.PlanePositionSequence[0].ImagePositionPatient[2])
+            assert ref.ReferencedSOPInstanceUID == by_z[round(position_z, 3)]
+        assert _dciodvfy_errors(path) == [], path.name
+    for path in [*(tmp_path / "f1").rglob("*.dcm")][:1] + [*(tmp_path / "d1").rglob("*.dcm")][:1]:
+        assert _dciodvfy_errors(path) == [], path
+
+
 # ---------------------------------------------------------------------------------------------------------
 # messages
 # ---------------------------------------------------------------------------------------------------------
