@@ -70,10 +70,13 @@ def run(labels, op):
 
 
 @pytest.mark.parametrize("radius_mm", [0.8, 1.7, 3.1])
-@pytest.mark.parametrize("slab_voxels", [None, 36 * 40 * 3])  # one slab, or slabs of a few slices + halo
-def test_morphology_matches_scipy_with_an_ellipsoid(radius_mm, slab_voxels, monkeypatch):
-    if slab_voxels:
-        monkeypatch.setattr(morphology, "SLAB_VOXELS", slab_voxels)
+@pytest.mark.parametrize("path", ["runs", "distance", "distance-in-slabs"])
+def test_morphology_matches_scipy_with_an_ellipsoid(radius_mm, path, monkeypatch):
+    """Both ways of computing (x-runs of the ball; distance transforms, in one slab or in slabs of a few
+    slices with their halo) give scipy's binary morphology with the ellipsoid."""
+    monkeypatch.setattr(morphology, "MAX_RUNS", 10**6 if path == "runs" else 0)
+    if path == "distance-in-slabs":
+        monkeypatch.setattr(morphology, "SLAB_VOXELS", 36 * 40 * 3)
     mask = make_labels(1) == VESSEL
     mask[0:4, 0:5, 0:5] = True  # touches three faces of the volume
     ball = ellipsoid(radius_mm)

@@ -322,19 +322,20 @@ $("discard").addEventListener("click", () => {
 // another tab (or colleague's request) changed the draft, or made it: follow it
 setInterval(async () => {
   if (ws.review || !ws.volume || pendingOps || draftPromise || document.hidden || ws.stroke || ws.committing) return;
-  checkHead();
   try {
     if (!ws.draft) {
       const mine = ((await api(`/api/drafts/?study=${ws.studyId}`)).results || [])[0];
       if (mine && !ws.draft && !pendingOps) setDraft(mine);
-      return;
-    }
-    const fresh = await api(`/api/drafts/${ws.draft.id}/`);
-    if (fresh.revision !== ws.draft.revision) {
-      setDraft(fresh);
-      setStatus("The draft changed in another tab; the overlay was reloaded.");
+    } else {
+      const fresh = await api(`/api/drafts/${ws.draft.id}/`);
+      if (fresh.revision !== ws.draft.revision && !pendingOps && !ws.stroke) {
+        setDraft(fresh);
+        setStatus("The draft changed in another tab; the overlay was reloaded.");
+      }
     }
   } catch { /* transient; the next poll retries */ }
+  // after the draft is current: a commit from another tab of this draft moved its base along, no banner
+  await checkHead();
 }, 5000);
 
 // Someone else committed: the study's head version is not the one the open draft (or the shown map) is based on.
