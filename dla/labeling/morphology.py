@@ -62,15 +62,15 @@ def _dilate_by_runs(mask: np.ndarray, runs) -> np.ndarray:
     OR-ed in at each run's (dz, dy) shift. Cost: voxels x rows of the ball (not x its voxels)."""
     nz, ny, _ = mask.shape
     out = np.zeros(mask.shape, dtype=bool)
-    by_width = {}
-    for dz, dy, w in runs:
-        if w not in by_width:
-            by_width[w] = (
+    src, src_w = None, None
+    for dz, dy, w in sorted(runs, key=lambda run: run[2]):
+        if w != src_w:  # one filtered array at a time
+            src_w = w
+            src = (
                 mask
                 if w == 0
                 else ndi.maximum_filter1d(mask.view(np.uint8), 2 * w + 1, axis=2, mode="constant").view(bool)
             )
-        src = by_width[w]
         z0, z1 = max(0, -dz), min(nz, nz - dz)
         y0, y1 = max(0, -dy), min(ny, ny - dy)
         if z0 < z1 and y0 < y1:
