@@ -28,6 +28,17 @@ REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery"
 
 
+@pytest.fixture(autouse=True)
+def fresh_login_allowance():
+    """The token view's throttle counts in the process-wide cache: each test here starts (and leaves) with an
+    empty history for the test client's address, whatever ran before it."""
+    from django.core.cache import cache
+
+    cache.delete("throttle_login_127.0.0.1")
+    yield
+    cache.delete("throttle_login_127.0.0.1")
+
+
 def settings_in_subprocess(tmp_path, **env) -> dict:
     """The production settings module loaded with ``env`` (a fresh interpreter: settings read the environment
     once, at start)."""
@@ -270,13 +281,9 @@ def test_generated_demo_passwords_pass_the_validators_and_stay_off_the_command_l
 
 @pytest.fixture
 def login_rate(settings):
-    """A low login rate and an empty throttle history for the test's client address (and after it)."""
-    from django.core.cache import cache
-
+    """A low login rate (the history is emptied by ``fresh_login_allowance``)."""
     settings.DLA_LOGIN_RATE = "3/min"
-    cache.delete("throttle_login_127.0.0.1")
-    yield 3
-    cache.delete("throttle_login_127.0.0.1")
+    return 3
 
 
 def test_the_token_view_throttles_password_checks_per_address(users, login_rate):
