@@ -20,6 +20,7 @@ a UID, a patient name or ID.
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import shutil
@@ -40,6 +41,7 @@ from dla.io.nifti import read_nifti
 from . import volume_store
 from .models import PseudonymMap, Study, Volume
 
+logger = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 GRID_ROLES = {Volume.Role.FILL, Volume.Role.MASK, Volume.Role.SUBTRACTED, Volume.Role.DLA}
 #: Roles whose values must be CT Hounsfield units: other modalities are refused for them.
@@ -142,10 +144,42 @@ def _uid_or_keep(match: re.Match) -> str:
     return text if text in UID_dictionary else "<UID>"
 
 
+#: An absolute filesystem path (two or more components) not inside a word, a URL or a relative path; quotes and
+#: whitespace end it (as Python's OSError and nibabel write file names).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~\\-])(?:/[^\s/'\"<>|]+){2,}/?")
+
+
+def strip_paths(message: str) -> str:
+    """``message`` with every absolute path on this server replaced by its last component (the file name the
+    user gave, or the folder's): where uploads, storage and temporary folders live is nobody's business."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], str(message))
+
+
+def public_error(exc: BaseException) -> BaseException:
+    """An exception of the same type as ``exc`` whose message has no absolute server path (an OSError keeps its
+    errno and gets the bare file name), for task runs and API answers; ``exc`` itself when nothing changes or
+    its type cannot be rebuilt from a message (then a RuntimeError naming the type)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        names = [Path(str(f)).name for f in (exc.filename, exc.filename2) if f is not None]
+        args = (exc.errno, exc.strerror, names[0], *((None, names[1]) if len(names) > 1 else ()))
+        try:
+            return type(exc)(*args)
+        except TypeError:
+            return RuntimeError(f"{type(exc).__name__}: {strip_paths(str(exc))}")
+    text = str(exc)
+    clean = strip_paths(text)
+    if clean == text:
+        return exc
+    try:
+        return type(exc)(clean)
+    except TypeError:
+        return RuntimeError(f"{type(exc).__name__}: {clean}")
+
+
 def scrub(message: str, secrets_: tuple[str, ...] = ()) -> str:
     """``message`` without anything that looks like a DICOM UID or equals one of ``secrets_`` (patient
-    names/IDs), cut to MAX_MESSAGE_CHARS."""
-    text = _UID_PATTERN.sub(_uid_or_keep, str(message))
+    names/IDs) and without absolute server paths, cut to MAX_MESSAGE_CHARS."""
+    text = _UID_PATTERN.sub(_uid_or_keep, strip_paths(str(message)))
     for value in secrets_:
         if value and len(str(value)) >= 3:
             text = text.replace(str(value), "<removed>")
@@ -448,6 +482,9 @@ def ingest(
         return result
     except (IngestError, ArchiveError) as exc:
         raise type(exc)(scrub(str(exc), originals)) from None
+    except OSError as exc:  # disk full, permissions: the file name, never where it lives on the server
+        logger.warning("ingest failed on the server's files: %s", exc)  # the server log keeps the path
+        raise public_error(exc) from None
 
 
 def _store(

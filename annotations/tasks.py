@@ -1,5 +1,10 @@
-"""Celery tasks of the annotations app: ingest of uploaded files (queue ``default``)."""
+"""Celery tasks of the annotations app: ingest of uploaded files (queue ``default``).
 
+Errors of the ingest and DICOMweb tasks reach TaskRun.error/message without absolute server paths
+(``ingest.public_error``); the server log keeps the original."""
+
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -8,9 +13,24 @@ from django.contrib.auth import get_user_model
 from dla_web.audit import record
 from dla_web.tasks import TaskContext, dla_task
 
-from .ingest import ingest, remove_upload
+from .ingest import ingest, public_error, remove_upload
 from .labels import apply_draft_op
 from .models import Study
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _no_server_paths(what: str):
+    """Re-raise an exception whose message names an absolute path on this server with the bare file name."""
+    try:
+        yield
+    except Exception as exc:
+        public = public_error(exc)
+        if public is exc:
+            raise
+        logger.warning("%s failed: %s", what, exc)
+        raise public from None
 
 
 @dla_task(kind="ingest")
@@ -43,6 +63,16 @@ def ingest_upload(
         raise FileNotFoundError(f"upload {upload_id} is gone (already imported or removed)")
     user = get_user_model().objects.filter(pk=ctx.run.created_by_id).first()
     study = Study.objects.get(pk=study_id) if study_id else None
+    with _no_server_paths("ingest"):
+        return _ingest_upload(ctx, upload_dir, files_dir, from_pacs, user=user, study=study, pseudonym=pseudonym,
+                              role=role, cohort=cohort, injection_site=injection_site)  # fmt: skip
+
+
+def _ingest_upload(
+    ctx, upload_dir, files_dir, from_pacs, *, user, study, pseudonym, role, cohort, injection_site
+):
+    from . import dicomweb
+
     progress = ctx.progress
     transfer = None
     try:
@@ -117,9 +147,10 @@ def dicomweb_send(
     version = LabelVersion.objects.get(pk=label_version_id, study=study) if label_version_id else None
     detail = {"server": server, "label_version": version.number if version else None, "task_run": ctx.run_id}
     try:
-        result = dicomweb.send_results(
-            server, study, label_version=version, include_dla=include_dla, progress=ctx.progress
-        )
+        with _no_server_paths("dicomweb send"):
+            result = dicomweb.send_results(
+                server, study, label_version=version, include_dla=include_dla, progress=ctx.progress
+            )
     except dicomweb.DicomWebError as exc:
         record("dicomweb.send_failed", user=user, obj=study, detail={**detail, "reason": str(exc)})
         raise

@@ -313,9 +313,9 @@ def _open(path: Path) -> Dataset:
                 ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian
             )
     except FileNotFoundError:
-        raise IngestError(f"{path}: file not found")
+        raise IngestError(f"{path.name}: file not found")
     except IsADirectoryError:
-        raise IngestError(f"{path}: is a directory, not a DICOM file")
+        raise IngestError(f"{path.name}: is a directory, not a DICOM file")
     except Exception as exc:  # pydicom raises many types on damaged files
         raise IngestError(f"{path.name}: truncated or corrupt DICOM file ({type(exc).__name__}: {exc})")
     return ds

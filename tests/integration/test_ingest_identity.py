@@ -444,6 +444,67 @@ def test_manage_py_ingest_is_audited(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# no absolute server path in an error (issue 16: "ingest errors reveal the absolute storage path")
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _unreadable_nifti(folder: Path) -> Path:
+    path = folder / "junk.nii"  # nibabel: 'Cannot work out file type of "/abs/.../junk.nii"'
+    path.write_bytes(b"x" * 400)
+    return path
+
+
+def _truncated_nifti(folder: Path) -> Path:
+    import nibabel as nib
+
+    whole = folder / "whole.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), whole)
+    path = folder / "cut.nii"  # nibabel: "Expected 128 bytes, got 8 bytes from /abs/.../cut.nii"
+    path.write_bytes(whole.read_bytes()[:360])
+    whole.unlink()
+    return path
+
+
+@pytest.mark.parametrize("make, name", [(_unreadable_nifti, "junk.nii"), (_truncated_nifti, "cut.nii")])
+def test_ingest_errors_name_the_file_not_where_it_lives(tmp_path, users, make, name):
+    from annotations.tasks import ingest_upload
+
+    upload_id = "pathleak" + name.replace(".", "")
+    files = Path(settings.UPLOAD_DIR) / upload_id / "files"
+    files.mkdir(parents=True)
+    make(files)
+    # the service (manage.py ingest, the API's task)
+    with pytest.raises(IngestError) as refused:
+        ingest([files / name], work_dir=tmp_path / "w")
+    assert name in str(refused.value) and str(files) not in str(refused.value)
+    assert not re.search(r"(^|[\s'\"(])/\w+/", str(refused.value)), str(refused.value)
+    # the task run a user reads
+    run = ingest_upload.run_here(
+        ingest_upload.create_run(user=users["annotator"], params={"upload_id": upload_id})
+    )
+    assert run.state == "failed" and name in run.error
+    for text in (run.error, run.message):
+        assert str(settings.UPLOAD_DIR) not in text and str(settings.VAR_DIR) not in text, text
+        assert not re.search(r"(^|[\s'\"(])/\w+/", text), text
+    assert Study.objects.count() == 0
+
+
+def test_an_os_error_keeps_its_kind_and_file_name_without_the_server_path(tmp_path):
+    from annotations.ingest import public_error, scrub
+
+    with pytest.raises(OSError) as failed:
+        open(tmp_path / "storage" / "volumes" / "fill-1.npy", "rb")  # a real error of the OS
+    assert str(tmp_path) in str(failed.value)
+    public = public_error(failed.value)
+    assert type(public) is FileNotFoundError and public.errno == failed.value.errno
+    assert str(public) == "[Errno 2] No such file or directory: 'fill-1.npy'"
+    # messages keep URLs, hosts, relative paths and dates as they are
+    kept = "server pacs (10.0.0.5:8042) http://10.0.0.5:8042/dicom-web fill/mask 2025/03/14"
+    assert scrub(kept) == kept
+    assert scrub(f"cannot write {tmp_path}/a/b.npy: disk full") == "cannot write b.npy: disk full"
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the upload limit, before the body is read
 # ---------------------------------------------------------------------------------------------------------
 
