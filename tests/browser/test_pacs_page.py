@@ -14,8 +14,6 @@ from tests.dicom_support import write_series
 from tests.integration.pacs_support import PASSWORD, orthanc_fixture, pacs_fixture  # noqa: F401
 from tests.integration.test_dicomweb import approve, with_dla
 
-pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
 SHAPE = (6, 16, 16)
 
 
@@ -49,6 +47,9 @@ def search(page, server: str, **filters):
     page.click("#pacs-search button[type=submit]")
 
 
+@pytest.mark.browser
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
 def test_browse_select_retrieve_with_progress(
     page, live_server, users, login, shot, celery_worker, pacs, tmp_path
 ):
@@ -137,3 +138,41 @@ def test_browse_select_retrieve_with_progress(
     page.click("[data-testid=pacs-send-run] a:has-text('PACS-B1')")
     page.wait_for_url(f"**/studies/{study.pk}/")
     assert not page.js_errors
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the page's server list from the environment (no browser needed)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_server_list_shows_url_and_auth_kind_never_a_secret(client, users, monkeypatch):
+    monkeypatch.setenv("DLA_DICOMWEB_SERVERS", "pacs,research")
+    monkeypatch.setenv("DLA_DICOMWEB_PACS_URL", "https://pacs.example.org/dicom-web/")
+    monkeypatch.setenv("DLA_DICOMWEB_PACS_USERNAME", "dla-reader")
+    monkeypatch.setenv("DLA_DICOMWEB_PACS_PASSWORD", "s3cret-pw-123")
+    monkeypatch.setenv("DLA_DICOMWEB_RESEARCH_URL", "http://10.1.2.3:8042/dicom-web")
+    monkeypatch.setenv("DLA_DICOMWEB_RESEARCH_TOKEN", "tok-abcdef-987")
+    client.force_login(users["admin"])
+    html = client.get("/pacs/").content.decode()
+    assert "https://pacs.example.org/dicom-web" in html and "HTTP basic as <code>dla-reader</code>" in html
+    assert "http://10.1.2.3:8042/dicom-web" in html and "bearer token" in html
+    assert "s3cret-pw-123" not in html and "tok-abcdef-987" not in html
+    client.force_login(users["annotator"])
+    assert client.get("/pacs/").status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "servers, expected",
+    [
+        ("", "No DICOMweb server is configured"),
+        ("Bad Name", "The DICOMweb configuration is malformed: DLA_DICOMWEB_SERVERS: server name"),
+    ],
+)
+def test_no_or_malformed_configuration_is_said(client, users, monkeypatch, servers, expected):
+    monkeypatch.setenv("DLA_DICOMWEB_SERVERS", servers)
+    client.force_login(users["admin"])
+    response = client.get("/pacs/")
+    assert response.status_code == 200 and expected in response.content.decode()
+    assert "pacs.js" not in response.content.decode()  # nothing to browse
