@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.sessions.exceptions import SessionInterrupted
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseServerError, JsonResponse
@@ -122,6 +123,8 @@ def _bad_request_reason(exception) -> str:
             f"The request body is larger than the {_megabytes(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)} limit for "
             "form and JSON data; files go in multipart file fields (up to DLA_MAX_UPLOAD_BYTES)."
         )
+    if isinstance(exception, SessionInterrupted):
+        return "Your session ended while this request ran (you logged out elsewhere); please log in again."
     if isinstance(exception, TooManyFilesSent):
         return f"The request sends more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files (the limit)."
     if isinstance(exception, TooManyFieldsSent):

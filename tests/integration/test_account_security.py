@@ -246,6 +246,25 @@ def test_a_password_made_of_the_username_is_refused(client, make_user):
     assert user.check_password(PASSWORD)
 
 
+def test_the_django_admin_refuses_a_new_user_whose_password_is_the_username_twice(users):
+    web = Client()
+    web.force_login(users["admin"])
+    form = {
+        "username": "reader3",
+        "usable_password": "true",
+        "password1": "reader3reader3",
+        "password2": "reader3reader3",
+    }
+    response = web.post("/admin/auth/user/add/", form)
+    assert response.status_code == 200 and "contains the username" in response.content.decode()
+    assert not type(users["admin"]).objects.filter(username="reader3").exists()
+    accepted = web.post(
+        "/admin/auth/user/add/",
+        {**form, "password1": "violet-harbour-lantern", "password2": "violet-harbour-lantern"},
+    )
+    assert accepted.status_code == 302 and type(users["admin"]).objects.filter(username="reader3").exists()
+
+
 def test_common_and_numeric_passwords_are_refused(make_user):
     from django.contrib.auth.password_validation import validate_password
     from django.core.exceptions import ValidationError
@@ -435,6 +454,21 @@ def test_the_django_admin_keeps_the_last_admin(users, admin_web):
     admin_group = Group.objects.get(name="Admin")
     group_delete = admin_web.post(f"/admin/auth/group/{admin_group.pk}/delete/", {"post": "yes"})
     assert group_delete.status_code == 403 and Group.objects.filter(name="Admin").exists()
+
+
+def test_the_django_admin_keeps_a_superuser_who_is_the_last_admin(users, admin_web):
+    me = users["admin"]
+    me.is_superuser = True
+    me.save()
+    me.groups.clear()  # an admin by the superuser flag only
+    response = admin_web.post(f"/admin/auth/user/{me.pk}/change/", _change_form(me))  # the flag unticked
+    assert response.status_code == 200 and "admin is the last active admin" in response.content.decode()
+    me.refresh_from_db()
+    assert me.is_superuser
+    kept = admin_web.post(
+        f"/admin/auth/user/{me.pk}/change/", _change_form(me, is_superuser="on", first_name="Ada")
+    )
+    assert kept.status_code == 302, "other changes to the last admin are fine"
 
 
 def test_the_django_admin_lets_an_admin_step_down_once_another_exists(users, admin_web):

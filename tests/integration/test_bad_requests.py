@@ -111,3 +111,14 @@ def test_a_page_body_over_the_limit_gets_the_friendly_error_page(users):
     text = response.content.decode()
     assert 'data-testid="error-page"' in text and "larger than the 10 MB limit" in text
     assert 'data-testid="whoami"' in text, "the page keeps the navigation"
+
+
+def test_django_refusals_of_a_request_read_as_words():
+    from django.contrib.sessions.exceptions import SessionInterrupted
+    from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
+
+    from frontend.views import _bad_request_reason
+
+    assert "logged out elsewhere" in _bad_request_reason(SessionInterrupted())
+    assert "files (the limit)" in _bad_request_reason(TooManyFilesSent())
+    assert "form fields (the limit)" in _bad_request_reason(TooManyFieldsSent())
