@@ -78,6 +78,7 @@ def test_browse_select_retrieve_with_progress(
     search(page, "orthanc-wrongpw")
     page.wait_for_selector("#pacs-search-status .flash.error:has-text('credentials')")
     assert "HTTP 401" in page.locator("#pacs-search-status").inner_text()
+    shot(page, "pacs-wrong-credentials")
 
     # the patient filter finds one study of the two; its series are listed with instance counts
     search(page, "orthanc", patient_id="MRN-BROWSER-*")

@@ -91,6 +91,10 @@ searchForm.addEventListener("submit", async (event) => {
   try { filters = studyFilters(data); } catch (err) { flash(searchStatus, err.message, "error"); return; }
   const button = searchForm.querySelector("button[type=submit]");
   button.disabled = true;
+  if (current.server !== server) { // the series shown belong to another server's study
+    current = { server: null, study: null };
+    seriesCard.hidden = true;
+  }
   flash(searchStatus, `Searching ${server}…`);
   try {
     const studies = await api(`/api/dicomweb/${encodeURIComponent(server)}/studies/`, { method: "POST", body: filters });
