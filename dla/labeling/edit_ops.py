@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dla.classes import CLASS_NAMES, LABELED_CLASSES, UNLABELED
-from dla.labeling.components import label_components
+from dla.labeling.components import component_sizes, label_components
 from dla.labeling.morphology import ball_halfwidths, closing_mm, dilate_mm, erode_mm, median_mm, opening_mm
 from dla.labeling.recipe import RecipeError, RecipeParams, balance_indices, run_recipe
 from dla.labeling.roi import RoiBoxError, mask_bbox, parse_box
@@ -876,7 +876,7 @@ def _apply_keep_largest(labels, op: KeepLargestOp, spacing):
     lab, n = label_components(m)
     if n <= 1:
         return _no_change()
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes = component_sizes(lab, n)
     sizes[0] = 0
     keep = int(np.argmax(sizes))
     old = labels[region].copy()
@@ -897,7 +897,7 @@ def _apply_remove_small(labels, op: RemoveSmallOp, spacing):
         lab, n = label_components(m)
         if n == 0:
             continue
-        small = np.bincount(lab.ravel(), minlength=n + 1) * voxel_mm3 < op.min_volume_mm3
+        small = component_sizes(lab, n) * voxel_mm3 < op.min_volume_mm3
         small[0] = False
         sub[small[lab]] = UNLABELED
     return _finish(labels, region, old)
