@@ -309,3 +309,14 @@ def test_bad_sizes_and_fields_are_refused_in_words(op, fragment):
         apply_op(lab, op, ctx())
     assert fragment in str(e.value), str(e.value)
     np.testing.assert_array_equal(lab, make_labels())
+
+
+def test_component_sizes_match_scipy():
+    from dla.labeling.components import component_sizes, label_components
+
+    mask = make_labels(3) == VESSEL
+    ours, n = label_components(mask)
+    sizes = component_sizes(ours, n)
+    ref, n_ref = ndi.label(mask, ST26)
+    assert n == n_ref and sizes[0] == int((~mask).sum())
+    assert sorted(sizes[1:]) == sorted(np.bincount(ref.ravel())[1:])
