@@ -177,7 +177,8 @@ def lockout_message(until: datetime | None) -> str:
     )
 
 
-def _retry_after(until: datetime | None) -> str:
+def retry_after(until: datetime | None) -> str:
+    """The Retry-After value (seconds) of a lockout ending at ``until`` (an hour for one that never ends)."""
     return str(max(1, math.ceil((until - timezone.now()).total_seconds()))) if until else "3600"
 
 
@@ -195,7 +196,7 @@ def lockout_response(request, original_response=None, credentials=None):
         response = render(
             request, "frontend/login.html", {"locked": message, "username": username}, status=429
         )
-    response["Retry-After"] = _retry_after(until)
+    response["Retry-After"] = retry_after(until)
     return response
 
 

@@ -3,7 +3,6 @@
 import math
 
 from django.contrib.auth import get_user_model
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -14,7 +13,7 @@ from .audit import record
 from .auth import issue_token, revoke_tokens
 from .models import ApiToken, AuditEvent, TaskRun
 from .roles import ROLES, HasAnyRole, IsAdmin, check_keeps_an_admin, is_admin
-from .security import LoginRateThrottle, locked_until, lockout_message
+from .security import LoginRateThrottle, locked_until, lockout_message, retry_after
 from .serializers import (
     AuditEventSerializer,
     CancelSerializer,
@@ -147,13 +146,10 @@ class TokenView(APIView):
         user = authenticate(request, username=data["username"], password=data["password"])
         if user is None and getattr(request, "axes_locked_out", False):
             until = locked_until(request, data["username"])
-            headers = (
-                {"Retry-After": str(max(1, math.ceil((until - timezone.now()).total_seconds())))}
-                if until
-                else {}
-            )
             return Response(
-                {"detail": lockout_message(until)}, status=status.HTTP_429_TOO_MANY_REQUESTS, headers=headers
+                {"detail": lockout_message(until)},
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+                headers={"Retry-After": retry_after(until)},
             )
         if user is None:
             return Response(
