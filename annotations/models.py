@@ -97,6 +97,12 @@ class Volume(models.Model):
     model_version_id = models.BigIntegerField(
         null=True, blank=True, help_text="for DLA volumes: the model used"
     )
+    stats = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="numbers summarising the voxels (vessel probability: its 256-bin histogram, for the label-next "
+        "ranking)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 

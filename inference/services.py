@@ -55,6 +55,7 @@ from dla.model.train import (
     load_checkpoint,
     train,
 )
+from dla.stats.uncertainty import probability_histogram, vessel_uncertainty
 from dla_web.tasks import TaskCancelled
 
 from .models import ModelVersion, TrainingRun, thin_curve
@@ -571,6 +572,62 @@ def inference_studies(*, study_ids: list[int] | None = None, cohort: str | None 
     return studies
 
 
+def vessel_prob_stats(vessel_prob_u8: np.ndarray) -> dict:
+    """What a vessel probability volume keeps in ``Volume.stats``: its 256-bin histogram (the label-next ranking
+    follows from it exactly, without reading the voxels again)."""
+    return {"probability_histogram": probability_histogram(vessel_prob_u8).tolist()}
+
+
+def _probability_histogram(volume: Volume) -> np.ndarray:
+    hist = (volume.stats or {}).get("probability_histogram")
+    if hist is None:  # predicted before the histogram was kept: computed once and saved
+        volume.stats = {**(volume.stats or {}), **vessel_prob_stats(np.asarray(volume.array()))}
+        volume.save(update_fields=["stats"])
+        hist = volume.stats["probability_histogram"]
+    return np.asarray(hist, dtype=np.int64)
+
+
+def label_priorities(model_version_id: int | None = None) -> dict:
+    """Which study to label next: the studies without an approved label version, most uncertain first.
+
+    Uncertainty is the mean binary entropy (bits) of the model's vessel probability over its candidate voxels
+    (``dla.stats.uncertainty``), from the newest prediction of ``model_version_id`` (default: the active model)
+    on each study. Studies the model has not run on are listed apart (run inference on them to rank them).
+    Raises InferenceInputError when there is no such model."""
+    version = resolve_model(model_version_id)
+    approved = LabelVersion.objects.filter(review_status=LabelVersion.Review.APPROVED).values("study_id")
+    studies = Study.objects.exclude(pk__in=approved).order_by("pseudonym")
+    ranked, unpredicted = [], []
+    for study in studies:
+        prob = (
+            Volume.objects.filter(study=study, role=Volume.Role.VESSEL_PROB, model_version_id=version.pk)
+            .order_by("-created_at")
+            .first()
+        )
+        row = {"study_id": study.pk, "pseudonym": study.pseudonym, "cohort": study.cohort}
+        if prob is None:
+            unpredicted.append(row)
+            continue
+        summary = vessel_uncertainty(_probability_histogram(prob))
+        voxel_mm3 = float(np.prod(prob.spacing_mm))
+        ranked.append(
+            {
+                **row,
+                **summary.to_dict(),
+                "uncertain_mm3": summary.uncertain_voxels * voxel_mm3,
+                "predicted_at": prob.created_at.isoformat(),
+            }
+        )
+    ranked.sort(key=lambda r: (-(r["mean_entropy_bits"] or 0.0), r["pseudonym"]))
+    return {
+        "model_version": {"id": version.pk, "name": version.name},
+        "ranked": ranked,
+        "without_prediction": unpredicted,
+        "measure": "mean binary entropy (bits, 0-1) of the vessel probability over the voxels the model did not "
+        "rule out (probability >= 0.02); higher = the model is less sure",
+    }
+
+
 class _ThrottledCancel:
     def __init__(self, ctx):
         self.ctx, self.last, self.value = ctx, 0.0, False
@@ -628,13 +685,13 @@ def run_inference(
             raise TaskCancelled(str(exc)) from exc
         vessel_prob = np.round(prediction.vessel_prob.astype(np.float32) * 255.0).astype(np.uint8)
         outputs = (
-            (Volume.Role.CLASS_MAP, prediction.class_map, "predicted class map"),
-            (Volume.Role.VESSEL_PROB, vessel_prob, "vessel probability x255"),
-            (Volume.Role.DLA, dla_volume(fill_hu, prediction.class_map), "3D-DLA"),
+            (Volume.Role.CLASS_MAP, prediction.class_map, "predicted class map", {}),
+            (Volume.Role.VESSEL_PROB, vessel_prob, "vessel probability x255", vessel_prob_stats(vessel_prob)),
+            (Volume.Role.DLA, dla_volume(fill_hu, prediction.class_map), "3D-DLA", {}),
         )
         created = {}
         with transaction.atomic():
-            for role, array, label in outputs:
+            for role, array, label, stats in outputs:
                 created[role] = Volume.create_from_array(
                     study=study,
                     role=role,
@@ -645,6 +702,7 @@ def run_inference(
                     model_version_id=version.pk,
                     series_description=f"{label} ({version.name})"[:200],
                     created_by_id=user_id,
+                    stats=stats,
                 )
             created = {role: volume.pk for role, volume in created.items()}
         ctx.log(

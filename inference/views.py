@@ -5,7 +5,7 @@ registry and run inference on studies; readers see nothing here (their workspace
 """
 
 from django.http import FileResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from annotations import volume_store
 from dla_web.audit import record
+from dla_web.params import id_param
 from dla_web.roles import IsAdmin, IsAnnotator
 from dla_web.serializers import TaskRunSerializer
 
@@ -155,3 +156,29 @@ class InferenceViewSet(viewsets.GenericViewSet):
             user=request.user, version=version, studies=studies, candidate_min_hu=data["candidate_min_hu"]
         )
         return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class LabelPriorityViewSet(viewsets.GenericViewSet):
+    """Which study to label next (annotators and admins): the studies without approved labels ranked by the
+    model's vessel uncertainty (``?model_version=<id>``, default the active model)."""
+
+    permission_classes = [IsAnnotator]
+    pagination_class = None
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "model_version",
+                int,
+                description="model version id (default: the active model)",
+                required=False,
+            )
+        ],
+        responses={200: dict},
+    )
+    def list(self, request):
+        try:
+            data = services.label_priorities(id_param(request, "model_version"))
+        except services.InferenceInputError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(data)

@@ -364,6 +364,12 @@ FIELDS = {
     "params": st.one_of(
         st.just({}), st.dictionaries(st.sampled_from(["seed", "balance", "x"]), JUNK, max_size=2)
     ),
+    "min_volume_mm3": mostly(st.floats(0.5, 80), st.floats(-5, 1e6)),
+    "to_class": CLASS,
+    "size_mm": mostly(st.floats(0.3, 6), st.floats(-5, 60)),
+    "kernel_mm": mostly(st.floats(0.6, 8), st.floats(-5, 60)),
+    "method": st.sampled_from(["median", "opening", "closing", "gaussian"]),
+    "margin_mode": st.sampled_from(["grow", "shrink", "grow", "inflate"]),
 }
 REQUIRED = {
     "brush": ("center_zyx", "radius_mm", "label"),
@@ -374,6 +380,11 @@ REQUIRED = {
     "relabel": ("from", "to"),
     "balance": (),
     "recipe": (),
+    "keep_largest": ("label",),
+    "remove_small": ("min_volume_mm3",),
+    "split_island": ("at_zyx", "to_class"),
+    "margin": ("label", "margin_mode", "size_mm"),
+    "smooth": ("label", "method", "kernel_mm"),
 }
 OPTIONAL = {
     "brush": ("shape", "axis", "only_class", "stroke_zyx"),
@@ -382,6 +393,9 @@ OPTIONAL = {
     "scissors": ("mode", "slab", "label"),
     "relabel": ("box_zyx",),
     "recipe": ("params",),
+    "remove_small": ("label",),
+    "margin": ("only_class",),
+    "smooth": ("only_class",),
 }
 
 
@@ -391,9 +405,10 @@ def _value(name: str):
 
 def _well_formed(kind: str):
     """An op of ``kind`` with its required fields and some optional ones."""
+    key = {"margin_mode": "mode"}.get  # the margin's "mode" draws from its own values
     return st.fixed_dictionaries(
-        {"op": st.just(kind), **{name: _value(name) for name in REQUIRED[kind]}},
-        optional={name: _value(name) for name in OPTIONAL.get(kind, ())},
+        {"op": st.just(kind), **{key(name, name): _value(name) for name in REQUIRED[kind]}},
+        optional={key(name, name): _value(name) for name in OPTIONAL.get(kind, ())},
     )
 
 
