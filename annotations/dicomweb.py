@@ -336,7 +336,12 @@ def search_series(server_name: str, study_uid: str) -> list[dict]:
                 "date": str(_value(item, "SeriesDate", "")),
                 "body_part": str(_value(item, "BodyPartExamined", "")),
                 "instance_count": _int(_value(item, "NumberOfSeriesRelatedInstances")),
-                "imported_as": {"study": here.study.pseudonym, "volume": here.pk, "role": here.role}
+                "imported_as": {
+                    "study": here.study.pseudonym,
+                    "study_id": here.study_id,
+                    "volume": here.pk,
+                    "role": here.role,
+                }
                 if here
                 else None,
             }

@@ -113,6 +113,8 @@ def test_browse_select_retrieve_with_progress(
     shot(page, "pacs-retrieved")
 
     study = Study.objects.get(pseudonym="PACS-B1")
+    linked = page.locator("[data-testid=pacs-series-table] a:has-text('PACS-B1')")
+    assert linked.count() == 2 and linked.first.get_attribute("href") == f"/studies/{study.pk}/"
     np.testing.assert_array_equal(study.volume("fill").array(), written[0].volume)
     np.testing.assert_array_equal(study.volume("mask").array(), written[1].volume)
     assert PseudonymMap.objects.filter(study=study).exists()

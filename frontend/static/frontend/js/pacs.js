@@ -135,7 +135,11 @@ function seriesTable(series) {
     const box = el("input", { type: "checkbox", name: "series", value: s.series_uid,
       "aria-label": `select series ${s.number ?? ""} ${s.description}`.trim(), onchange: updateSelection });
     const hereCell = s.imported_as
-      ? el("span", { class: "imported small" }, `imported: ${s.imported_as.role} of ${s.imported_as.study}`)
+      ? el("span", { class: "imported small" }, `imported: ${s.imported_as.role} of `,
+        s.imported_as.study_id
+          ? el("a", { href: `/studies/${s.imported_as.study_id}/`, onclick: (event) => event.stopPropagation() },
+            s.imported_as.study)
+          : s.imported_as.study)
       : "";
     return el("tr", { class: "clickable", dataset: { seriesUid: s.series_uid },
       onclick: (event) => { if (event.target !== box) { box.checked = !box.checked; updateSelection(); } } },
