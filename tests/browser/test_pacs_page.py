@@ -64,6 +64,7 @@ def test_browse_select_retrieve_with_progress(
     assert page.locator("[data-testid=nav-pacs]").count() == 0
     page.click("button:has-text('Log out')")
 
+    Study.objects.create(pseudonym="PACS-EXISTING", patient_pseudonym="PT-EXISTING")
     login(page, "admin")
     page.click("[data-testid=nav-pacs]")
     page.wait_for_selector("[data-testid=pacs-server-table]")
@@ -99,7 +100,14 @@ def test_browse_select_retrieve_with_progress(
     page.click("#pacs-retrieve-button")
     page.wait_for_selector("#pacs-retrieve-status .flash.error")
     assert "Nothing selected" in page.locator("#pacs-retrieve-status").inner_text()
-    assert not Study.objects.exists()
+    assert Study.objects.count() == 1
+
+    # an existing study as the target: the new study's fields go away, and come back
+    page.select_option("#pacs-target-study", label="PACS-EXISTING")
+    assert not page.locator("#pacs-retrieve input[name=pseudonym]").is_visible()
+    assert not page.locator("#pacs-retrieve select[name=cohort]").is_visible()
+    page.select_option("#pacs-target-study", label="a new study")
+    assert page.locator("#pacs-retrieve input[name=pseudonym]").is_visible()
 
     page.check("[data-testid=pacs-series-table] thead input[name=all-series]")
     assert page.locator("#pacs-selection-count").inner_text() == "2 series selected"

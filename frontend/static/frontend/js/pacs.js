@@ -17,7 +17,6 @@ const retrieveStatus = document.getElementById("pacs-retrieve-status");
 const retrieveRun = document.getElementById("pacs-retrieve-run");
 const selectionCount = document.getElementById("pacs-selection-count");
 const targetStudy = document.getElementById("pacs-target-study");
-const pseudonymLabel = document.getElementById("pacs-pseudonym-label");
 const sendForm = document.getElementById("pacs-send");
 const sendStatus = document.getElementById("pacs-send-status");
 const sendRun = document.getElementById("pacs-send-run");
@@ -215,8 +214,9 @@ function addStudyOption(id, pseudonym) {
   }
 }
 
+// pseudonym, cohort and injection site belong to a new study; an existing study keeps its own
 function syncTarget() {
-  pseudonymLabel.hidden = Boolean(targetStudy.value);
+  for (const label of retrieveForm.querySelectorAll(".new-study-only")) label.hidden = Boolean(targetStudy.value);
 }
 targetStudy.addEventListener("change", syncTarget);
 syncTarget();
