@@ -103,7 +103,16 @@ def volume_context(study: Study) -> VolumeContext:
             )
         return np.asarray(fill.array()), np.asarray(subtracted.array())
 
-    return VolumeContext(tuple(fill.spacing_mm), loader=load)
+    def predicted(volume_id: int) -> np.ndarray:
+        volume = Volume.objects.filter(pk=volume_id, study=study, role=Volume.Role.CLASS_MAP).first()
+        if volume is None:
+            raise EditOpError(
+                f"model_vessels: volume {volume_id} is not a predicted class map of study {study.pseudonym}; "
+                "run inference on this study first and use the class map it stored"
+            )
+        return np.asarray(volume.array())
+
+    return VolumeContext(tuple(fill.spacing_mm), loader=load, prediction_loader=predicted)
 
 
 def version_labels(version: LabelVersion) -> np.ndarray:

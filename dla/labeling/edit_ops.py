@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dla.classes import CLASS_NAMES, LABELED_CLASSES, UNLABELED
+from dla.classes import CLASS_NAMES, LABELED_CLASSES, UNLABELED, VESSEL
 from dla.labeling.components import component_sizes, label_components
 from dla.labeling.morphology import ball_halfwidths, closing_mm, dilate_mm, erode_mm, median_mm, opening_mm
 from dla.labeling.recipe import RecipeError, RecipeParams, balance_indices, run_recipe
@@ -177,6 +177,19 @@ class SmoothOp:
     op: str = field(default="smooth", init=False)
 
 
+@dataclass(frozen=True)
+class ModelVesselsOp:
+    """Model-assisted labeling, "accept the model's vessels here": voxels that the predicted class map
+    ``volume_id`` (a stored model output on this grid) calls vessel become vessel, inside ``box_zyx`` (the whole
+    volume when None) and only over voxels of ``only_class`` when given. The prediction is named by its volume
+    id, so a replay reads the same voxels; the annotator reviews the result like any other edit."""
+
+    volume_id: int
+    box_zyx: tuple[int, int, int, int, int, int] | None = None
+    only_class: int | None = None
+    op: str = field(default="model_vessels", init=False)
+
+
 Op = (
     BrushOp
     | RemoveIslandOp
@@ -191,6 +204,7 @@ Op = (
     | SplitIslandOp
     | MarginOp
     | SmoothOp
+    | ModelVesselsOp
 )
 OP_CLASSES = (
     BrushOp,
@@ -206,6 +220,7 @@ OP_CLASSES = (
     SplitIslandOp,
     MarginOp,
     SmoothOp,
+    ModelVesselsOp,
 )
 OP_TYPES = (
     "brush",
@@ -221,6 +236,7 @@ OP_TYPES = (
     "split_island",
     "margin",
     "smooth",
+    "model_vessels",
 )
 SMOOTH_METHODS = ("median", "opening", "closing")
 MARGIN_MODES = ("grow", "shrink")
@@ -258,11 +274,27 @@ class VolumeContext:
     """Spacing plus lazily loaded fill/subtracted HU volumes (int16 [z, y, x]) for ops that need images.
 
     ``loader`` is a callable returning ``(fill_hu, subtracted_hu)``; it is called at most once.
+    ``prediction_loader(volume_id)`` returns a stored predicted class map (uint8 [z, y, x]) for model-assisted
+    ops, raising EditOpError (or a subclass of ValueError) with the reason when there is none.
     """
 
-    def __init__(self, spacing_mm, *, fill_hu=None, subtracted_hu=None, loader: Callable | None = None):
+    def __init__(
+        self,
+        spacing_mm,
+        *,
+        fill_hu=None,
+        subtracted_hu=None,
+        loader: Callable | None = None,
+        prediction_loader: Callable[[int], np.ndarray] | None = None,
+    ):
         self.spacing_mm = tuple(float(v) for v in spacing_mm)
         self._fill, self._sub, self._loader = fill_hu, subtracted_hu, loader
+        self._prediction_loader = prediction_loader
+
+    def predicted_class_map(self, volume_id: int) -> np.ndarray:
+        if self._prediction_loader is None:
+            raise EditOpError("model_vessels needs a model prediction but this context has none")
+        return np.asarray(self._prediction_loader(volume_id))
 
     def _load(self):
         if self._fill is None or self._sub is None:
@@ -553,12 +585,25 @@ def _parse_smooth(d, shape, spacing):
     return SmoothOp(label=label, method=method, kernel_mm=kernel, only_class=_only_over(d, "smooth", label))
 
 
+def _parse_model_vessels(d: dict, shape) -> ModelVesselsOp:
+    volume_id = _int(_field(d, "volume_id", "model_vessels"), "model_vessels volume_id")
+    if volume_id < 1:
+        raise EditOpError(f"model_vessels volume_id must be a positive volume id, got {volume_id}")
+    box = d.get("box_zyx")
+    return ModelVesselsOp(
+        volume_id=volume_id,
+        box_zyx=None if box is None else _box(box, shape, "model_vessels box_zyx"),
+        only_class=_class(d.get("only_class"), "model_vessels only_class", allow_none=True),
+    )
+
+
 _PARSERS = {
     "keep_largest": _parse_keep_largest,
     "remove_small": _parse_remove_small,
     "split_island": _parse_split_island,
     "margin": _parse_margin,
     "smooth": _parse_smooth,
+    "model_vessels": lambda d, shape, spacing: _parse_model_vessels(d, shape),
 }
 
 
@@ -576,6 +621,7 @@ _KNOWN_FIELDS = {
     "split_island": {"at_zyx", "to_class"},
     "margin": {"label", "mode", "size_mm", "only_class"},
     "smooth": {"label", "method", "kernel_mm", "only_class"},
+    "model_vessels": {"volume_id", "box_zyx", "only_class"},
 }
 
 
@@ -598,7 +644,8 @@ def op_to_dict(op: Op) -> dict:
     return {
         k: conv(v)
         for k, v in d.items()
-        if not (v is None and k in ("only_class", "slab", "label")) and not (k == "stroke_zyx" and not v)
+        if not (v is None and k in ("only_class", "slab", "label", "box_zyx"))
+        and not (k == "stroke_zyx" and not v)
     }
 
 
@@ -819,12 +866,16 @@ def _apply_set_roi(labels, op: SetRoiOp):
     return _finish(labels, region, old)
 
 
+def _box_region(box_zyx, shape) -> tuple[slice, slice, slice]:
+    """The slices of a half-open (z0, z1, y0, y1, x0, x1) box; the whole volume when ``box_zyx`` is None."""
+    if box_zyx is None:
+        return _full(shape)
+    z0, z1, y0, y1, x0, x1 = box_zyx
+    return (slice(z0, z1), slice(y0, y1), slice(x0, x1))
+
+
 def _apply_relabel(labels, op: RelabelOp):
-    if op.box_zyx is None:
-        region = _full(labels.shape)
-    else:
-        z0, z1, y0, y1, x0, x1 = op.box_zyx
-        region = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
+    region = _box_region(op.box_zyx, labels.shape)
     old = labels[region].copy()
     sub = labels[region]
     sub[old == op.from_class] = op.to_class
@@ -857,6 +908,22 @@ def _apply_recipe(labels, op: RecipeOp, ctx: VolumeContext):
     result = _finish(labels, _full(labels.shape), old)
     result.report = res.report()
     return result
+
+
+def _apply_model_vessels(labels, op: ModelVesselsOp, ctx: VolumeContext):
+    predicted = ctx.predicted_class_map(op.volume_id)
+    if predicted.shape != labels.shape:
+        raise EditOpError(
+            f"model_vessels: the prediction (volume {op.volume_id}) is on a {'x'.join(map(str, predicted.shape))} "
+            f"grid, the labels on {'x'.join(map(str, labels.shape))}: run the model on this study's fill volume"
+        )
+    region = _box_region(op.box_zyx, labels.shape)
+    old = labels[region].copy()
+    take = predicted[region] == VESSEL
+    if op.only_class is not None:
+        take &= old == op.only_class
+    labels[region][take] = VESSEL
+    return _finish(labels, region, old)
 
 
 def _no_change() -> OpResult:
@@ -1013,6 +1080,8 @@ def apply_op(labels: np.ndarray, op: Op | dict, ctx: VolumeContext, *, recorded:
         return _apply_balance(labels, parsed)
     if type(parsed) in _APPLIERS:
         return _APPLIERS[type(parsed)](labels, parsed, ctx.spacing_mm)
+    if isinstance(parsed, ModelVesselsOp):
+        return _apply_model_vessels(labels, parsed, ctx)
     return _apply_recipe(labels, parsed, ctx)
 
 

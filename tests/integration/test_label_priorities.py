@@ -1,15 +1,17 @@
-"""Which study to label next (issue 14.2, model-assisted labeling): after inference, the studies without approved
-labels ranked by the model's vessel uncertainty, checked against the entropy computed voxel by voxel from the
-stored probability volumes; approved studies left out, unpredicted ones listed apart; bad requests refused."""
+"""Model-assisted labeling (issue 14.2) after a real inference run: the studies without approved labels ranked
+by the model's vessel uncertainty (checked against the entropy computed voxel by voxel from the stored probability
+volumes; approved studies left out, unpredicted ones listed apart), and the "accept the model's vessels" draft op
+(checked against the stored class map; another study's or a non-class-map volume refused, draft unchanged)."""
 
 import numpy as np
 import pytest
 
-from annotations.labels import apply_draft_op, commit, get_or_create_draft, review
-from annotations.models import LabelVersion, Volume
+from annotations.labels import apply_draft_op, commit, draft_array, get_or_create_draft, review
+from annotations.models import Draft, LabelVersion, Volume
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
 from tests.conftest import wait_for_run
 from tests.integration.test_inference_api import SHAPE, register_tiny
+from tests.integration.test_labels_api import apply, open_draft
 
 
 def entropy_bits(prob_u8):
@@ -65,3 +67,53 @@ def test_unlabeled_studies_ranked_by_the_models_uncertainty(client_for, users, p
     assert bad.status_code == 400 and "model_version must be a positive integer" in bad.json()["detail"]
     missing = annotator.get("/api/label-priorities/?model_version=999999")
     assert missing.status_code == 400 and "does not exist" in missing.json()["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accepting_the_models_vessels_is_a_replayable_draft_op(client_for, phantom_study, celery_worker):
+    admin, annotator = client_for("admin"), client_for("annotator")
+    register_tiny(admin, seed=3)
+    study, other = (phantom_study(seed=s, shape=SHAPE, cohort="train") for s in (51, 52))
+    for s in (study, other):
+        started = annotator.post("/api/inference/", {"study": s.pk}, format="json").json()
+        assert wait_for_run(started["id"], timeout_s=60, worker=celery_worker).state == "succeeded"
+    class_map = Volume.objects.get(study=study, role="class_map")
+    predicted = np.asarray(class_map.array())
+    assert (predicted == VESSEL).any()
+    draft = open_draft(annotator, study)
+    bone_at = [4, 10, 10]
+    assert (
+        apply(
+            annotator, draft["id"], {"op": "brush", "center_zyx": bone_at, "radius_mm": 6, "label": BONE}
+        ).status_code
+        == 200
+    )
+
+    def labels():
+        return np.array(draft_array(Draft.objects.get(pk=draft["id"])))
+
+    before = labels()
+    box = [0, SHAPE[0], 0, SHAPE[1], 0, SHAPE[2] // 2]
+    response = apply(
+        annotator,
+        draft["id"],
+        {"op": "model_vessels", "volume_id": class_map.pk, "box_zyx": box, "only_class": 0},
+    )
+    assert response.status_code == 200, response.content
+    after = labels()
+    inside = np.zeros(SHAPE, bool)
+    inside[:, :, : SHAPE[2] // 2] = True
+    expected = before.copy()
+    expected[inside & (predicted == VESSEL) & (before == 0)] = VESSEL
+    np.testing.assert_array_equal(after, expected)
+    assert (after[before == BONE] == BONE).all()  # only over unlabeled: the painted bone stays
+    # one undo takes it back
+    assert annotator.post(f"/api/drafts/{draft['id']}/undo/").status_code == 200
+    np.testing.assert_array_equal(labels(), before)
+
+    foreign = Volume.objects.get(study=other, role="class_map")
+    dla = Volume.objects.get(study=study, role="dla")
+    for volume_id in (foreign.pk, dla.pk):
+        bad = apply(annotator, draft["id"], {"op": "model_vessels", "volume_id": volume_id})
+        assert bad.status_code == 400 and "is not a predicted class map of study" in bad.json()["detail"]
+    np.testing.assert_array_equal(labels(), before)

@@ -370,6 +370,7 @@ FIELDS = {
     "kernel_mm": mostly(st.floats(0.6, 8), st.floats(-5, 60)),
     "method": st.sampled_from(["median", "opening", "closing", "gaussian"]),
     "margin_mode": st.sampled_from(["grow", "shrink", "grow", "inflate"]),
+    "volume_id": mostly(st.integers(1, 10**6), st.one_of(st.integers(-5, 0), JUNK)),
 }
 REQUIRED = {
     "brush": ("center_zyx", "radius_mm", "label"),
@@ -385,6 +386,7 @@ REQUIRED = {
     "split_island": ("at_zyx", "to_class"),
     "margin": ("label", "margin_mode", "size_mm"),
     "smooth": ("label", "method", "kernel_mm"),
+    "model_vessels": ("volume_id",),
 }
 OPTIONAL = {
     "brush": ("shape", "axis", "only_class", "stroke_zyx"),
@@ -396,6 +398,7 @@ OPTIONAL = {
     "remove_small": ("label",),
     "margin": ("only_class",),
     "smooth": ("only_class",),
+    "model_vessels": ("box_zyx", "only_class"),
 }
 
 
