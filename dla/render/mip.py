@@ -27,6 +27,9 @@ MAX_TILTED_SAMPLES = 2**24  # points sampled trilinearly per tilted image (16.7 
 SLAB_BYTES = 32 * 2**20  # grid plus samples of one depth slab of the tilted path
 _UPRIGHT_CHUNK_VALUES = 2_000_000  # rotated planes held at once by the upright path (8 MB)
 RAY_SAMPLES_PER_VOXEL = 4  # upright path: samples per finest in-plane voxel along each ray
+COLUMNS_PER_VOXEL = (
+    2  # upright path: rays per finest in-plane voxel across the image (then resampled linearly)
+)
 MAX_UPRIGHT_COLUMNS = 2048
 MAX_UPRIGHT_DEPTH = 4096
 # Changes whenever the same volume and view render to different pixels (a frame cache may key on it).
@@ -157,11 +160,13 @@ def tilted_grid(prepared: MipVolume, out_size: int) -> tuple[int, int]:
 
 def upright_grid(prepared: MipVolume, out_size: int) -> tuple[int, int]:
     """(columns, depth samples) of the upright path's sampling grid in each axial plane, both spanning the
-    bounding sphere's diameter: at least one column per finest in-plane voxel (and at least ``out_size``) and
+    bounding sphere's diameter: ``COLUMNS_PER_VOXEL`` columns per finest in-plane voxel (the image is then
+    resampled linearly to ``out_size``, so a small volume is not drawn as blocks of nearest voxels) and
     ``RAY_SAMPLES_PER_VOXEL`` samples per finest in-plane voxel along each ray, so no voxel is skipped
-    (capped at ``MAX_UPRIGHT_COLUMNS`` / ``MAX_UPRIGHT_DEPTH``)."""
+    (at least ``MIN_MIP_SIZE_PX``, at most ``MAX_UPRIGHT_COLUMNS`` / ``MAX_UPRIGHT_DEPTH``). ``out_size`` is
+    accepted for symmetry with ``tilted_grid``; the grid depends on the volume only."""
     diameter = 2.0 * prepared.radius_mm / min(prepared.spacing_mm[1:])
-    columns = int(min(MAX_UPRIGHT_COLUMNS, max(out_size, np.ceil(diameter))))
+    columns = int(min(MAX_UPRIGHT_COLUMNS, max(MIN_MIP_SIZE_PX, np.ceil(COLUMNS_PER_VOXEL * diameter))))
     depth = int(min(MAX_UPRIGHT_DEPTH, max(MIN_MIP_SIZE_PX, np.ceil(RAY_SAMPLES_PER_VOXEL * diameter))))
     return columns, depth
 
