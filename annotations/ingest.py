@@ -37,6 +37,7 @@ from dla.io.archive import ArchiveError, extract_zip
 from dla.io.deidentify import UidMap, deidentify_series_volume
 from dla.io.dicom import IngestError, SeriesVolume, read_dicom_series
 from dla.io.nifti import read_nifti
+from dla_web.api import strip_paths
 
 from . import volume_store
 from .models import PseudonymMap, Study, Volume
@@ -142,17 +143,6 @@ def _uid_or_keep(match: re.Match) -> str:
     if len(text) < 10 or (len(parts) == 4 and all(len(p) <= 3 and int(p) <= 255 for p in parts)):
         return text
     return text if text in UID_dictionary else "<UID>"
-
-
-#: An absolute filesystem path (two or more components) not inside a word, a URL or a relative path; quotes and
-#: whitespace end it (as Python's OSError and nibabel write file names).
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~\\-])(?:/[^\s/'\"<>|]+){2,}/?")
-
-
-def strip_paths(message: str) -> str:
-    """``message`` with every absolute path on this server replaced by its last component (the file name the
-    user gave, or the folder's): where uploads, storage and temporary folders live is nobody's business."""
-    return _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], str(message))
 
 
 def public_error(exc: BaseException) -> BaseException:

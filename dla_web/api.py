@@ -3,6 +3,7 @@ own 404/403 and validation errors, so clients always get a message that names th
 """
 
 import errno
+import re
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
@@ -71,16 +72,28 @@ def is_domain_error(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and type(exc).__module__.split(".")[0] in OUR_PACKAGES
 
 
+#: An absolute filesystem path (two or more components) not inside a word, a URL or a relative path; quotes and
+#: whitespace end it (as Python's OSError and nibabel write file names).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~\\-])(?:/[^\s/'\"<>|]+){2,}/?")
+
+
+def strip_paths(message: str) -> str:
+    """``message`` with every absolute path on this server replaced by its last component (the file name the
+    user gave, or the folder's): where uploads, storage and temporary folders live is nobody's business."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], str(message))
+
+
 def readable_error(exc: BaseException) -> str:
     """The text a user sees for ``exc`` (a failed task's error): the message alone for domain and validation
-    errors, never a class name or a list repr; unexpected errors keep their type for whoever debugs them."""
+    errors, never a class name or a list repr; unexpected errors keep their type for whoever debugs them. No
+    absolute server path in any of them (``strip_paths``)."""
     if isinstance(exc, ValidationError):
-        return " ".join(str(m) for m in exc.messages) or "invalid input"
+        return strip_paths(" ".join(str(m) for m in exc.messages) or "invalid input")
     if isinstance(exc, exceptions.APIException):
-        return error_text(exc.detail)
+        return strip_paths(error_text(exc.detail))
     if is_domain_error(exc):
-        return str(exc)
-    text = str(exc)
+        return strip_paths(str(exc))
+    text = strip_paths(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -458,7 +458,7 @@ def run_training(
             )
     except TrainingCancelled as exc:
         recorder.flush()
-        ctx.log(f"{exc}; checkpoint kept at {ckpt}")
+        ctx.log(f"{exc}; checkpoint kept ({Path(ckpt).name})")
         raise TaskCancelled(str(exc)) from exc
     except TrainingDivergedError:
         recorder.flush()

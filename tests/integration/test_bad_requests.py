@@ -69,6 +69,10 @@ def test_failed_task_errors_are_words_not_class_names_or_reprs():
     )
     assert readable_error(RoiBoxError("ROI box [1] is not six numbers")) == "ROI box [1] is not six numbers"
     assert readable_error(KeyError("x")) == "KeyError: 'x'", "unexpected errors keep their type for debugging"
+    # no task error shows where the server keeps its files (training, inference, ingest alike)
+    leaked = readable_error(RuntimeError("cannot read /srv/dla/var/checkpoints/run-12.pt: bad zip"))
+    assert leaked == "RuntimeError: cannot read run-12.pt: bad zip"
+    assert readable_error(RoiBoxError("see http://pacs:8042/dicom-web/studies")).endswith("/dicom-web/studies")
 
 
 @pytest.mark.parametrize(
