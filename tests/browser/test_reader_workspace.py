@@ -2,7 +2,9 @@
 """Reader study in real headless Chromium: an admin designs and opens a 3-case study in the browser (no seed to
 choose; opening shows the frame-rendering task until the study is readable, then the design is frozen in the
 page), a reader scores every case (autosave, submit, next), resumes from the queue, and the admin sees the
-results page with frequencies, tests and plotly charts. Screenshots go to test-artifacts/screenshots/reader-*.png."""
+results page with frequencies, tests and plotly charts; conditional questions show and hide live (reader) and
+are edited in the design page (admin); the MIP window is one display transform for A and B, and the label
+workspace's fill MIP is no saturated block. Screenshots go to test-artifacts/screenshots/reader-*.png."""
 
 import re
 from urllib.parse import urlsplit
@@ -189,7 +191,7 @@ def test_reader_viewer_turns_both_images_through_token_urls_only(
     assert page.locator("#rw-angle-text").inner_text() == f"{angle}°"
 
     # another window reloads every frame of both images with it
-    page.select_option("#rw-window", "wide")
+    page.select_option("[data-testid=window]", "wide")
     expect(page.locator("#rw-loading")).to_have_text("", timeout=30000)
     assert not page.js_errors, page.js_errors
 
@@ -203,3 +205,157 @@ def test_reader_viewer_turns_both_images_through_token_urls_only(
         assert len(fetched) == 2 * N_ANGLES, (window, len(fetched))
     page_text = (" ".join(urls) + page.inner_html("#rw-viewers")).replace(token, "<token>").lower()
     assert not any(word in page_text for word in ("dsa", "dla", "subtracted", "method")), page_text[:500]
+
+
+def _set_range(page, testid: str, value: int) -> None:
+    page.evaluate(
+        "([t, v]) => { const s = document.querySelector(`[data-testid=${t}]`); s.value = String(v);"
+        " s.dispatchEvent(new Event('input')); }",
+        [testid, value],
+    )
+
+
+def test_conditional_questions_and_one_window_for_both_images(
+    page, live_server, users, login, shot, open_reader_study
+):
+    """Locations are asked per image only while that image's residual bone is yes (an answer given before
+    it hides is cleared, on the page and on the server); the window control (preset, black/white points)
+    changes both images the same way and every frame of A and B is fetched with the same window."""
+    from reader_study.models import Answer, Assignment
+
+    rs = open_reader_study(n_cases=1)
+    token = Assignment.objects.get(reader__reader_study=rs, reader__user__username="reader").token
+    urls: list[str] = []
+    login(page, "reader")
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(f"{live_server.url}/reading/{token}/")
+    expect(page.get_by_test_id("progress")).to_have_text("Case 1 of 1")
+    expect(page.locator("#rw-loading")).to_have_text("", timeout=30000)
+    page.get_by_test_id("play").click()
+    expect(page.get_by_test_id("play")).to_have_text("Play")
+
+    locations = page.locator("[data-question=artifact_locations]")
+    expect(locations).to_be_hidden()  # no residual bone answered yet: asked for neither image
+    page.locator("[data-testid=residual_bone-A-yes] + span").click()
+    expect(page.get_by_test_id("row-artifact_locations-A")).to_be_visible()
+    expect(page.get_by_test_id("row-artifact_locations-B")).to_be_hidden()
+    page.locator("[data-testid=row-artifact_locations-A] input[value='skull base']").check()
+    page.locator("[data-testid=residual_bone-B-no] + span").click()
+    expect(page.get_by_test_id("save-state")).to_have_text("All answers saved")
+    stored = Answer.objects.get(assignment__token=token, question__key="artifact_locations", image="A")
+    assert stored.value == ["skull base"]
+    shot(page, "reader-conditional")
+    # A turns to no: the locations hide and lose their answer
+    page.locator("[data-testid=residual_bone-A-no] + span").click()
+    expect(locations).to_be_hidden()
+    expect(page.get_by_test_id("save-state")).to_have_text("All answers saved")
+    stored.refresh_from_db()
+    assert stored.value is None
+    page.locator("[data-testid=residual_bone-A-yes] + span").click()
+    expect(page.get_by_test_id("row-artifact_locations-A")).to_be_visible()
+    assert not page.locator("[data-testid=row-artifact_locations-A] input[value='skull base']").is_checked()
+
+    # black/white points: one grey-level mapping for both images
+    before = {i: page.evaluate(BRIGHT_PIXELS_JS, f"viewer-{i}") for i in "AB"}
+    assert all(before.values()), before
+    _set_range(page, "window-black", 200)
+    darker = {i: page.evaluate(BRIGHT_PIXELS_JS, f"viewer-{i}") for i in "AB"}
+    assert all(darker[i] < before[i] for i in "AB"), (before, darker)
+    shot(page, "reader-window-black-point")
+    page.get_by_test_id("window-reset").click()
+    assert {i: page.evaluate(BRIGHT_PIXELS_JS, f"viewer-{i}") for i in "AB"} == before
+    # a preset reloads both images with it
+    page.select_option("[data-testid=window]", "narrow")
+    expect(page.locator("#rw-loading")).to_have_text("", timeout=30000)
+    images = [urlsplit(u) for u in urls if "/image/" in urlsplit(u).path]
+    by_image = {i: {u.query for u in images if u.path.endswith(f"/image/{i}/")} for i in "AB"}
+    assert by_image["A"] == by_image["B"] and any(q.endswith("window=narrow") for q in by_image["A"])
+    assert not any("center=" in q or "width=" in q for q in by_image["A"])  # named presets only, no HU
+    page_text = (" ".join(urls) + page.inner_html("#rw-window-box")).replace(token, "<token>").lower()
+    assert not any(word in page_text for word in ("dsa", "dla", "subtracted", "method"))
+    shot(page, "reader-workspace-window")
+    assert not page.js_errors, page.js_errors
+
+
+def test_admin_edits_conditions_on_the_design_page(page, live_server, users, login, shot):
+    from reader_study import services
+    from reader_study.models import ReaderStudy
+
+    rs = ReaderStudy.objects.create(title="Conditions", created_by=users["admin"])
+    services.add_default_questions(rs)
+    login(page, "admin")
+    page.goto(f"{live_server.url}/reader-studies/{rs.pk}/")
+    page.wait_for_selector("[data-testid=showif-comment-question]")
+    expect(page.get_by_test_id("showif-artifact_locations-question")).to_have_value("residual_bone")
+    expect(page.get_by_test_id("showif-artifact_locations-answer")).to_have_value("true")
+    # the comment only when the diagnostic confidence is 1
+    page.select_option("[data-testid=showif-comment-question]", "diagnostic_confidence")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=showif-comment-answer]')?.value === '1'"
+        " && !document.querySelector('#d-error .error')"
+    )
+    page.wait_for_timeout(300)
+    comment = rs.questions.get(key="comment")
+    assert comment.show_if == {"question": "diagnostic_confidence", "answer": 1}
+    page.select_option("[data-testid=showif-comment-answer]", "2")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=showif-comment-answer]')?.value === '2'"
+    )
+    page.wait_for_timeout(300)
+    comment.refresh_from_db()
+    assert comment.show_if == {"question": "diagnostic_confidence", "answer": 2}
+    # a refused change (the condition's question cannot be deleted) says why
+    page.locator("[data-question=diagnostic_confidence] button.danger").click()
+    expect(page.locator("#d-error")).to_contain_text("is the condition of 'comment'")
+    # a new question with a condition
+    page.fill("#d-question-form input[name=key]", "bone_side")
+    page.fill("#d-question-form input[name=text]", "Side of the residual bone")
+    page.select_option("#d-question-form select[name=type]", "single")
+    page.fill("#d-question-form input[name=choices]", "left, right")
+    page.select_option("[data-testid=showif-new-question]", "residual_bone")
+    page.select_option("[data-testid=showif-new-answer]", "true")
+    page.click("#d-question-form button[type=submit]")
+    expect(page.get_by_test_id("condition-bone_side")).to_be_visible()
+    new = rs.questions.get(key="bone_side")
+    assert new.show_if == {"question": "residual_bone", "answer": True} and new.required
+    expect(page.locator("[data-question=bone_side]")).to_contain_text("when shown")
+    shot(page, "reader-design-conditions")
+    assert not page.js_errors, page.js_errors
+
+
+SATURATED_SHARE_JS = """(testid) => {
+  const c = document.querySelector(`[data-testid=${testid}]`);
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let lit = 0, white = 0;
+  for (let i = 0; i < d.length; i += 4) { if (d[i] > 8) lit++; if (d[i] >= 250) white++; }
+  return lit ? white / lit : -1;
+}"""
+
+
+def test_label_workspace_fill_mip_is_windowed_not_a_white_block(
+    page, live_server, users, login, shot, phantom_study
+):
+    """The same viewer component in the label workspace: its "auto" window (measured on the fill at the full
+    HU range) shows the skull with grey levels; the vessel preset saturates it (the block of issue 15.7)."""
+    study = phantom_study(seed=9, shape=(32, 48, 48))
+    urls: list[str] = []
+    login(page, "annotator")
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(f"{live_server.url}/studies/{study.pk}/")
+    page.wait_for_function(f"() => ({SATURATED_SHARE_JS})('mip-canvas') >= 0", timeout=30000)
+    expect(page.get_by_test_id("mip-window")).to_have_value("auto")
+    page.wait_for_timeout(500)
+    auto = page.evaluate(SATURATED_SHARE_JS, "mip-canvas")
+    shot(page, "workspace-mip-auto-window")
+    page.select_option("[data-testid=mip-window]", "vessel")
+    page.wait_for_function(
+        "() => performance.getEntriesByType('resource').some((e) => e.name.includes('width=1200'))"
+    )
+    page.wait_for_timeout(800)
+    vessel = page.evaluate(SATURATED_SHARE_JS, "mip-canvas")
+    # the vessel window saturates the fill's skull (on this small phantom 16% of the lit pixels, half on 64^3,
+    # a white block on a real head); the measured window saturates next to nothing
+    assert vessel > 0.12, vessel
+    assert auto < 0.03, auto
+    assert any("/mip/" in u and "center=" in u for u in urls)
+    assert not page.js_errors, page.js_errors

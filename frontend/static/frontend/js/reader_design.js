@@ -1,5 +1,5 @@
-// Admin design page of one reader study: settings, readers, cases (studies with DSA and DLA), questions,
-// open/close. The design is frozen once the study leaves the draft state (the server refuses changes; the page
+// Admin design page of one reader study: settings, readers, cases (studies with DSA and DLA), questions (with
+// their conditions: "shown when <question> is <answer>"), open/close. The design is frozen once the study leaves the draft state (the server refuses changes; the page
 // disables them). Opening may take a while: the server renders every frame first (status "opening", a task
 // run shown with its progress) and the study becomes readable when they are all there. The randomization
 // seed is secret until the study closes.
@@ -104,15 +104,71 @@ function renderCases(eligible) {
     : [el("li", { class: "muted" }, "No further studies with both DSA and DLA volumes.")]));
 }
 
+// ------------------------------------------------------------------ conditional questions
+// show_if: null (always shown) or {question: key, answer: value}: shown for an image only while that question
+// has that answer there (for multiple choice: among the chosen). The server checks the whole question set.
+const CONDITION_TYPES = new Set(["yes_no", "single", "multiple", "ordinal"]);
+
+function answerOptions(parent) {
+  if (!parent) return [];
+  if (parent.type === "yes_no") return [[true, "yes"], [false, "no"]];
+  if (parent.type === "single" || parent.type === "multiple") return parent.choices.map((c) => [c, c]);
+  const out = [];
+  for (let v = parent.scale_min; v <= parent.scale_max; v++) out.push([v, String(v)]);
+  return out;
+}
+
+function conditionText(q) {
+  if (!q.show_if) return "always";
+  const parent = rs.questions.find((p) => p.key === q.show_if.question);
+  const answer = answerOptions(parent).find(([v]) => v === q.show_if.answer);
+  return `${parent ? parent.text : q.show_if.question} = ${answer ? answer[1] : JSON.stringify(q.show_if.answer)}`;
+}
+
+// Two selects (question, answer) for the condition of question `key` (null: a new question); onChange(show_if).
+function conditionPicker(key, current, onChange, testid) {
+  const parents = rs.questions.filter((p) => p.key !== key && CONDITION_TYPES.has(p.type));
+  const qSelect = el("select", { "data-testid": `${testid}-question`, "aria-label": "shown when question" },
+    el("option", { value: "" }, "always shown"),
+    ...parents.map((p) => el("option", { value: p.key, selected: current?.question === p.key }, `when ${p.key}`)));
+  const aSelect = el("select", { "data-testid": `${testid}-answer`, "aria-label": "has the answer" });
+  const fillAnswers = () => {
+    const parent = parents.find((p) => p.key === qSelect.value);
+    aSelect.replaceChildren(...answerOptions(parent).map(([v, label]) =>
+      el("option", { value: JSON.stringify(v), selected: current && parent && current.question === parent.key && current.answer === v }, `is ${label}`)));
+    aSelect.hidden = !parent;
+    aSelect.style.display = parent ? "" : "none"; // the page's CSS sets display on selects
+  };
+  const value = () => (qSelect.value ? { question: qSelect.value, answer: JSON.parse(aSelect.value) } : null);
+  fillAnswers();
+  qSelect.addEventListener("change", () => { fillAnswers(); onChange?.(value()); });
+  aSelect.addEventListener("change", () => onChange?.(value()));
+  const node = el("span", { class: "rs-condition" }, qSelect, " ", aSelect);
+  node.value = value;
+  return node;
+}
+
 function renderQuestions() {
   const tbody = document.querySelector("#d-questions tbody");
-  tbody.replaceChildren(...rs.questions.map((q, i) => el("tr", {},
-    el("td", {}, String(i + 1)), el("td", {}, q.key), el("td", {}, q.text), el("td", {}, q.type),
-    el("td", {}, q.choices.length ? q.choices.join(", ") : q.scale_min !== null && q.scale_max !== null ? `${q.scale_min}–${q.scale_max}` : ""),
-    el("td", {}, q.required ? "yes" : "no"),
-    el("td", {}, q.has_answers || rs.status !== "draft" ? el("span", { class: "muted", title: "frozen: the study has been opened" }, "frozen")
-      : el("button", { type: "button", class: "link danger", onclick: async () => {
-        await call(`${base}/questions/${q.id}/`, { method: "DELETE" }); load(); } }, "delete")))));
+  tbody.replaceChildren(...rs.questions.map((q, i) => {
+    const frozen = q.has_answers || rs.status !== "draft";
+    return el("tr", { "data-question": q.key },
+      el("td", {}, String(i + 1)), el("td", {}, q.key), el("td", {}, q.text), el("td", {}, q.type),
+      el("td", {}, q.choices.length ? q.choices.join(", ") : q.scale_min !== null && q.scale_max !== null ? `${q.scale_min}–${q.scale_max}` : ""),
+      el("td", {}, q.required ? (q.show_if ? "when shown" : "yes") : "no"),
+      el("td", { "data-testid": `condition-${q.key}` }, frozen ? conditionText(q)
+        : conditionPicker(q.key, q.show_if, async (show_if) => {
+          try { await call(`${base}/questions/${q.id}/`, { method: "PATCH", body: { show_if } }); } catch { renderQuestions(); return; }
+          load(); // the refusal stays on the page with the stored condition redrawn; success reloads
+        }, `showif-${q.key}`)),
+      el("td", {}, frozen ? el("span", { class: "muted", title: "frozen: the study has been opened" }, "frozen")
+        : el("button", { type: "button", class: "link danger", onclick: async () => {
+          try { await call(`${base}/questions/${q.id}/`, { method: "DELETE" }); } catch { return; } // refusal shown
+          load(); } }, "delete")));
+  }));
+  const slot = document.getElementById("d-new-condition");
+  slot.replaceChildren(conditionPicker(null, null, null, "showif-new"));
+  if (rs.status !== "draft") slot.querySelectorAll("select").forEach((c) => { c.disabled = true; });
 }
 
 async function load() {
@@ -159,7 +215,8 @@ document.getElementById("d-question-form").addEventListener("submit", async (ev)
   const body = { key: f.key.value, text: f.text.value, type: f.type.value, required: f.required.checked,
     order: rs.questions.length + 1,
     choices: f.choices.value ? f.choices.value.split(",").map((s) => s.trim()).filter(Boolean) : [],
-    scale_min: num(f.scale_min.value), scale_max: num(f.scale_max.value) };
+    scale_min: num(f.scale_min.value), scale_max: num(f.scale_max.value),
+    show_if: document.getElementById("d-new-condition").firstChild?.value() ?? null };
   await call(`${base}/questions/`, { method: "POST", body });
   f.reset();
   load();

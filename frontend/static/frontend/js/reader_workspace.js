@@ -1,5 +1,6 @@
-// Blinded reading workspace: two rotating MIP cines ("A" and "B") served through the case's opaque token, the
-// questions form with autosave (PUT answers as you go), reading time, final submit, next/previous, resume.
+// Blinded reading workspace: two rotating MIP cines ("A" and "B") served through the case's opaque token with
+// one shared window, the questions form with autosave (PUT answers as you go) whose conditional questions show
+// and hide per image as answers change, reading time, final submit, next/previous, resume.
 // Nothing here knows (or could know) which image is which method: the server only ever says "A" and "B". The
 // cines play in the shared rotating-MIP component (viewer_mip.js), fed only with this case's token URLs.
 import { api, el, showError } from "./api.js";
@@ -11,8 +12,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   c: null, // the case JSON
-  window: "vessel",
-  viewer: null, // RotatingMip over the case's images
+  viewer: null, // RotatingMip over the case's images (and their one window)
   pending: new Map(), // "qid|image" -> value (unsaved)
   saving: false,
   unsentSeconds: 0,
@@ -54,8 +54,10 @@ window.addEventListener("pagehide", () => { saveNow(true); flushTime(true); });
 
 // ------------------------------------------------------------------ images
 // Fixed-size frames through the case's opaque token only: /api/reading/<token>/image/<A|B>/?angle=&window=.
+// One window for both images: a server preset (named, the same floor for A and B; no HU leaves the server)
+// plus the viewer's black/white points, which remap both images' grey levels identically in the browser.
 function frameUrl(image, angle) {
-  return `/api/reading/${token}/image/${image}/?angle=${angle}&window=${encodeURIComponent(state.window)}`;
+  return `/api/reading/${token}/image/${image}/?angle=${angle}`;
 }
 
 function buildViewers() {
@@ -70,6 +72,14 @@ function buildViewers() {
     frames: state.c.n_angles,
     preload: true,
     zoom: { min: 1, max: 6 },
+    window: {
+      presets: state.c.windows.map((name) => ({ name, label: name })),
+      value: state.c.window,
+      url: (url, preset) => `${url}&window=${encodeURIComponent(preset.name)}`,
+      levels: true,
+      container: $("rw-window-box"),
+      testid: "window",
+    },
     onFrame: ({ index, angle }) => {
       $("rw-angle").value = index;
       $("rw-angle-text").textContent = `${angle}°`;
@@ -90,7 +100,71 @@ function answerOf(qid, image) {
 function setAnswer(qid, image, value) {
   state.pending.set(`${qid}|${image}`, value);
   $("rw-save-state").textContent = "Unsaved changes…";
+  if (state.c.questions.some((q) => q.show_if && state.c.questions.find((p) => p.key === q.show_if.question)?.id === qid)) {
+    applyConditions(); // a question others depend on: show/hide them now
+  }
   scheduleSave();
+}
+
+// ------------------------------------------------------------------ conditional questions
+// show_if {question: key, answer}: shown for an image while that question is shown there and has that answer
+// (multiple choice: among the chosen). The server applies the same rule (reader_study/design.py): a hidden
+// question is not required, takes no answer, and loses the answer it had when it hides.
+function conditionMet(cond, value) {
+  if (value === null || value === undefined) return false;
+  return Array.isArray(value) ? value.includes(cond.answer) : value === cond.answer;
+}
+
+function shownIds(image) {
+  const byKey = new Map(state.c.questions.map((q) => [q.key, q]));
+  const memo = new Map();
+  const visible = (q, depth) => {
+    if (!memo.has(q.id)) {
+      let v = true;
+      if (q.show_if) {
+        const parent = byKey.get(q.show_if.question);
+        v = Boolean(parent) && depth < byKey.size && visible(parent, depth + 1)
+          && conditionMet(q.show_if, answerOf(parent.id, image));
+      }
+      memo.set(q.id, v);
+    }
+    return memo.get(q.id);
+  };
+  return new Set(state.c.questions.filter((q) => visible(q, 0)).map((q) => q.id));
+}
+
+// `hidden` and display: none (the form's CSS lays the rows out with display, which beats the attribute).
+function setHidden(node, hidden) {
+  node.hidden = hidden;
+  node.style.display = hidden ? "none" : "";
+}
+
+// Show the rows of the questions each image shows, hide the others; a row that hides with an answer loses it
+// (sent as null, so the server and the page agree) and is drawn empty for when it shows again.
+function applyConditions() {
+  const c = state.c;
+  const shown = new Map(c.images.map((image) => [image, shownIds(image)]));
+  for (const q of c.questions) {
+    const block = $("rw-questions").querySelector(`[data-question="${q.key}"]`);
+    if (!block) continue;
+    let any = false;
+    for (const image of c.images) {
+      const row = block.querySelector(`[data-image="${image}"]`);
+      const visible = shown.get(image).has(q.id);
+      any ||= visible;
+      if (!visible && row && !row.hidden && !c.locked) {
+        const value = answerOf(q.id, image);
+        if (value !== null && !(Array.isArray(value) && !value.length) && value !== "") {
+          state.pending.set(`${q.id}|${image}`, null);
+          row.replaceWith(inputFor(q, image, c.locked));
+          setHidden(block.querySelector(`[data-image="${image}"]`), true);
+          continue;
+        }
+      }
+      if (row) setHidden(row, !visible);
+    }
+    setHidden(block, !any);
+  }
 }
 
 let saveTimer = null;
@@ -141,7 +215,7 @@ async function saveNow(keepalive = false) {
 function inputFor(q, image, disabled) {
   const name = `q${q.id}-${image}`;
   const current = answerOf(q.id, image);
-  const wrap = (...children) => el("div", { class: "rw-q-row" },
+  const wrap = (...children) => el("div", { class: "rw-q-row", "data-image": image, "data-testid": `row-${q.key}-${image}` },
     el("span", { class: "rw-img" }, state.c.images.length > 1 ? image : ""), ...children);
   if (q.type === "yes_no") {
     return wrap(el("div", { class: "rw-scale" }, ...[["yes", true], ["no", false]].map(([label, v]) =>
@@ -198,6 +272,7 @@ function renderForm() {
       ...c.images.map((image) => inputFor(q, image, c.locked)),
       scaleHint(q)));
   }
+  applyConditions();
   $("rw-submit").disabled = c.locked || c.submitted;
   $("rw-submit").textContent = c.submitted ? "Submitted" : "Submit case";
 }
@@ -246,13 +321,9 @@ async function start() {
     return;
   }
   const c = state.c;
-  state.window = c.window;
   $("rw-angle").max = String(c.n_angles - 1);
   buildViewers();
   const viewer = state.viewer;
-  const select = $("rw-window");
-  select.replaceChildren(...c.windows.map((w) => el("option", { value: w, selected: w === c.window }, w)));
-  select.addEventListener("change", () => { state.window = select.value; viewer.reload(); });
   $("rw-angle").addEventListener("input", (ev) => { viewer.pause(); viewer.show(Number(ev.target.value)); });
   $("rw-play").addEventListener("click", () => viewer.toggle());
   $("rw-zoom-in").addEventListener("click", () => viewer.setZoom(viewer.zoom * 1.25));

@@ -4,6 +4,58 @@
 // ids. Drag a canvas to rotate, play/pause, step, optional wheel zoom, optional overlay image per frame (drawn
 // when the rotation rests), optional preloading of every frame. Used by the annotation workspace (one pane with
 // the draft's vessel label on top) and the blinded reader workspace (panes "A" and "B", token URLs only).
+//
+// Window: one display window for every pane, with a small control (presets, and black/white points on the
+// image's grey levels). A preset enters each frame URL through options.window.url (default: the MIP API's
+// center/width in HU; "auto" measures the first pane's frame once at the full HU range and asks for that window,
+// so a fill MIP is not a saturated white block). The black/white points remap the PNG's grey levels in the
+// browser, identically for every pane. The reader workspace passes its server presets (named windows only, no
+// HU, no auto) so both blinded images always share one display transform.
+
+// HU windows of the MIP API (center, width), offered when the caller gives none; "auto" is measured.
+export const HU_MIP_WINDOWS = [
+  { name: "auto", label: "auto" },
+  { name: "vessel", label: "vessel", center: 300, width: 1200 },
+  { name: "bone", label: "bone", center: 500, width: 2500 },
+  { name: "narrow", label: "narrow", center: 200, width: 1000 },
+  { name: "full", label: "full range", center: 1024, width: 4096 },
+];
+const FULL_RANGE = { center: 1024, width: 4096 }; // -1024..3072 HU: what "auto" measures its window on
+
+function withHuWindow(url, w) {
+  const u = new URL(url, window.location.href);
+  u.searchParams.delete("preset");
+  u.searchParams.set("center", String(Math.round(w.center)));
+  u.searchParams.set("width", String(Math.max(1, Math.round(w.width))));
+  return u.pathname + u.search;
+}
+
+// The window [lo, hi] in HU that shows the in-volume pixels (grey > 0 at the full range) of `img` from their
+// 1st to their 99.8th percentile; null when the frame shows nothing.
+function measureWindow(img) {
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(img, 0, 0);
+  const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  const counts = new Array(256).fill(0);
+  let n = 0;
+  for (let i = 0; i < data.length; i += 4) if (data[i] > 0) { counts[data[i]] += 1; n += 1; }
+  if (n < 16) return null;
+  const at = (q) => { let seen = 0; for (let g = 1; g < 256; g++) { seen += counts[g]; if (seen >= q * n) return g; } return 255; };
+  const grey = (g) => FULL_RANGE.center - FULL_RANGE.width / 2 + (g / 255) * FULL_RANGE.width;
+  const lo = grey(at(0.01)), hi = grey(Math.min(255, at(0.998) + 1));
+  return { center: (lo + hi) / 2, width: Math.max(50, hi - lo) };
+}
+
+// The grey-level remapping of the black/white points (identity at 0/255), as a 256-entry table.
+function levelTable(black, white) {
+  const lut = new Uint8ClampedArray(256);
+  const span = Math.max(1, white - black);
+  for (let g = 0; g < 256; g++) lut[g] = Math.round(((g - black) / span) * 255);
+  return lut;
+}
 
 function loadImage(url) {
   return new Promise((resolve, reject) => {
@@ -41,6 +93,13 @@ export class RotatingMip {
    *   playIntervalMs  frame interval while playing (default 120)
    *   overlayAlpha    opacity of the overlay image (default 0.8)
    *   zoom            {min, max}: the wheel zooms between them; null: no zoom (default)
+   *   window          the display window of every pane (default: HU_MIP_WINDOWS, starting at "auto"); false: none
+   *                   { presets: [{name, label, center?, width?}], value: name,
+   *                     url(frameUrl, preset, measured) -> url   (default: center/width of the preset, or of the
+   *                                                             measured window for "auto"),
+   *                     levels: true (black/white point sliders), container: node for the control (default: an
+   *                     overlay in the first canvas's parent box), testid: data-testid prefix ("mip-window"),
+   *                     onChange(preset) }
    *   onFrame({index, angle}), onPlaying(playing), onZoom(zoom), onProgress(remaining, total)
    */
   constructor(panes, options = {}) {
@@ -68,8 +127,131 @@ export class RotatingMip {
       current: null, // the image drawn now
       currentIndex: -1,
       overlay: null, // {index, url, img}
+      leveled: new Map(), // frame index -> canvas of the frame with the black/white points applied
     }));
+    this.setupWindow(options.window);
     for (const pane of this.panes) this.bind(pane);
+  }
+
+  // ------------------------------------------------------------------------------------------------ window
+
+  setupWindow(spec) {
+    this.windowSpec = null;
+    this.black = 0;
+    this.white = 255;
+    this.measured = null; // the "auto" window in HU, measured once per reload
+    if (spec === false) return;
+    const given = spec || {};
+    const presets = given.presets || HU_MIP_WINDOWS;
+    this.windowSpec = {
+      presets,
+      url: given.url || ((url, preset, measured) => {
+        const w = preset.name === "auto" ? measured : preset;
+        return w && w.center !== undefined ? withHuWindow(url, w) : url;
+      }),
+      levels: given.levels ?? true,
+      testid: given.testid || "mip-window",
+      onChange: given.onChange || (() => {}),
+    };
+    this.windowName = presets.some((p) => p.name === given.value) ? given.value : presets[0].name;
+    this.buildWindowControl(given.container || null);
+  }
+
+  get windowPreset() {
+    return this.windowSpec ? this.windowSpec.presets.find((p) => p.name === this.windowName) : null;
+  }
+
+  buildWindowControl(container) {
+    const spec = this.windowSpec;
+    const make = (tag, attrs = {}, ...children) => {
+      const node = document.createElement(tag);
+      for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+      node.append(...children);
+      return node;
+    };
+    const select = make("select", { "data-testid": spec.testid, "aria-label": "MIP window", title: "Window of the MIP" },
+      ...spec.presets.map((p) => { const o = make("option", { value: p.name }, p.label || p.name); o.selected = p.name === this.windowName; return o; }));
+    select.addEventListener("change", () => this.setWindow(select.value));
+    const parts = [make("span", {}, "Window"), select];
+    if (spec.levels) {
+      const slider = (name, value) => {
+        const input = make("input", { type: "range", min: "0", max: "255", step: "1", value: String(value),
+          "data-testid": `${spec.testid}-${name}`, "aria-label": `${name} point`, title: `${name} point (grey level)` });
+        input.addEventListener("input", () => {
+          const v = Number(input.value);
+          if (name === "black") this.setLevels(Math.min(v, this.white - 1), this.white);
+          else this.setLevels(this.black, Math.max(v, this.black + 1));
+        });
+        return input;
+      };
+      this.levelInputs = { black: slider("black", this.black), white: slider("white", this.white) };
+      const reset = make("button", { type: "button", title: "Reset black and white points", "data-testid": `${spec.testid}-reset` }, "↺");
+      reset.addEventListener("click", () => this.setLevels(0, 255));
+      parts.push(make("span", {}, "black"), this.levelInputs.black, make("span", {}, "white"), this.levelInputs.white, reset);
+    }
+    const control = make("div", { class: "mip-window", "data-testid": `${spec.testid}-control` }, ...parts);
+    Object.assign(control.style, { display: "inline-flex", gap: "6px", alignItems: "center", flexWrap: "nowrap" });
+    for (const node of control.querySelectorAll("select, input")) Object.assign(node.style, { display: "inline-block", width: "auto", margin: "0" });
+    for (const node of control.querySelectorAll("input")) node.style.width = "64px";
+    if (container) {
+      container.replaceChildren(control);
+    } else {
+      const box = this.panes[0]?.canvas.parentElement;
+      if (!box) return;
+      Object.assign(control.style, { position: "absolute", left: "6px", bottom: "6px", display: "flex", gap: "4px",
+        alignItems: "center", padding: "2px 6px", font: "11px system-ui, sans-serif", color: "#b8c7d8",
+        background: "rgba(12, 19, 27, 0.78)", borderRadius: "4px", zIndex: "2", opacity: "0.85" });
+      for (const node of control.querySelectorAll("select, button")) {
+        Object.assign(node.style, { font: "11px system-ui, sans-serif", padding: "1px 4px", minHeight: "0", height: "20px" });
+      }
+      for (const node of control.querySelectorAll("input")) Object.assign(node.style, { width: "56px", margin: "0" });
+      if (getComputedStyle(box).position === "static") box.style.position = "relative";
+      box.append(control);
+    }
+    this.windowSelect = select;
+  }
+
+  // Switch to the preset `name` (every pane; frames reload with it).
+  setWindow(name) {
+    if (!this.windowSpec || !this.windowSpec.presets.some((p) => p.name === name)) return;
+    this.windowName = name;
+    if (this.windowSelect) this.windowSelect.value = name;
+    this.windowSpec.onChange(this.windowPreset);
+    this.reload();
+  }
+
+  // Black and white points (grey levels 0..255) of every pane, applied in the browser to the loaded frames.
+  setLevels(black, white) {
+    this.black = Math.max(0, Math.min(254, Math.round(black)));
+    this.white = Math.max(this.black + 1, Math.min(255, Math.round(white)));
+    if (this.levelInputs) { this.levelInputs.black.value = String(this.black); this.levelInputs.white.value = String(this.white); }
+    for (const pane of this.panes) pane.leveled.clear();
+    this.draw();
+  }
+
+  frameUrlOf(pane, index) {
+    const url = pane.frameUrl(this.angleOf(index));
+    return this.windowSpec ? this.windowSpec.url(url, this.windowPreset, this.measured) : url;
+  }
+
+  // The frame as drawn: the image itself, or (black/white points set) a canvas with its grey levels remapped.
+  leveledImage(pane) {
+    const img = pane.current;
+    if (!img || (this.black === 0 && this.white === 255)) return img;
+    const cached = pane.leveled.get(pane.currentIndex);
+    if (cached && cached.img === img) return cached.canvas;
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(img, 0, 0);
+    const frame = ctx.getImageData(0, 0, canvas.width, canvas.height);
+    const lut = levelTable(this.black, this.white);
+    const d = frame.data;
+    for (let i = 0; i < d.length; i += 4) { d[i] = lut[d[i]]; d[i + 1] = lut[d[i + 1]]; d[i + 2] = lut[d[i + 2]]; }
+    ctx.putImageData(frame, 0, 0);
+    pane.leveled.set(pane.currentIndex, { img, canvas });
+    return canvas;
   }
 
   get playing() { return this.timer !== null; }
@@ -113,7 +295,23 @@ export class RotatingMip {
   // Forget every frame (new volume, new window) and show the current angle again; preload if asked to.
   reload() {
     this.generation += 1;
-    for (const pane of this.panes) { pane.images.clear(); pane.loaded.clear(); pane.overlay = null; }
+    for (const pane of this.panes) { pane.images.clear(); pane.loaded.clear(); pane.leveled.clear(); pane.overlay = null; }
+    if (this.windowPreset?.name === "auto" && this.panes.length) {
+      // measure once on the first pane's current frame at the full HU range, then load with that window
+      const generation = this.generation;
+      this.measured = null;
+      const url = withHuWindow(this.panes[0].frameUrl(this.angleOf(this.index)), FULL_RANGE);
+      loadImage(url).then((img) => measureWindow(img), () => null).then((w) => {
+        if (generation !== this.generation) return;
+        this.measured = w || FULL_RANGE;
+        this.startLoading();
+      });
+      return;
+    }
+    this.startLoading();
+  }
+
+  startLoading() {
     if (this.preload) this.preloadAll();
     this.show(this.index);
   }
@@ -135,10 +333,13 @@ export class RotatingMip {
     }
   }
 
+  get measuring() { return this.windowPreset?.name === "auto" && !this.measured; }
+
   image(pane, index) {
+    if (this.measuring) return Promise.reject(new Error("measuring the window")); // reload() loads after it
     if (!pane.images.has(index)) {
       const generation = this.generation;
-      const promise = (pane.onError ? checkedImage : loadImage)(pane.frameUrl(this.angleOf(index)));
+      const promise = (pane.onError ? checkedImage : loadImage)(this.frameUrlOf(pane, index));
       promise.then((img) => {
         if (generation !== this.generation) return;
         pane.loaded.set(index, img);
@@ -221,7 +422,7 @@ export class RotatingMip {
     const side = Math.min(w, h) * this.zoom;
     const x = (w - side) / 2, y = (h - side) / 2;
     ctx.imageSmoothingEnabled = true;
-    ctx.drawImage(pane.current, x, y, side, side);
+    ctx.drawImage(this.leveledImage(pane), x, y, side, side);
     const overlay = pane.overlay;
     if (overlay && overlay.index === this.index && pane.currentIndex === this.index) {
       ctx.globalAlpha = this.overlayAlpha;
