@@ -9,6 +9,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.dispatch import receiver
 
 from .models import AuditEvent
+from .security import client_ip
 
 logger = logging.getLogger(__name__)
 _current_request: contextvars.ContextVar = contextvars.ContextVar("dla_audit_request", default=None)
@@ -29,10 +30,9 @@ class RequestContextMiddleware:
             _current_request.reset(token)
 
 
-def client_ip(request) -> str:
-    if request is None:
-        return ""
-    return (request.META.get("REMOTE_ADDR") or "")[:64]
+def _ip(request) -> str:
+    """The client's address as the audit row keeps it (behind a trusted proxy the address it saw, not its own)."""
+    return "" if request is None else client_ip(request)[:64]
 
 
 def record(action: str, *, user=None, request=None, obj=None, detail: dict | None = None) -> AuditEvent:
@@ -47,7 +47,7 @@ def record(action: str, *, user=None, request=None, obj=None, detail: dict | Non
         action=action,
         user=user if (user is not None and getattr(user, "is_authenticated", False)) else None,
         username=getattr(user, "username", "") or "",
-        ip=client_ip(request),
+        ip=_ip(request),
         object_type=obj._meta.label_lower if obj is not None else "",
         object_id=str(obj.pk) if obj is not None else "",
         object_repr=(getattr(obj, "pseudonym", None) or str(obj))[:200] if obj is not None else "",
@@ -71,5 +71,5 @@ def _login_failed(sender, credentials, request=None, **kwargs):
     AuditEvent.objects.create(
         action="auth.login_failed",
         username=str(credentials.get("username", ""))[:150],
-        ip=client_ip(request),
+        ip=_ip(request),
     )

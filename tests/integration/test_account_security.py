@@ -528,3 +528,15 @@ def test_render_limits_come_from_the_environment(tmp_path):
         timeout=60,
     )
     assert bad_rate.returncode != 0 and "DLA_LOGIN_RATE='many' is not a rate" in bad_rate.stderr
+
+
+def test_audit_rows_keep_the_client_address_a_trusted_proxy_saw(users, settings):
+    """Behind DLA_TRUSTED_PROXIES the audit log names the client, not the proxy; without it a forged
+    X-Forwarded-For is ignored."""
+    forwarded = {"HTTP_X_FORWARDED_FOR": "198.51.100.7, 203.0.113.9", "REMOTE_ADDR": "10.0.0.2"}
+    settings.TRUSTED_PROXIES = 1
+    Client().post("/login/", {"username": "reader1", "password": "wrong"}, **forwarded)
+    assert AuditEvent.objects.filter(action="auth.login_failed").latest("pk").ip == "203.0.113.9"
+    settings.TRUSTED_PROXIES = 0
+    Client().post("/login/", {"username": "reader1", "password": "wrong"}, **forwarded)
+    assert AuditEvent.objects.filter(action="auth.login_failed").latest("pk").ip == "10.0.0.2"
