@@ -97,9 +97,24 @@ def dilate_mm(mask: np.ndarray, radius_mm: float, spacing_mm) -> np.ndarray:
     return out
 
 
-def erode_mm(mask: np.ndarray, radius_mm: float, spacing_mm) -> np.ndarray:
-    """Bool [z, y, x]: True voxels of ``mask`` with no False voxel of the volume within ``radius_mm``."""
-    mask = np.asarray(mask, dtype=bool)
+def erode_mm(mask: np.ndarray, radius_mm: float, spacing_mm, *, border_value: bool = True) -> np.ndarray:
+    """Bool [z, y, x]: True voxels of ``mask`` with no False voxel of the volume within ``radius_mm``.
+
+    ``border_value=False`` counts the outside of the volume as False too (scipy's ``border_value=0``): the ball
+    reaches outside exactly when a voxel lies within its half-width of a face, so those voxels are removed."""
+    out = _erode(np.asarray(mask, dtype=bool), radius_mm, spacing_mm)
+    if not border_value:
+        for axis, h in enumerate(ball_halfwidths(radius_mm, spacing_mm)):
+            if h:
+                index = [slice(None)] * 3
+                index[axis] = slice(0, h)
+                out[tuple(index)] = False
+                index[axis] = slice(-h, None)
+                out[tuple(index)] = False
+    return out
+
+
+def _erode(mask: np.ndarray, radius_mm: float, spacing_mm) -> np.ndarray:
     runs = _ball_runs(radius_mm, spacing_mm)
     if len(runs) <= MAX_RUNS:  # the ball is symmetric: erosion = not (dilation of the complement)
         return ~_dilate_by_runs(~mask, runs)

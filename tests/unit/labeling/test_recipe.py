@@ -8,12 +8,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from dla.classes import BONE, SOFT_TISSUE, UNLABELED, VESSEL
+from dla.labeling.morphology import ball_footprint, dilate_mm, erode_mm
 from dla.labeling.recipe import (
     RecipeError,
     RecipeParams,
-    binary_dilate_mm,
-    binary_erode_mm,
-    ellipsoid_structure,
     run_recipe,
 )
 
@@ -98,7 +96,7 @@ def test_bone_components_and_vessel_dilation(head, result):
     fill, sub, _ = head
     labels = result.labels
     vessel = labels == VESSEL
-    dil = ndi.binary_dilation(vessel, ellipsoid_structure(PARAMS.vessel_dilation_mm, SPACING))
+    dil = ndi.binary_dilation(vessel, ball_footprint(PARAMS.vessel_dilation_mm, SPACING))
     cand = (fill >= PARAMS.bone_threshold_hu) & ~dil
     lab, n = ndi.label(cand, ST26)
     sizes = np.bincount(lab.ravel())
@@ -113,7 +111,7 @@ def test_soft_tissue_is_eroded_window(head, result):
     fill, _, _ = head
     labels = result.labels
     window = (fill >= -400) & (fill <= 500)
-    eroded = ndi.binary_erosion(window, ellipsoid_structure(1.0, SPACING))
+    eroded = ndi.binary_erosion(window, ball_footprint(1.0, SPACING))
     expected = eroded & (labels != VESSEL) & (labels != BONE)
     np.testing.assert_array_equal(labels == SOFT_TISSUE, expected)
     # no soft-tissue voxel is 6-adjacent to air
@@ -227,11 +225,13 @@ def test_params_json_roundtrip():
 @pytest.mark.parametrize("radius", [0.3, 1.0, 1.5])
 def test_morphology_matches_scipy(spacing, radius):
     rng = np.random.default_rng(int(radius * 10) + int(spacing[2] * 100))
-    st = ellipsoid_structure(radius, spacing)
+    st = ball_footprint(radius, spacing)
     dense = rng.random((14, 17, 19)) > 0.25
     sparse = rng.random((14, 17, 19)) > 0.97
-    np.testing.assert_array_equal(binary_erode_mm(dense, radius, spacing), ndi.binary_erosion(dense, st))
-    np.testing.assert_array_equal(binary_dilate_mm(sparse, radius, spacing), ndi.binary_dilation(sparse, st))
+    np.testing.assert_array_equal(
+        erode_mm(dense, radius, spacing, border_value=False), ndi.binary_erosion(dense, st)
+    )
+    np.testing.assert_array_equal(dilate_mm(sparse, radius, spacing), ndi.binary_dilation(sparse, st))
     # the structuring element is the set of offsets within radius (mm)
     c = np.array(st.shape) // 2
     g = np.indices(st.shape) - c[:, None, None, None]
