@@ -12,6 +12,14 @@ early stopping on a plateau. Two sampling modes give the same per-voxel objectiv
   per-voxel weights 1 / (n_classes_present * n_voxels_of_that_class_in_batch), so every class contributes
   equally - the same objective as balanced patch training, on thousands of voxels per forward pass.
 
+**Augmentation** (issue 14.4, off by default): ``TrainConfig.augment_hu_scale`` (HU multiplied by a factor drawn
+uniformly per slab/patch, about 0 HU: contrast and bone brighter or dimmer, soft tissue almost unchanged),
+``augment_blur_sigma_voxels`` (an extra 3-D gaussian blur, sigma drawn uniformly in [0, max] voxels) and
+``augment_noise_hu`` (extra gaussian noise, SD drawn uniformly in [0, max] HU), in that order, each slab/patch
+with probability ``augment_probability``; applied to training batches only (``augment_hu_batch``), never to
+the validation voxels. With everything off no random number is drawn for it: training is bit-identical to
+before.
+
 An "epoch" is one pass worth of labelled training voxels (``epoch_voxels``, default: all labelled voxels).
 ``train`` supports checkpoint/resume (atomic), cancellation, divergence detection and torch.distributed
 (DistributedDataParallel, gloo on CPU) when a process group is initialised; ``dla.model.ddp`` launches the
@@ -42,6 +50,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from scipy import ndimage
 
 from dla.classes import CLASS_NAMES, LABELED_CLASSES, UNLABELED
 from dla.model.dense import extract_patches, pad_volume
@@ -84,6 +93,9 @@ class TrainConfig:
     ``val_every``: iterations between validations; ``early_stopping_patience``: validations without an
     improvement of at least ``early_stopping_min_delta`` in balanced validation error before stopping.
     ``keep_weights``: which weights the model holds when ``train`` returns ("best" validation or "last").
+    ``augment_*``: training-batch augmentation (module docstring; default off): ``augment_noise_hu`` max extra
+    noise SD (HU, 0-500), ``augment_blur_sigma_voxels`` max extra blur sigma (voxels, 0-3), ``augment_hu_scale``
+    (low, high) HU factor range (0.25-4; (1, 1) off), ``augment_probability`` per slab/patch (0-1).
     """
 
     preset: str = "cpu"
@@ -104,8 +116,13 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # autocast bf16/fp16 only on CUDA; ignored on CPU
     keep_weights: str = "best"  # "best": the weights of the best validation; "last": of the last iteration
+    augment_noise_hu: float = 0.0
+    augment_blur_sigma_voxels: float = 0.0
+    augment_hu_scale: tuple[float, float] = (1.0, 1.0)
+    augment_probability: float = 1.0
 
     def __post_init__(self) -> None:
+        self._check_augmentation()
         if self.keep_weights not in ("best", "last"):
             raise InvalidTrainConfigError(f"keep_weights must be 'best' or 'last', got {self.keep_weights!r}")
         self.lr_values = tuple(float(v) for v in self.lr_values)
@@ -120,6 +137,39 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise InvalidTrainConfigError(f"{name} must be >= 1")
 
+    def _check_augmentation(self) -> None:
+        def number(name, low, high):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (low <= float(v) <= high):
+                raise InvalidTrainConfigError(
+                    f"{name} must be a number within [{low:g}, {high:g}], got {v!r}"
+                )
+            setattr(self, name, float(v))
+
+        number("augment_noise_hu", 0.0, 500.0)
+        number("augment_blur_sigma_voxels", 0.0, 3.0)
+        number("augment_probability", 0.0, 1.0)
+        scale = self.augment_hu_scale
+        if (
+            not isinstance(scale, list | tuple)
+            or len(scale) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in scale)
+            or not (0.25 <= float(scale[0]) <= float(scale[1]) <= 4.0)
+        ):
+            raise InvalidTrainConfigError(
+                f"augment_hu_scale must be (low, high) with 0.25 <= low <= high <= 4, got {scale!r}"
+            )
+        self.augment_hu_scale = (float(scale[0]), float(scale[1]))
+
+    @property
+    def augments(self) -> bool:
+        """True when any training-batch augmentation is on."""
+        return self.augment_probability > 0 and (
+            self.augment_noise_hu > 0
+            or self.augment_blur_sigma_voxels > 0
+            or self.augment_hu_scale != (1.0, 1.0)
+        )
+
     def lr_at(self, epoch: float) -> float:
         """Learning rate at fractional epoch ``epoch`` (piecewise constant)."""
         for boundary, lr in zip(self.lr_boundaries_epochs, self.lr_values, strict=False):
@@ -131,10 +181,13 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["lr_values"] = list(self.lr_values)
         d["lr_boundaries_epochs"] = list(self.lr_boundaries_epochs)
+        d["augment_hu_scale"] = list(self.augment_hu_scale)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of ``to_dict``; keys it lacks take their defaults (a config saved before augmentation existed
+        loads with augmentation off). Unknown keys raise InvalidTrainConfigError."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -201,19 +254,23 @@ class TrainingData:
             out[sel] = extract_patches(self.padded[v], vox[sel, 1:])
         return out
 
-    def sample_patch_batch(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Balanced patch batch: x float32 [n,5,41,41] normalised, target int64 [n] (channel = class - 1)."""
+    def sample_patch_batch(
+        self, rng: np.random.Generator, n: int, augment: TrainConfig | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Balanced patch batch: x float32 [n,5,41,41] normalised, target int64 [n] (channel = class - 1).
+        ``augment``: a TrainConfig whose augmentation is applied to the patches (``augment_hu_batch``)."""
         vox, cls = self.sample_class_voxels(rng, n)
-        x = normalize_hu(torch.from_numpy(self.patches(vox)))
-        return x, torch.from_numpy(cls.astype(np.int64) - 1)
+        x = _augmented(self.patches(vox), rng, augment)
+        return normalize_hu(torch.from_numpy(x)), torch.from_numpy(cls.astype(np.int64) - 1)
 
     def sample_dense_batch(
-        self, rng: np.random.Generator, n_slabs: int, out_px: int
+        self, rng: np.random.Generator, n_slabs: int, out_px: int, augment: TrainConfig | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Slab batch: x float32 [n, 5, P+40, P+40], target int64 [n, P, P] (class - 1, -1 = unlabelled).
 
         Each slab's P x P output window contains a voxel of a uniformly drawn class at a random position.
         Windows are clipped to the volume, so P is reduced to the smallest in-plane size if needed.
+        ``augment``: a TrainConfig whose augmentation is applied to the slabs (``augment_hu_batch``).
         """
         p = min(out_px, *(lab.shape[1] for lab in self.labels), *(lab.shape[2] for lab in self.labels))
         vox, _ = self.sample_class_voxels(rng, n_slabs)
@@ -229,7 +286,7 @@ class TrainingData:
                 z : z + 2 * HALO_Z + 1, y0 : y0 + p + 2 * HALO_YX, x0 : x0 + p + 2 * HALO_YX
             ]
             ts[i] = lab[z, y0 : y0 + p, x0 : x0 + p].astype(np.int64) - 1
-        return normalize_hu(torch.from_numpy(xs)), torch.from_numpy(ts)
+        return normalize_hu(torch.from_numpy(_augmented(xs, rng, augment))), torch.from_numpy(ts)
 
     def fixed_validation_sample(self, n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic (seeded) sample of up to n_per_class voxels per class: (vox int [m,4], class ids [m])."""
@@ -245,6 +302,45 @@ class TrainingData:
             voxs.append(take.astype(np.int64))
             classes.append(np.full(len(take), c))
         return np.concatenate(voxs), np.concatenate(classes)
+
+
+def augment_hu_batch(
+    x_hu: np.ndarray, rng: np.random.Generator, config: TrainConfig
+) -> tuple[np.ndarray, list[dict]]:
+    """Augment a batch of HU slabs/patches ``x_hu`` (float32 [n, Z, Y, X], modified in place and returned) as
+    ``config``'s ``augment_*`` fields say (module docstring): per item, with probability
+    ``augment_probability``, HU times a factor uniform in ``augment_hu_scale`` (about 0 HU), then a 3-D
+    gaussian blur of sigma uniform in [0, ``augment_blur_sigma_voxels``] voxels (edges replicated), then
+    gaussian noise of SD uniform in [0, ``augment_noise_hu``] HU. Draws from ``rng`` only for the parts that are
+    on. Returns (x_hu, per item {"augmented", "hu_scale", "blur_sigma_voxels", "noise_sd_hu"})."""
+    lo, hi = config.augment_hu_scale
+    drawn = []
+    for i in range(len(x_hu)):
+        rec = {"augmented": False, "hu_scale": 1.0, "blur_sigma_voxels": 0.0, "noise_sd_hu": 0.0}
+        drawn.append(rec)
+        if config.augment_probability < 1.0 and rng.uniform() >= config.augment_probability:
+            continue
+        rec["augmented"] = True
+        if (lo, hi) != (1.0, 1.0):
+            rec["hu_scale"] = float(rng.uniform(lo, hi))
+            x_hu[i] *= np.float32(rec["hu_scale"])
+        if config.augment_blur_sigma_voxels > 0:
+            rec["blur_sigma_voxels"] = float(rng.uniform(0.0, config.augment_blur_sigma_voxels))
+            if rec["blur_sigma_voxels"] > 0:
+                ndimage.gaussian_filter(
+                    x_hu[i], rec["blur_sigma_voxels"], output=x_hu[i], mode="nearest", truncate=3.0
+                )
+        if config.augment_noise_hu > 0:
+            rec["noise_sd_hu"] = float(rng.uniform(0.0, config.augment_noise_hu))
+            x_hu[i] += rng.standard_normal(x_hu[i].shape, dtype=np.float32) * np.float32(rec["noise_sd_hu"])
+    return x_hu, drawn
+
+
+def _augmented(x: np.ndarray, rng: np.random.Generator, config: TrainConfig | None) -> np.ndarray:
+    """``x`` (int16 HU) itself when ``config`` augments nothing, else its augmented float32 copy."""
+    if config is None or not config.augments:
+        return x
+    return augment_hu_batch(x.astype(np.float32), rng, config)[0]
 
 
 def balanced_dense_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -476,9 +572,11 @@ def train(
         for g in optimizer.param_groups:
             g["lr"] = lr
         if config.mode == "patch":
-            x, target = train_data.sample_patch_batch(rng, local_batch)
+            x, target = train_data.sample_patch_batch(rng, local_batch, augment=config)
         else:
-            x, target = train_data.sample_dense_batch(rng, local_slabs, config.dense_output_px)
+            x, target = train_data.sample_dense_batch(
+                rng, local_slabs, config.dense_output_px, augment=config
+            )
         x, target = x.to(device), target.to(device)
         with torch.autocast(device_type=device.type, enabled=use_amp):
             logits = train_model(x)

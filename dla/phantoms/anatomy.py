@@ -217,7 +217,8 @@ def _vault_brain_and_skull_base(grid, a, layers, regions):
     fy = (c[2] * qy + c[3] * qy**2).astype(np.float32)
     fz = (c[4] * qz + a["skull_thickness_mm"]).astype(np.float32)
     thick = (fz[:, None, None] + fy[None, :, None]) + fx[None, None, :]
-    np.clip(thick, 2.5, 11.0, out=thick)
+    lo_mm, hi_mm = a.get("skull_thickness_clip_mm", (2.5, 11.0))  # scaled by a shifted cohort only
+    np.clip(thick, lo_mm, hi_mm, out=thick)
 
     zp2d = plate_z(a, X[0], Y[0]).astype(np.float32)  # (ny, nx) plate top
     zrel = Z - zp2d[None]  # mm above the plate top

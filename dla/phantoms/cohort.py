@@ -12,12 +12,13 @@ import numpy as np
 
 from dla.phantoms.grid import PhantomParameterError, check_seed
 from dla.phantoms.motion import MOTION_MAX_ROTATION_DEG, MOTION_MAX_TRANSLATION_MM
+from dla.phantoms.shift import check_shift
 from dla.phantoms.subject import ANEURYSM_PROBABILITY, PhantomSubject, make_subject
 from dla.phantoms.vessels import ANEURYSM_SITES
 
 
 def cohort_plan(
-    n_subjects: int = 105, seed: int = 0, *, motion_fraction: float = 0.4
+    n_subjects: int = 105, seed: int = 0, *, motion_fraction: float = 0.4, shift=None
 ) -> list[dict[str, Any]]:
     """Per-subject parameters of a synthetic cohort mirroring the paper's split.
 
@@ -26,13 +27,17 @@ def cohort_plan(
     get inter-sweep motion (explicit rotation/translation values), the others none.  Returns a list of dicts
     with subject_id ("PH-001", ...), split, seed, injection ("ica"/"vertebral"), injected_side, motion (bool),
     aneurysm, coil and ``make_subject_kwargs`` (pass to ``make_subject`` together with a shape).
-    Deterministic in (n_subjects, seed, motion_fraction).
+    Deterministic in (n_subjects, seed, motion_fraction).  ``shift`` (None, or a dict of
+    ``dla.phantoms.shift.SHIFT_OPTIONS`` overrides, validated here): every entry's ``make_subject_kwargs`` gets
+    it as ``shift`` (a shifted cohort: the same subjects and split, other settings); None or {} leaves the plan
+    as it was, without the key.
     """
     if isinstance(n_subjects, bool) or not isinstance(n_subjects, int | np.integer) or n_subjects < 1:
         raise PhantomParameterError(f"n_subjects must be a positive int, got {n_subjects!r}")
     if not (0.0 <= float(motion_fraction) <= 1.0):
         raise PhantomParameterError(f"motion_fraction must be within [0, 1], got {motion_fraction!r}")
     seed = check_seed(seed)
+    shift_d = check_shift(shift)
     n = int(n_subjects)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC0407]))
     n_train = round(n * 35 / 105)
@@ -66,6 +71,8 @@ def cohort_plan(
             "aneurysm": aneurysm,
             "coil": coil,
         }
+        if shift_d:
+            kwargs["shift"] = dict(shift_d)
         plan.append(
             {
                 "subject_id": f"PH-{i + 1:03d}",
@@ -82,6 +89,12 @@ def cohort_plan(
     return plan
 
 
-def subject_from_plan(entry: dict[str, Any], shape_zyx=(64, 64, 64), spacing_mm=None) -> PhantomSubject:
-    """``make_subject`` for one ``cohort_plan`` entry."""
-    return make_subject(shape_zyx, spacing_mm, **entry["make_subject_kwargs"])
+def subject_from_plan(
+    entry: dict[str, Any], shape_zyx=(64, 64, 64), spacing_mm=None, *, shift=None
+) -> PhantomSubject:
+    """``make_subject`` for one ``cohort_plan`` entry; ``shift`` (see ``dla.phantoms.shift``) overrides the
+    entry's own ``make_subject_kwargs["shift"]`` when given (a shifted cohort: the same plan, other settings)."""
+    kwargs = dict(entry["make_subject_kwargs"])
+    if shift is not None:
+        kwargs["shift"] = shift
+    return make_subject(shape_zyx, spacing_mm, **kwargs)

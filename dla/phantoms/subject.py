@@ -42,6 +42,7 @@ from dla.phantoms.physics import (
     streak_params,
     to_int16,
 )
+from dla.phantoms.shift import UNSHIFTED_ANATOMY, check_shift, shift_anatomy, shift_blur
 from dla.phantoms.vessels import (
     ANEURYSM_SITES,
     TERRITORIES,
@@ -142,6 +143,7 @@ def make_subject(
     injection=None,
     aneurysm=None,
     coil=None,
+    shift=None,
 ) -> PhantomSubject:
     """Build one synthetic head angiography subject (see the module docstring).
 
@@ -154,6 +156,11 @@ def make_subject(
     "ica_right", "vertebral".  aneurysm: None (random, p=0.3), False, True or {"site": one of ANEURYSM_SITES,
     "radius_mm": r}.  coil: None (random, p=0.3 when there is an aneurysm), False, True, "coil" (metal-packed
     sac), "clip" (metal bar across the neck, sac not opacified) or {"kind": ...}.
+    shift: None / {} (no shift) or a dict of named overrides of the drawn settings
+    (``dla.phantoms.shift.SHIFT_OPTIONS``: noise, blur, contrast, skull thickness, bone density, vessel
+    tortuosity), applied after every random draw; a shifted subject's ``params`` record ``shift`` and the drawn
+    values it replaced (``shift_drawn``), an unshifted one's have neither key and its arrays are those of a call
+    without the argument.
 
     Returns a PhantomSubject with int16 HU volumes ([z, y, x]), uint8 truth, bool region masks and JSON-ready
     ``params``.  Raises PhantomParameterError (a ValueError) on bad arguments.
@@ -161,10 +168,12 @@ def make_subject(
     shape = check_shape(shape_zyx)
     spacing = check_spacing(spacing_mm, shape)
     seed = check_seed(seed)
+    shift_d = check_shift(shift)
     rngs, spare_seed = _subject_rngs(seed)
     rng_anat, rng_vessel, rng_choice, rng_streak, rng_fill, rng_mask, rng_jit = rngs
 
-    a = sample_anatomy(rng_anat)
+    drawn = sample_anatomy(rng_anat)
+    a = shift_anatomy(drawn, shift_d)  # after the draws: the rng order does not depend on the shift
     motion_d = _parse_motion(motion, rng_choice)
     inj, inj_side = _parse_injection(injection, rng_choice)
     aneurysm_d = _parse_aneurysm(aneurysm, rng_choice)
@@ -173,7 +182,8 @@ def make_subject(
         aneurysm_d = _parse_aneurysm(True, np.random.default_rng(spare_seed))
     if aneurysm_d is None:
         coil_kind = None
-    blur_sigma = float(rng_choice.uniform(*BLUR_SIGMA_VOXELS))
+    drawn_blur = float(rng_choice.uniform(*BLUR_SIGMA_VOXELS))
+    blur_sigma = shift_blur(drawn_blur, shift_d)
 
     origin_lps, affine = grid_frame(shape, spacing)
     grid = Grid(shape, spacing, origin_lps, a["head_scale"])
@@ -247,6 +257,14 @@ def make_subject(
         "hu_clip": list(HU_CLIP),
         "class_ids": {"unlabeled": UNLABELED, "vessel": VESSEL, "bone": BONE, "soft_tissue": SOFT_TISSUE},
     }
+    if shift_d:
+        params["shift"] = dict(shift_d)
+        replaced = {
+            k: drawn.get(k, UNSHIFTED_ANATOMY.get(k)) for k in a if k not in drawn or a[k] != drawn[k]
+        }
+        if blur_sigma != drawn_blur:
+            replaced["blur_sigma_voxels"] = drawn_blur
+        params["shift_drawn"] = replaced
     return PhantomSubject(
         fill_hu=fill_hu,
         mask_hu=mask_hu,
@@ -261,15 +279,16 @@ def make_subject(
     )
 
 
-def make_anatomy(shape_zyx=(64, 64, 64), spacing_mm=None, seed: int = 0) -> PhantomAnatomy:
-    """The static anatomy of ``make_subject(shape_zyx, spacing_mm, seed, ...)`` (whatever its other arguments):
-    anatomy-only uint8 truth and the four anatomical region masks, without vessels, image physics or motion.
-    Arguments as for ``make_subject``; raises PhantomParameterError on bad ones."""
+def make_anatomy(shape_zyx=(64, 64, 64), spacing_mm=None, seed: int = 0, *, shift=None) -> PhantomAnatomy:
+    """The static anatomy of ``make_subject(shape_zyx, spacing_mm, seed, ..., shift=shift)`` (whatever its
+    other arguments): anatomy-only uint8 truth and the four anatomical region masks, without vessels, image
+    physics or motion.  Arguments as for ``make_subject``; raises PhantomParameterError on bad ones."""
     shape = check_shape(shape_zyx)
     spacing = check_spacing(spacing_mm, shape)
     seed = check_seed(seed)
+    shift_d = check_shift(shift)
     rngs, _ = _subject_rngs(seed)
-    a = sample_anatomy(rngs[0])
+    a = shift_anatomy(sample_anatomy(rngs[0]), shift_d)
     origin_lps, affine = grid_frame(shape, spacing)
     anatomy = build_anatomy(Grid(shape, spacing, origin_lps, a["head_scale"]), a, with_hu=False)
     return PhantomAnatomy(
@@ -284,7 +303,7 @@ def make_anatomy(shape_zyx=(64, 64, 64), spacing_mm=None, seed: int = 0) -> Phan
 
 def anatomy_from_params(params: dict[str, Any]) -> PhantomAnatomy:
     """``make_anatomy`` for a subject's stored ``params`` (``PhantomSubject.params``, also after a JSON round
-    trip): uses its ``seed``, ``shape_zyx`` and ``spacing_mm``.  When ``params["anatomy"]`` is present it must
+    trip): uses its ``seed``, ``shape_zyx``, ``spacing_mm`` and ``shift`` (when present).  When ``params["anatomy"]`` is present it must
     equal the anatomy numbers redrawn from the seed (to 1e-9 relative), else the subject came from another
     generator version or other parameters: PhantomParameterError, as for missing or bad keys."""
     if not isinstance(params, dict):
@@ -295,7 +314,7 @@ def anatomy_from_params(params: dict[str, Any]) -> PhantomAnatomy:
     spacing = params["spacing_mm"]
     if not isinstance(spacing, list | tuple) or len(spacing) != 3:
         raise PhantomParameterError(f"phantom params spacing_mm must be (dz, dy, dx), got {spacing!r}")
-    anatomy = make_anatomy(params["shape_zyx"], tuple(spacing), params["seed"])
+    anatomy = make_anatomy(params["shape_zyx"], tuple(spacing), params["seed"], shift=params.get("shift"))
     stored = params.get("anatomy")
     if stored is not None and not _same_numbers(stored, anatomy.anatomy):
         raise PhantomParameterError(
@@ -309,7 +328,8 @@ def vessel_radii_from_params(params: dict[str, Any]) -> PhantomVesselRadii:
     """Rebuild the opacified vessels of the subject with stored ``params`` (``PhantomSubject.params``, also
     after a JSON round trip) and their radii, without anatomy volumes, image physics or motion.
 
-    Uses ``seed``, ``shape_zyx``, ``spacing_mm``, ``injection``, ``injected_side``, ``aneurysm`` and ``coil``;
+    Uses ``seed``, ``shape_zyx``, ``spacing_mm``, ``injection``, ``injected_side``, ``aneurysm``, ``coil`` and
+    ``shift`` (when present);
     the vessel tree is redrawn from the seed exactly as ``make_subject`` draws it, so ``vessel`` equals that
     subject's ``truth == VESSEL`` voxel for voxel (callers holding the truth should check it: a subject made by
     another generator version differs).  Raises PhantomParameterError for missing or bad keys, or when
@@ -334,8 +354,9 @@ def vessel_radii_from_params(params: dict[str, Any]) -> PhantomVesselRadii:
             f"phantom params injection/injected_side must be ica|vertebral and left|right, got "
             f"{injection!r}/{side!r}"
         )
+    shift_d = check_shift(params.get("shift"))
     rngs, _ = _subject_rngs(seed)
-    a = sample_anatomy(rngs[0])
+    a = shift_anatomy(sample_anatomy(rngs[0]), shift_d)
     stored = params.get("anatomy")
     if stored is not None and not _same_numbers(stored, _jsonable(a)):
         raise PhantomParameterError(

@@ -262,7 +262,9 @@ class _Tree:
         self.buf = _RandomBuffer(rng)
         self.head_center = tuple(float(v) for v in HEAD_CENTER)
         self.semi = tuple(float(v) for v in semi)
-        self.brain_lim2 = (1.0 - 9.0 / float(np.mean(semi))) ** 2
+        # a shifted cohort (dla.phantoms.shift) may set the margin and scale the tortuosity; absent: 9 mm, 1
+        self.brain_lim2 = (1.0 - a.get("brain_margin_mm", 9.0) / float(np.mean(semi))) ** 2
+        self.tortuosity = float(a.get("vessel_tortuosity_scale", 1.0))
         self.plate = (a["skull_base_z0_mm"], a["skull_base_slope"], a["skull_base_droop_mm"])
 
     def zp(self, x, y):
@@ -270,9 +272,12 @@ class _Tree:
         return float(plate_z(self.a, x, y))
 
     def jit(self, pts, sd=1.2, fixed_first=True):
-        """Control points (N, 3) mm plus gaussian noise of ``sd`` mm (the first kept fixed)."""
+        """Control points (N, 3) mm plus gaussian noise of ``sd`` mm times the tortuosity scale (the first kept
+        fixed)."""
         pts = np.asarray(pts, dtype=np.float64)
         noise = self.rng.normal(0.0, sd, size=pts.shape)
+        if self.tortuosity != 1.0:
+            noise *= self.tortuosity
         if fixed_first:
             noise[0] = 0.0
         return pts + noise
@@ -329,7 +334,11 @@ class _Tree:
         step = length / 5
         pts = [tuple(float(v) for v in root)]
         for _ in range(5):
-            d = _rotate(d, self.perp(d), math.radians(buf.uniform(0.0, 15.0)))
+            axis = self.perp(d)  # drawn before the angle, as ever (the rng order fixes the tree)
+            turn_deg = buf.uniform(0.0, 15.0)
+            if self.tortuosity != 1.0:
+                turn_deg *= self.tortuosity
+            d = _rotate(d, axis, math.radians(turn_deg))
             p = pts[-1]
             nxt = (p[0] + d[0] * step, p[1] + d[1] * step, p[2] + d[2] * step)
             if not self.in_brain(nxt):  # near the cortex: turn tangential to the skull and slightly inward

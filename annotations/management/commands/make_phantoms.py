@@ -1,12 +1,21 @@
 """``manage.py make_phantoms``: write synthetic angiography subjects as DICOM + NIfTI (and optionally import
-them). ``--cohort`` follows the paper's 105 subjects split 35/8/62 (``--count`` takes the first N of the plan)."""
+them). ``--cohort`` follows the paper's 105 subjects split 35/8/62 (``--count`` takes the first N of the plan).
+``--shift KEY=VALUE ...`` makes a shifted cohort (``dla.phantoms.shift.SHIFT_OPTIONS``: noise, blur, contrast,
+skull thickness, bone density, vessel tortuosity; docs/REPRODUCTION.md "Shifted cohorts")."""
 
 import csv
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dla.phantoms import PhantomParameterError, cohort_plan, make_subject, subject_from_plan
+from dla.phantoms import (
+    SHIFT_OPTIONS,
+    PhantomParameterError,
+    cohort_plan,
+    make_subject,
+    parse_shift_items,
+    subject_from_plan,
+)
 from dla_web.progress import TerminalProgress
 
 from ...phantom_import import import_subject, write_subject
@@ -37,10 +46,22 @@ class Command(BaseCommand):
             "--cohort", action="store_true", help="the paper's 105-subject cohort plan (35/8/62)"
         )
         parser.add_argument("--ingest", action="store_true", help="also import each subject as a study")
+        parser.add_argument(
+            "--shift",
+            nargs="+",
+            default=None,
+            metavar="KEY=VALUE",
+            help="shifted cohort: override drawn settings after the random draws, e.g. noise_scale=2 "
+            "contrast_scale=0.7; keys: " + ", ".join(SHIFT_OPTIONS),
+        )
 
-    def handle(self, *args, count, shape, spacing, seed, out, cohort, ingest, **options):
+    def handle(self, *args, count, shape, spacing, seed, out, cohort, ingest, shift=None, **options):
         if out is None and not ingest:
             raise CommandError("give --out DIR and/or --ingest")
+        try:
+            shift = parse_shift_items(shift) or None
+        except PhantomParameterError as exc:
+            raise CommandError(str(exc))
         if cohort:
             plan = cohort_plan(105, seed=seed)[: count or 105]
         else:
@@ -53,10 +74,12 @@ class Command(BaseCommand):
         for index, entry in enumerate(plan):
             try:
                 if "make_subject_kwargs" in entry:
-                    subject = subject_from_plan(entry, tuple(shape), tuple(spacing) if spacing else None)
+                    subject = subject_from_plan(
+                        entry, tuple(shape), tuple(spacing) if spacing else None, shift=shift
+                    )
                 else:
                     subject = make_subject(
-                        tuple(shape), tuple(spacing) if spacing else None, seed=entry["seed"]
+                        tuple(shape), tuple(spacing) if spacing else None, seed=entry["seed"], shift=shift
                     )
             except PhantomParameterError as exc:
                 raise CommandError(str(exc))
