@@ -78,17 +78,33 @@ class QuestionForm(forms.ModelForm):
             )
         except services.ReaderStudyError as exc:
             raise forms.ValidationError(str(exc)) from exc
-        rs = ReaderStudy.objects.filter(pk=self.instance.reader_study_id).first()
-        if rs is not None and cleaned.get("key"):
-            new = {f: cleaned.get(f) for f in ("key", "type", "choices", "scale_min", "scale_max", "show_if")}
-            try:
-                cleaned["show_if"] = new["show_if"] = design.check_show_if_shape(new["show_if"])
-                design.check_question_change(
-                    rs, old_key=self.instance.key if self.instance.pk else None, new=new
-                )
-            except design.DesignError as exc:
-                raise forms.ValidationError(str(exc)) from exc
+        try:
+            cleaned["show_if"] = design.check_show_if_shape(cleaned.get("show_if"))
+        except design.DesignError as exc:
+            raise forms.ValidationError(str(exc)) from exc
         return cleaned
+
+
+class QuestionFormSet(forms.BaseInlineFormSet):
+    """The study's questions as the inline will leave them (kept and added forms, deleted ones gone) must have
+    conditions that hold (``design.check_conditions``): no condition may point at a deleted or renamed question."""
+
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        specs = []
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None)
+            if not data or (self.can_delete and self._should_delete_form(form)):
+                continue
+            specs.append(
+                {f: data.get(f) for f in ("key", "type", "choices", "scale_min", "scale_max", "show_if")}
+            )
+        try:
+            design.check_conditions(specs)
+        except design.DesignError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
 
 class _DesignInline(admin.TabularInline):
@@ -125,6 +141,7 @@ class ReaderInline(_DesignInline):
 class QuestionInline(_DesignInline):
     model = Question
     form = QuestionForm
+    formset = QuestionFormSet
     fields = list(QUESTION_FIELDS)
 
 

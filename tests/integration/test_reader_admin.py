@@ -132,16 +132,24 @@ def test_admin_changes_to_a_draft_are_audited_with_before_and_after(users, make_
     added = next(e for e in events(rs) if e.action == "reader_study.admin.reader.add")
     assert added.detail["before"] is None and added.detail["after"]["username"] == "reader"
 
-    # deleting a question of the draft is audited too
+    # deleting a question of the draft is audited too; not while another question's condition points at it
     data = form_of(client.get(url).content.decode())
-    index = next(
-        k.split("-")[1]
-        for k, v in data.items()
-        if k.endswith("-id") and k.startswith(prefix) and v == str(question.pk)
-    )
-    data[f"{prefix}-{index}-DELETE"] = "on"
+
+    def index_of(pk):
+        return next(
+            k.split("-")[1]
+            for k, v in data.items()
+            if k.endswith("-id") and k.startswith(prefix) and v == str(pk)
+        )
+
+    data[f"{prefix}-{index_of(question.pk)}-DELETE"] = "on"
+    r = client.post(url, data)
+    assert r.status_code == 200 and "no question &#x27;residual_bone&#x27;" in r.content.decode()
+    assert Question.objects.filter(pk=question.pk).exists()
+    locations = rs.questions.get(key="artifact_locations")
+    data[f"{prefix}-{index_of(locations.pk)}-DELETE"] = "on"  # with the question that depends on it: fine
     assert client.post(url, data).status_code == 302
-    assert not Question.objects.filter(pk=question.pk).exists()
+    assert not Question.objects.filter(pk__in=[question.pk, locations.pk]).exists()
     deleted = next(e for e in events(rs) if e.action == "reader_study.admin.question.delete")
     assert deleted.detail["before"]["text"] == "Residual bone present?" and deleted.detail["after"] is None
 
