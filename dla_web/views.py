@@ -143,6 +143,10 @@ class TokenView(APIView):
             isinstance(data.get(k), str) for k in ("username", "password")
         ):
             return Response({"detail": "send a JSON object with username and password as text"}, status=400)
+        if any("\x00" in data[k] for k in ("username", "password")):
+            return Response(
+                {"detail": "send username and password as text without NUL characters"}, status=400
+            )
         user = authenticate(request, username=data["username"], password=data["password"])
         if user is None and getattr(request, "axes_locked_out", False):
             until = locked_until(request, data["username"])

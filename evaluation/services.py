@@ -19,7 +19,7 @@ inputs, calls those functions and saves. Decisions:
   stored truth's bone lies inside the rebuilt bone. Real studies get no breakdown, and the report says so.
 * Truth-referenced section (every study with a truth volume, whatever the reference): the 3D-DLA class map's
   vessels and the DSA baseline (``dla.stats.truth.dsa_baseline_vessels``: the subtracted volume >= 600 HU in
-  26-connected components >= 20 mm^3, the recipe's defaults, no seed and no clean-up) are scored against the
+  26-connected components >= 20 mm^3, the recipe's threshold and floor, no growing, seed or clean-up) are scored against the
   truth's vessels over the whole volume, by vessel radius and along the centreline (``dla.stats.truth``); the
   radii are the phantom's own (``dla.phantoms.vessel_radii_from_params``, used only when the regenerated vessels
   equal the stored truth's voxel for voxel), else estimated from the mask and the report says so. Residual bone
@@ -540,7 +540,7 @@ def truth_summary(evaluation: Evaluation, results: list[dict]) -> dict:
     without = [r["pseudonym"] for r in results if r not in with_truth]
     rule = (
         f"The DSA baseline's vessels: subtracted volume >= {DSA_BASELINE['vessel_threshold_hu']:g} HU in "
-        f"26-connected components >= {DSA_BASELINE['min_vessel_component_mm3']:g} mm^3 (the recipe's defaults; "
+        f"26-connected components >= {DSA_BASELINE['min_vessel_component_mm3']:g} mm^3 (the recipe's threshold and floor; no hysteresis growing, "
         "no seed point, no manual clean-up)"
     )
     if not with_truth:

@@ -162,21 +162,6 @@ def _paginated(component: str) -> dict:
     }
 
 
-def _declare_token_request(raw):
-    body = {
-        "type": "object",
-        "required": ["username", "password"],
-        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
-    }
-    _op(raw, "post", "/api/auth/token/")["requestBody"] = {
-        "required": True,
-        "content": {
-            "application/json": {"schema": body},
-            "application/x-www-form-urlencoded": {"schema": body},
-        },
-    }
-
-
 # (what the server does that its schema does not say, where to fix it, the amendment that declares it)
 KNOWN_SCHEMA_BUGS = [
     (
@@ -234,12 +219,6 @@ KNOWN_SCHEMA_BUGS = [
         lambda raw: _json_schema(raw, "get", "/api/evaluations/{id}/results/").update(
             schema=_paginated("StudyResult")
         ),
-    ),
-    (
-        "POST /api/auth/token/ reads username and password from the body but declares no request body (so "
-        "generated requests never carried credentials)",
-        "dla_web/views.py TokenView.post: extend_schema(request=<serializer with username, password>)",
-        _declare_token_request,
     ),
     (
         "POST /api/task-runs/{id}/cancel/ answers 202, declared 200",

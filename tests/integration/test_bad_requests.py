@@ -72,11 +72,20 @@ def test_failed_task_errors_are_words_not_class_names_or_reprs():
     # no task error shows where the server keeps its files (training, inference, ingest alike)
     leaked = readable_error(RuntimeError("cannot read /srv/dla/var/checkpoints/run-12.pt: bad zip"))
     assert leaked == "RuntimeError: cannot read run-12.pt: bad zip"
-    assert readable_error(RoiBoxError("see http://pacs:8042/dicom-web/studies")).endswith("/dicom-web/studies")
+    assert readable_error(RoiBoxError("see http://pacs:8042/dicom-web/studies")).endswith(
+        "/dicom-web/studies"
+    )
 
 
 @pytest.mark.parametrize(
-    "body", [{"username": True, "password": "x"}, {"username": "admin"}, {"username": ["a"], "password": 1}]
+    "body",
+    [
+        {"username": True, "password": "x"},
+        {"username": "admin"},
+        {"username": ["a"], "password": 1},
+        {"username": "\x00admin", "password": "x"},  # found by the fuzzer: PostgreSQL refuses NUL in text
+        {"username": "admin", "password": "pw\x00"},
+    ],
 )
 def test_token_requests_with_non_text_credentials_are_400s(body):
     from rest_framework.test import APIClient

@@ -126,10 +126,11 @@ def test_per_study_numbers_match_independent_computations(finished, truth_cohort
         expected = overlap(tv, truth_cohort["preds"][study.pk])
         for key in ("sensitivity", "ppv", "dice"):
             assert t["dla"]["whole_head"][key] == pytest.approx(expected[key], abs=1e-12), (study.kind, key)
-        # the DSA baseline is the recipe's vessel mask at its defaults
+        # the DSA baseline is the recipe's vessel mask at its threshold and floor, without growing
         fill = np.asarray(study.volume("fill").array())
         sub = np.asarray(study.volume("subtracted").array())
-        recipe_vessel = run_recipe(fill, sub, SPACING, RecipeParams()).labels == VESSEL
+        threshold_only = RecipeParams(vessel_low_threshold_hu=None, vessel_edge_fraction=None)
+        recipe_vessel = run_recipe(fill, sub, SPACING, threshold_only).labels == VESSEL
         expected_dsa = overlap(tv, recipe_vessel)
         for key in ("sensitivity", "ppv", "dice"):
             assert t["dsa"]["whole_head"][key] == pytest.approx(expected_dsa[key], abs=1e-12), key
