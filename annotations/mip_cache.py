@@ -45,7 +45,7 @@ from django.core.files.storage import default_storage
 from rest_framework import exceptions, status
 
 from dla.classes import CLASS_COLORS_RGBA
-from dla.render.mip import MipVolume, check_view, prepare_mip_volume, rotated_mip
+from dla.render.mip import MIP_RENDERER_VERSION, MipVolume, check_view, prepare_mip_volume, rotated_mip
 from dla.render.slices import Window, encode_png, window_to_uint8
 
 CINE_ANGLES = 36
@@ -140,8 +140,13 @@ def draft_source(draft, class_id: int) -> Source:
 
 
 def frame_key(source: Source, view: View) -> str:
+    """The frame's cache key: the voxels, the view and the renderer's version (frames of an older renderer, e.g.
+    with its ring artifact, are not served again; they are re-rendered)."""
     what = "hu" if source.class_id is None else f"l{source.class_id}"
-    return f"{source.content[:40]}-a{view.angle_deg:.1f}-t{view.tilt_deg:.1f}-{what}-s{view.size}"
+    return (
+        f"{source.content[:40]}-a{view.angle_deg:.1f}-t{view.tilt_deg:.1f}-{what}-s{view.size}"
+        f"-r{MIP_RENDERER_VERSION}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ storage
