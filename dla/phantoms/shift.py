@@ -7,8 +7,10 @@ topology and noise streams and differs only in the overridden settings.
 ``shift_anatomy`` returns the anatomy numbers (``sample_anatomy``) with the anatomy keys of a shift applied
 (contrast, skull thickness, bone density, vessel tortuosity, noise); ``shift_blur`` the blur sigma.  An absolute
 key (``noise_sigma_hu``) replaces the drawn value, a ``*_scale`` key multiplies it; giving both of a pair is an
-error.  Unshifted subjects are untouched: no new key in their anatomy dict or ``params``, the same arrays bit
-for bit.  Another voxel size is not a shift key: it is ``make_subject``'s ``spacing_mm`` argument (the blur
+error.  A thicker skull (``skull_thickness_scale`` > 1, ``skull_thickness_mm`` > 7) also moves the 9 mm margin
+that keeps cortical branches out of the bone inward by as much, and ``tortuosity_scale`` bends the vessels, so
+both redraw parts of the vessel tree (the truth vessels differ, as they should).  Unshifted subjects are
+untouched: no new key in their anatomy dict or ``params``, the same arrays bit for bit.  Another voxel size is not a shift key: it is ``make_subject``'s ``spacing_mm`` argument (the blur
 sigma is in voxels, so it shrinks in mm with the voxel).  Pure Python.
 """
 
