@@ -1,17 +1,18 @@
-"""Shifted cohorts (issue 14.4): named overrides of a phantom subject's acquisition and anatomy settings, applied
-after every random draw of ``make_subject`` so that a shifted subject keeps its seed's anatomy, vessel tree
-topology and noise streams and differs only in the overridden settings.
+"""Shifted cohorts (issue 14.4): named overrides of a phantom subject's acquisition and anatomy settings,
+applied after every random draw of ``make_subject`` so that a shifted subject keeps its seed's anatomy, vessel
+tree topology and noise streams and differs only in the overridden settings.
 
 ``SHIFT_OPTIONS`` documents every key (meaning, unit, allowed range); ``check_shift`` validates a shift dict
 (``None`` or ``{}``: no shift) and raises ``PhantomParameterError`` naming a bad key and its allowed range;
 ``shift_anatomy`` returns the anatomy numbers (``sample_anatomy``) with the anatomy keys of a shift applied
-(contrast, skull thickness, bone density, vessel tortuosity, noise); ``shift_blur`` the blur sigma.  An absolute
-key (``noise_sigma_hu``) replaces the drawn value, a ``*_scale`` key multiplies it; giving both of a pair is an
-error.  A thicker skull (``skull_thickness_scale`` > 1, ``skull_thickness_mm`` > 7) also moves the 9 mm margin
-that keeps cortical branches out of the bone inward by as much, and ``tortuosity_scale`` bends the vessels, so
-both redraw parts of the vessel tree (the truth vessels differ, as they should).  Unshifted subjects are
-untouched: no new key in their anatomy dict or ``params``, the same arrays bit for bit.  Another voxel size is not a shift key: it is ``make_subject``'s ``spacing_mm`` argument (the blur
-sigma is in voxels, so it shrinks in mm with the voxel).  Pure Python.
+(contrast, skull thickness, bone density, vessel tortuosity, noise); ``shift_blur`` the blur sigma.  An
+absolute key (``noise_sigma_hu``) replaces the drawn value, a ``*_scale`` key multiplies it; giving both of a
+pair is an error.  A thicker skull (``skull_thickness_scale`` > 1, ``skull_thickness_mm`` > 7) also moves the
+9 mm margin that keeps cortical branches out of the bone inward by as much, and ``tortuosity_scale`` bends the
+vessels, so both redraw parts of the vessel tree (the truth vessels differ, as they should).  Unshifted
+subjects are untouched: no new key in their anatomy dict or ``params``, the same arrays bit for bit.  Another
+voxel size is not a shift key: it is ``make_subject``'s ``spacing_mm`` argument (the blur sigma is in voxels,
+so it shrinks in mm with the voxel).  Pure Python.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ BONE_HU_KEYS = (
     "vertebra_cortical_hu",
     "vertebra_cancellous_hu",
 )
-"""The anatomy HU values ``bone_density_scale`` multiplies (every bone; metal and otic streaks are unchanged)."""
+"""The anatomy HU values ``bone_density_scale`` multiplies (every bone; metal and the otic streaks unchanged)."""
 
 SKULL_THICKNESS_CLIP_MM = (2.5, 11.0)
-"""The local vault thickness (mm, template frame) is clipped to this range; ``skull_thickness_scale`` scales it."""
+"""The local vault thickness (template mm) is clipped to this range; ``skull_thickness_scale`` scales it."""
 
 BRAIN_MARGIN_MM = 9.0
-"""Cortical branches stay this far inside the outer skull surface; a thicker skull scales it with the thickness."""
+"""Cortical branches stay this far (mm) inside the outer skull surface; a thicker skull moves it inward."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ UNSHIFTED_ANATOMY = {
     "brain_margin_mm": BRAIN_MARGIN_MM,
     "vessel_tortuosity_scale": 1.0,
 }
-"""What the anatomy keys that only a shift adds mean when absent (recorded as the drawn values they replace)."""
+"""What the anatomy keys only a shift adds mean when absent (recorded as the drawn values they replace)."""
 
 
 def shift_anatomy(a: dict[str, Any], shift: dict[str, float]) -> dict[str, Any]:
@@ -236,7 +237,7 @@ def shift_blur(blur_sigma_voxels: float, shift: dict[str, float]) -> float:
 
 
 def parse_shift_items(items) -> dict[str, float]:
-    """``["noise_scale=2", "contrast_scale=0.7"]`` (command-line KEY=VALUE words) -> a validated shift dict."""
+    """``["noise_scale=2", "contrast_scale=0.7"]`` (command-line KEY=VALUE words) -> validated shift dict."""
     out: dict[str, Any] = {}
     for item in items or ():
         key, sep, value = str(item).partition("=")
