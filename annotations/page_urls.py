@@ -2,7 +2,8 @@
 
 ``/studies/``: the study list (search, filters cohort / label status / has DLA), rendered on the server so it
 works without JavaScript. ``/studies/<id>/``: the annotation workspace; its data (volumes, geometry) is handed
-to the ES modules through ``json_script`` and ``data-*`` attributes, everything else comes from the REST API.
+to the ES modules through ``json_script`` and ``data-*`` attributes (with the study's newest predicted class map,
+for "Accept model vessels"), everything else comes from the REST API.
 ``/studies/<id>/?review=<version id>`` opens the workspace read-only on that label version with its diff
 against the parent (approve / reject for admins, through the API's review action).
 ``/reviews/``: the admins' review queue (submitted label versions, oldest first, and the latest outcomes),
@@ -18,6 +19,12 @@ from django.shortcuts import render
 from django.urls import path
 
 from dla.classes import CLASS_NAMES, LABELED_CLASSES
+from dla.labeling.recipe import (
+    DEFAULT_VESSEL_EDGE_FRACTION,
+    DEFAULT_VESSEL_LOW_THRESHOLD_HU,
+    VESSELNESS_MAX_SCALES,
+    RecipeParams,
+)
 from dla.render.slices import WINDOW_PRESETS_HU
 from dla_web.roles import is_admin, is_annotator
 
@@ -128,6 +135,9 @@ def workspace(request, pk: int):
         if v["role"] not in seen:
             seen.add(v["role"])
             newest.append(v)
+    # the newest predicted class map of the study (model-assisted labeling); the model's name is fetched by the
+    # page from /api/models/<id>/ (this app does not import the inference app)
+    class_map = study.volumes.filter(role=Volume.Role.CLASS_MAP).order_by("-created_at", "-id").first()
     return render(
         request,
         "annotations/workspace.html",
@@ -135,9 +145,36 @@ def workspace(request, pk: int):
             "study": study,
             "review": review,
             "volumes": newest,
+            "class_map": None
+            if class_map is None
+            else {
+                "id": class_map.pk,
+                "model_version_id": class_map.model_version_id,
+                "created_at": class_map.created_at.isoformat(),
+                "shape": class_map.shape,
+            },
             "presets": {k: {"center": c, "width": w} for k, (c, w) in WINDOW_PRESETS_HU.items()},
+            "recipe_defaults": recipe_defaults(),
         },
     )
+
+
+def recipe_defaults() -> dict:
+    """The recipe's defaults for the workspace's advanced options (filled into the inputs; a switched-off option
+    shows the value it would use when switched on)."""
+    d = RecipeParams()
+    low, edge = d.vessel_low_threshold_hu, d.vessel_edge_fraction
+    return {
+        "vessel_low_threshold_hu": low,
+        "vessel_edge_fraction": edge,
+        "low_threshold_hu": f"{DEFAULT_VESSEL_LOW_THRESHOLD_HU if low is None else low:g}",
+        "edge_fraction": f"{DEFAULT_VESSEL_EDGE_FRACTION if edge is None else edge:g}",
+        "vessel_edge_radius_mm": f"{d.vessel_edge_radius_mm:g}",
+        "sigmas_text": " ".join(f"{s:g}" for s in d.vesselness_sigmas_mm),
+        "vesselness_threshold": f"{d.vesselness_threshold:g}",
+        "vesselness_reach_mm": f"{d.vesselness_reach_mm:g}",
+        "max_scales": VESSELNESS_MAX_SCALES,
+    }
 
 
 def _class_counts(version: LabelVersion | None) -> dict[int, int]:

@@ -1,8 +1,9 @@
 // Annotation workspace: three orthogonal slice views and a MIP, window/level, label overlay of the user's draft,
-// threshold preview + recipe, Slicer's tools (islands: remove / keep selected / split to a class / keep largest /
+// threshold preview + recipe (with the advanced "beyond one threshold" options: hysteresis growing, local edge,
+// vesselness), "Accept model vessels" from the study's predicted class map, Slicer's tools (islands: remove / keep selected / split to a class / keep largest /
 // remove small; brush and erase "only over" a class; margin grow/shrink and smoothing in mm; scissors), undo/redo,
-// commit with conflict handling, a banner when someone else commits, version history. Data: volumes via
-// json_script, everything else from the REST API.
+// commit with conflict handling, a banner when someone else commits, version history. Data: volumes and the
+// newest class map via json_script, everything else from the REST API.
 // A brush drag is one edit: the dabs are painted into a local copy of the view's label slice while dragging (no
 // request, no slice reload) and sent as one brush op with all stroke points on release, so one undo reverts it.
 // Opening the page makes no draft: until the first edit the overlay shows the head version (revision "0"), and
@@ -17,6 +18,8 @@ import { RotatingMip } from "./viewer_mip.js";
 const root = document.getElementById("workspace");
 const volumes = JSON.parse(document.getElementById("ws-volumes").textContent);
 const presets = JSON.parse(document.getElementById("ws-presets").textContent);
+// the study's newest predicted class map {id, model_version_id, created_at, shape}, or null
+const classMap = JSON.parse(document.getElementById("ws-class-map").textContent);
 const statusBox = document.getElementById("ws-status");
 const $ = (id) => document.getElementById(id);
 
@@ -214,6 +217,11 @@ function showCounts(counts) {
     const n = (counts || {})[span.dataset.countFor] || 0;
     span.textContent = n ? ` ${n.toLocaleString()} vx` : "";
   }
+  // the draft panel: voxels per class of the labels shown (data-vessel-voxels for tests and scripts)
+  const box = $("draft-counts");
+  const n = (c) => Number((counts || {})[c] || 0);
+  box.textContent = LABELED_CLASSES.map((c) => `${CLASS_LABELS[c]} ${n(c).toLocaleString()}`).join(" · ") + " voxels";
+  box.dataset.vesselVoxels = String(n(VESSEL));
 }
 
 function reloadLabels() {
@@ -248,6 +256,7 @@ function showWithoutDraft() {
   $("draft-info").textContent =
     `0 edits on ${head ? `v${head.number}` : "an empty map"} · your draft starts with your first edit`;
   root.dataset.draftRevision = "0";
+  if (classMap) syncModelScope();
   reloadLabels();
 }
 
@@ -259,6 +268,7 @@ function setDraft(draft, { reload = true } = {}) {
   $("redo").disabled = !draft.can_redo;
   $("discard").disabled = false;
   showCounts(draft.counts);
+  if (classMap) syncModelScope();
   $("draft-info").textContent =
     `${draft.ops.length} edit${draft.ops.length === 1 ? "" : "s"} on ${draft.base_number ? `v${draft.base_number}` : "an empty map"}` +
     ` · revision ${draft.revision}`;
@@ -538,12 +548,89 @@ if (!subtracted) {
   $("threshold-apply").title = "this study has no subtracted (DSA) volume";
 }
 
-$("threshold-apply").addEventListener("click", async () => {
-  if (ws.review) return;
-  beginAction();
+// Advanced recipe options ("beyond one threshold"): hysteresis growing, the local edge and the vesselness filter.
+// A switched-off option is sent as null (growing, edge) or as no scales (vesselness), so the backend skips it.
+for (const [box, inputs] of [["grow-on", ["low-threshold"]], ["edge-on", ["edge-fraction", "edge-radius"]]]) {
+  const sync = () => inputs.forEach((id) => { $(id).disabled = !$(box).checked; });
+  $(box).addEventListener("change", sync);
+  sync();
+}
+const finestSpacingMm = volumes.length ? Math.min(...volumes[0].spacing_mm) : null;
+if (finestSpacingMm) {
+  $("vesselness-hint").textContent += ` Each scale ≥ ${(finestSpacingMm / 2).toFixed(2)} mm here.`;
+}
+
+// a number typed by the user (HU, mm, a fraction): a finite number, else a message and null
+function numberIn(id, what) {
+  const raw = $(id).value.trim(), v = Number(raw);
+  if (raw === "" || !Number.isFinite(v)) {
+    setStatus(`${what} must be a number (got “${raw}”).`, "error");
+    $("recipe-advanced").open = true;
+    $(id).focus();
+    return null;
+  }
+  return v;
+}
+
+// The recipe op's params from the panel, or null (with a message) when an input is not a number. Ranges are
+// checked by the server, which answers a 400 naming the parameter.
+function recipeParams() {
   const params = { vessel_threshold_hu: ws.threshold };
   const minComp = Number($("min-component").value);
   if (Number.isFinite(minComp) && $("min-component").value !== "") params.min_vessel_component_mm3 = minComp;
+  if ($("grow-on").checked) {
+    const low = numberIn("low-threshold", "The growing threshold (HU)");
+    if (low === null) return null;
+    if (low >= ws.threshold) {
+      setStatus(`The growing threshold (${low} HU) must be below the vessel threshold (${ws.threshold} HU).`, "error");
+      $("recipe-advanced").open = true;
+      $("low-threshold").focus();
+      return null;
+    }
+    params.vessel_low_threshold_hu = low;
+  } else params.vessel_low_threshold_hu = null;
+  if ($("edge-on").checked) {
+    const fraction = numberIn("edge-fraction", "The edge fraction"), radius = numberIn("edge-radius", "The edge radius (mm)");
+    if (fraction === null || radius === null) return null;
+    params.vessel_edge_fraction = fraction;
+    params.vessel_edge_radius_mm = radius;
+  } else params.vessel_edge_fraction = null;
+  const words = $("vesselness-sigmas").value.split(/[\s,;]+/).filter(Boolean);
+  const sigmas = words.map(Number);
+  if (sigmas.some((v) => !Number.isFinite(v))) {
+    setStatus(`Vesselness scales must be numbers of mm separated by spaces (got “${$("vesselness-sigmas").value}”).`, "error");
+    $("recipe-advanced").open = true;
+    $("vesselness-sigmas").focus();
+    return null;
+  }
+  params.vesselness_sigmas_mm = sigmas;
+  if (sigmas.length) {
+    const threshold = numberIn("vesselness-threshold", "The vesselness threshold"), reach = numberIn("vesselness-reach", "The vesselness reach (mm)");
+    if (threshold === null || reach === null) return null;
+    params.vesselness_threshold = threshold;
+    params.vesselness_reach_mm = reach;
+  }
+  return params;
+}
+
+// What the recipe did to the vessel tree, in numbers (next to the backend's one-line summary).
+function recipeNumbers(report, params) {
+  const v = report.vessel || {};
+  const fmt = (n) => Number(n || 0).toLocaleString();
+  const parts = [`${fmt(v.voxels)} vessel voxels`];
+  parts.push(params.vessel_low_threshold_hu === null ? "growing off" : `grown +${fmt(v.grown_voxels)}`);
+  parts.push(params.vessel_edge_fraction === null ? "edge trim off" : `trimmed −${fmt(v.trimmed_voxels)}`);
+  if (params.vesselness_sigmas_mm.length) parts.push(`vesselness +${fmt(v.vesselness_voxels)}`);
+  return el("p", { class: "small recipe-numbers", dataset: {
+    testid: "recipe-numbers", vesselVoxels: v.voxels ?? "", grownVoxels: v.grown_voxels ?? "",
+    trimmedVoxels: v.trimmed_voxels ?? "", vesselnessVoxels: v.vesselness_voxels ?? "" } }, parts.join(" · "));
+}
+
+$("threshold-apply").addEventListener("click", async () => {
+  if (ws.review) return;
+  beginAction();
+  const params = recipeParams();
+  if (!params) return;
   const box = $("recipe-progress");
   $("threshold-apply").disabled = true;
   try {
@@ -561,13 +648,15 @@ $("threshold-apply").addEventListener("click", async () => {
       allViews().forEach((v) => { v.preview = null; });
       setDraft(await api(`/api/drafts/${ws.draft.id}/`));
       const warnings = run.result?.warnings || [];
-      const summary = run.result?.report?.summary || "";
+      const report = run.result?.report || {};
+      const summary = report.summary || "";
       if (warnings.length) {  // never a plain success when a class came out empty
         setStatus(`Recipe applied at ${ws.threshold} HU with ${warnings.length} warning(s): see below.`, "warning");
         box.append(el("div", { class: "flash warning", role: "alert" }, ...warnings.map((w) => el("div", {}, w))));
       } else {
         setStatus(`Recipe applied at ${ws.threshold} HU.`, "success");
       }
+      if (report.vessel) box.append(recipeNumbers(report, params));
       if (summary) box.append(el("p", { class: "muted small", "data-testid": "recipe-report" }, summary));
     } else {
       setStatus(`Recipe ${run.state}: ${plainError(run.error || run.message)}`, "error");
@@ -578,6 +667,71 @@ $("threshold-apply").addEventListener("click", async () => {
     $("threshold-apply").disabled = !subtracted;
   }
 });
+
+// ------------------------------------------------------------------------------------------------ model suggestions
+
+// "Accept model vessels": the study's newest predicted class map (classMap, from the page) turned into vessel
+// labels of the draft, in the whole volume, inside the draft's ROI box or in an axial slab around the current
+// slice; one op, so one undo reverts it.
+
+// the ROI box of the labels shown: the draft's last set_roi op, else its base version's box
+function currentRoi() {
+  const ops = (ws.draft && ws.draft.ops) || [];
+  for (let i = ops.length - 1; i >= 0; i -= 1) if (ops[i].op && ops[i].op.op === "set_roi") return ops[i].op.box_zyx;
+  const base = ws.draft ? ws.draft.base_version : ws.head && ws.head.id;
+  return ws.head && ws.head.id === base ? ws.head.roi_box_zyx || null : null;
+}
+
+function syncModelScope() {
+  if (!classMap) return;
+  const roiOption = $("model-scope").querySelector("option[value=roi]");
+  const roi = currentRoi();
+  roiOption.disabled = !roi;
+  roiOption.textContent = roi ? `inside the ROI box (${roi[1] - roi[0]}×${roi[3] - roi[2]}×${roi[5] - roi[4]} voxels)` : "inside the ROI box (none set)";
+  if (!roi && $("model-scope").value === "roi") $("model-scope").value = "all";
+  $("model-slab-row").hidden = $("model-scope").value !== "slab";
+}
+
+// the scope as a half-open box [z0, z1, y0, y1, x0, x1], null for the whole volume, undefined when refused
+function modelBox() {
+  const scope = $("model-scope").value;
+  const [nz, ny, nx] = classMap.shape || ws.volume.shape;
+  if (scope === "roi") {
+    const roi = currentRoi();
+    if (!roi) { setStatus("This draft has no ROI box: draw one with the ROI box tool (C) or choose another scope.", "error"); return undefined; }
+    return roi;
+  }
+  if (scope === "slab") {
+    const n = Number($("model-slab").value);
+    if (!Number.isInteger(n) || n < 1) { setStatus(`The slab must be a whole number of slices, at least 1 (got “${$("model-slab").value}”).`, "error"); return undefined; }
+    const z0 = Math.max(0, ws.crosshair.z - Math.floor((n - 1) / 2));
+    const z1 = Math.min(nz, z0 + n);
+    return [z0, z1, 0, ny, 0, nx];
+  }
+  return null;
+}
+
+if (classMap) {
+  const info = $("model-info");
+  const when = new Date(classMap.created_at).toLocaleString();
+  info.textContent = `Class map #${classMap.id} of model #${classMap.model_version_id ?? "?"} · ${when}`;
+  if (classMap.model_version_id) {
+    api(`/api/models/${classMap.model_version_id}/`).then((m) => {
+      info.textContent = `Class map #${classMap.id} of model “${m.name}” (#${m.id}${m.is_active ? ", active" : ""}) · ${when}`;
+    }).catch(() => { /* the id stays shown */ });
+  }
+  $("model-scope").addEventListener("change", syncModelScope);
+  $("model-accept").addEventListener("click", () => {
+    const box = modelBox();
+    if (box === undefined) return;
+    const op = { op: "model_vessels", volume_id: classMap.id };
+    if (box) op.box_zyx = box;
+    if ($("model-only-unlabeled").checked) op.only_class = UNLABELED;
+    const where = box ? (($("model-scope").value === "slab") ? `slices ${box[0] + 1}–${box[1]}` : "the ROI box") : "the whole volume";
+    runOp(op, `Accepted the model's vessels in ${where}`);
+  });
+  syncModelScope();
+}
 
 // ------------------------------------------------------------------------------------------------ tools
 
