@@ -175,6 +175,7 @@ def test_label_next_accept_model_vessels_and_recipe_growing(
     assert on["vessels"] != off["vessels"], (on, off)
     assert on["grown"] > 0 and f"grown +{on['grown']:,}" in on["text"], on
     assert "hysteresis from 100 HU added" in on["report"], on
-    page.locator("#recipe-panel").scroll_into_view_if_needed()
+    page.set_viewport_size({"width": 1400, "height": 1700})  # the side panel scrolls: show all of it
+    page.locator("[data-testid=recipe-report]").scroll_into_view_if_needed()
     shot(page, "workspace-recipe-advanced")
     assert not page.js_errors, page.js_errors

@@ -39,7 +39,7 @@ function renderPriorities(body, data) {
   }
   parts.push(el("p", { class: "small muted foot", dataset: { testid: "label-next-missing" } },
     missing.length
-      ? `${missing.length} stud${missing.length === 1 ? "y has" : "ies have"} no prediction of this model: run inference on them to rank them.`
+      ? `${missing.length} stud${missing.length === 1 ? "y has" : "ies have"} no prediction of this model: run inference on ${missing.length === 1 ? "it" : "them"} to rank ${missing.length === 1 ? "it" : "them"}.`
       : "Every study without approved labels has a prediction."));
   body.replaceChildren(...parts);
   if (data.measure) document.getElementById("label-next-measure").textContent = `Measure: ${data.measure}.`;

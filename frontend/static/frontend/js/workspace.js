@@ -656,6 +656,9 @@ $("threshold-apply").addEventListener("click", async () => {
       } else {
         setStatus(`Recipe applied at ${ws.threshold} HU.`, "success");
       }
+      // the run's own message repeats the summary shown below: keep the row short
+      const runText = box.querySelector(".run-head > span.muted");
+      if (runText && summary) runText.textContent = "100% · done";
       if (report.vessel) box.append(recipeNumbers(report, params));
       if (summary) box.append(el("p", { class: "muted small", "data-testid": "recipe-report" }, summary));
     } else {
