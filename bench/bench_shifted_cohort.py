@@ -13,8 +13,8 @@ baseline (subtracted >= 600 HU, 20 mm^3 components) are scored against the exact
 voxel) and centreline sensitivity. Prints a table and writes bench/results/shifted_cohort.json (with the load
 average: the machine is shared).
 
-    .venv/bin/python bench/bench_shifted_cohort.py --iterations 2500 --train 10 --test 4   # measured (12 min)
-    .venv/bin/python bench/bench_shifted_cohort.py --train-seed 1 --only unshifted ... --out OTHER.json
+    .venv/bin/python bench/bench_shifted_cohort.py   # = --iterations 8000 --train 10 --test 4 (measured, 16 min)
+    .venv/bin/python bench/bench_shifted_cohort.py --iterations 2500 --train-seed 1 --only unshifted ... --out X.json
 """
 
 from __future__ import annotations
@@ -168,10 +168,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", type=int, default=128, help="grid size per axis of the training/test phantoms")
     ap.add_argument("--voxel-mm", type=float, default=1.8, help="voxel size (mm) of the voxel-size shift")
-    ap.add_argument("--train", type=int, default=6, help="train phantoms (first of the plan's train split)")
+    ap.add_argument("--train", type=int, default=10, help="train phantoms (first of the plan's train split)")
     ap.add_argument("--val", type=int, default=2, help="validation phantoms")
-    ap.add_argument("--test", type=int, default=3, help="test phantoms per condition")
-    ap.add_argument("--iterations", type=int, default=600, help="training iterations of each model")
+    ap.add_argument("--test", type=int, default=4, help="test phantoms per condition")
+    ap.add_argument("--iterations", type=int, default=8000, help="training iterations of each model")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--slabs", type=int, default=8)
     ap.add_argument("--slab-px", type=int, default=24)
