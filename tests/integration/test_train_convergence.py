@@ -1,5 +1,5 @@
 """Patch-mode training (the paper's voxel-wise patches) converges on the synthetic problem of
-tests/unit/model/test_train.py: 150 iterations of 32 patches (paper: 512), checked by dense inference over the
+tests/unit/model/test_train.py: 300 iterations of 32 patches (paper: 512), checked by dense inference over the
 training volumes and by train()'s validation metrics on a held-out phantom. The unit layer keeps the shorter
 dense-mode run; this one takes several seconds, so it lives here. No Django, no database."""
 
@@ -23,7 +23,7 @@ def one_torch_thread():
 
 def test_tiny_model_overfits_synthetic_problem_in_patch_mode():
     model = fresh_model(0)
-    iters = 150
+    iters = 300
     cfg = small_config(
         mode="patch",
         max_iterations=iters,

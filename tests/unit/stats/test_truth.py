@@ -170,7 +170,8 @@ def test_estimated_radius_of_tubes():
 def test_dsa_baseline_is_the_recipe_vessel_mask():
     s = make_subject((40, 48, 48), seed=4, motion=True)
     baseline = dsa_baseline_vessels(s.subtracted_hu, s.spacing_mm)
-    labels = run_recipe(s.fill_hu, s.subtracted_hu, s.spacing_mm, RecipeParams()).labels
+    threshold_only = RecipeParams(vessel_low_threshold_hu=None, vessel_edge_fraction=None)  # no growing
+    labels = run_recipe(s.fill_hu, s.subtracted_hu, s.spacing_mm, threshold_only).labels
     assert np.array_equal(baseline, labels == VESSEL)
     # the floor in mm^3: 7 voxels of 1 mm^3 are dropped, 8 kept (default 20 mm^3 -> floor of 2.5 mm^3 here)
     sub = np.zeros((12, 12, 12), np.int16)
