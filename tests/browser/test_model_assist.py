@@ -2,7 +2,7 @@
 the study list's "Label next" card (no active model said in words; then two predicted studies ranked by the
 model's vessel uncertainty, checked against the entropy computed from the stored probability volumes, and the
 study without a prediction counted), "Accept model vessels" in an axial slab (the draft panel's vessel count grows
-by the class map's vessel voxels in that slab, one undo takes it back), and the recipe applied with hysteresis
+by the class map's vessel voxels in that slab, one undo takes it back; then inside an ROI box), and the recipe applied with hysteresis
 growing switched off and on (different vessel counts, both recorded in the draft's ops). Screenshots:
 test-artifacts/screenshots/label-next-card.png, workspace-model-assist.png, workspace-recipe-advanced.png."""
 
@@ -152,6 +152,25 @@ def test_label_next_accept_model_vessels_and_recipe_growing(
     assert panel_vessels(page) == 0
     assert not (draft_state(top)[1] == VESSEL).any()
 
+    # an ROI box set elsewhere (another tab): the page follows the draft, and "inside the ROI box" uses it
+    box = [4, 20, 10, 40, 5, 30]
+    set_roi = annotator.post(
+        f"/api/drafts/{draft.pk}/ops/", {"op": {"op": "set_roi", "box_zyx": box}}, format="json"
+    )
+    assert set_roi.status_code == 200, set_roi.content
+    wait_revision(page, 3)
+    page.wait_for_function("() => !document.querySelector('#model-scope option[value=roi]').disabled")
+    page.select_option("[data-testid=model-scope]", "roi")
+    page.click("[data-testid=model-accept]")
+    wait_revision(page, 4)
+    in_box = int((predicted[4:20, 10:40, 5:30] == VESSEL).sum())
+    assert 0 < in_box < int((predicted == VESSEL).sum())
+    assert panel_vessels(page) == in_box == int((draft_state(top)[1] == VESSEL).sum())
+    assert draft_state(top)[0].ops[-1]["op"]["box_zyx"] == box
+    page.click("#undo")
+    wait_revision(page, 5)
+    assert panel_vessels(page) == 0
+
     # the recipe with hysteresis growing off, then on: different vessel counts, each as reported
     page.click("#recipe-advanced summary")
     assert page.input_value("#low-threshold") == "100" and page.is_checked("#grow-on")
@@ -160,7 +179,7 @@ def test_label_next_accept_model_vessels_and_recipe_growing(
     page.uncheck("#grow-on")
     assert page.is_disabled("#low-threshold")
     off = apply_recipe(page)
-    wait_revision(page, 3)
+    wait_revision(page, 6)
     draft, labels = draft_state(top)
     assert draft.ops[-1]["op"]["params"]["vessel_low_threshold_hu"] is None
     assert off["vessels"] == int((labels == VESSEL).sum()) == panel_vessels(page)
@@ -168,7 +187,7 @@ def test_label_next_accept_model_vessels_and_recipe_growing(
 
     page.check("#grow-on")
     on = apply_recipe(page)
-    wait_revision(page, 4)
+    wait_revision(page, 7)
     draft, labels = draft_state(top)
     assert draft.ops[-1]["op"]["params"]["vessel_low_threshold_hu"] == 100
     assert on["vessels"] == int((labels == VESSEL).sum()) == panel_vessels(page)
