@@ -43,17 +43,6 @@ OPTIONS = {
 }
 
 
-def score(reference: TruthReference, mask: np.ndarray) -> dict:
-    m = reference.score(mask)
-    return {
-        "dice": m.whole_head.dice,
-        "sensitivity": m.whole_head.sensitivity,
-        "ppv": m.whole_head.ppv,
-        "resolved_sensitivity": m.resolved.overlap.sensitivity,
-        "centreline_sensitivity": m.centreline.sensitivity,
-    }
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--subjects", type=int, default=12, help="subjects of the chosen splits to score")
@@ -76,7 +65,7 @@ def main(argv=None) -> dict:
             res = run_recipe(s.fill_hu, s.subtracted_hu, s.spacing_mm, RecipeParams.from_dict(dict(kw)))
             times.setdefault(name, []).append(time.perf_counter() - t0)
             rows.setdefault(f"{group} | {name}", {}).setdefault(
-                e["subject_id"], score(reference, res.labels == VESSEL)
+                e["subject_id"], reference.score(res.labels == VESSEL).headline()
             )
         print(f"{e['subject_id']} ({e['split']}, {group}) scored", flush=True)
     summary = {}

@@ -82,17 +82,6 @@ def recipe_labels(subject) -> np.ndarray:
     return labels
 
 
-def score(ref: TruthReference, predicted: np.ndarray) -> dict:
-    m = ref.score(predicted)
-    return {
-        "dice": m.whole_head.dice,
-        "sensitivity": m.whole_head.sensitivity,
-        "ppv": m.whole_head.ppv,
-        "resolved_dice": m.resolved.overlap.dice,
-        "centreline_sensitivity": m.centreline.sensitivity,
-    }
-
-
 def mean_of(rows: list[dict]) -> dict:
     out = {}
     for k in METRICS:
@@ -230,12 +219,12 @@ def main():
             ref = TruthReference(s.truth == VESSEL, radii.radius_mm, s.spacing_mm)
             row = {"subject_id": e["subject_id"]}
             per_subject["DSA"].append(
-                {**row, **score(ref, dsa_baseline_vessels(s.subtracted_hu, s.spacing_mm))}
+                {**row, **ref.score(dsa_baseline_vessels(s.subtracted_hu, s.spacing_mm)).headline()}
             )
             cand = intensity_candidates(s.fill_hu)
             for name, model in models.items():
                 pred = predict_volume(model, s.fill_hu, candidate_mask=cand).class_map == VESSEL
-                per_subject[name].append({**row, **score(ref, pred)})
+                per_subject[name].append({**row, **ref.score(pred).headline()})
         results[cond] = {
             "shape_zyx": list(cshape),
             "spacing_mm": list(cspacing),

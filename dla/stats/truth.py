@@ -240,6 +240,18 @@ class TruthVesselMetrics:
     voxel_mm: float
     near_mm: float
 
+    def headline(self) -> dict:
+        """The flat figures benches and tables quote: whole-head Dice / sensitivity / PPV, Dice and sensitivity
+        of the vessels of radius >= one voxel, centreline sensitivity (fractions; None where undefined)."""
+        return {
+            "dice": self.whole_head.dice,
+            "sensitivity": self.whole_head.sensitivity,
+            "ppv": self.whole_head.ppv,
+            "resolved_dice": self.resolved.overlap.dice,
+            "resolved_sensitivity": self.resolved.overlap.sensitivity,
+            "centreline_sensitivity": self.centreline.sensitivity,
+        }
+
     def to_dict(self) -> dict:
         return {
             "whole_head": self.whole_head.to_dict(),
