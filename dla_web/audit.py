@@ -8,8 +8,8 @@ import logging
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
+from .client import client_ip
 from .models import AuditEvent
-from .security import client_ip
 
 logger = logging.getLogger(__name__)
 _current_request: contextvars.ContextVar = contextvars.ContextVar("dla_audit_request", default=None)

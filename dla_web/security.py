@@ -1,6 +1,6 @@
 """Security plumbing not covered by Django's own: a Content-Security-Policy that forbids inline scripts and every
 third-party origin (pages load ES modules from our static files only); the session timeouts (idle and absolute);
-the client address behind trusted proxies (``DLA_TRUSTED_PROXIES``) for login throttling and lockout; the
+the
 throttle of ``POST /api/auth/token/``; the lockout refusal that says until when; and the password validator that
 refuses a password containing the username ("reader3reader3")."""
 
@@ -13,6 +13,8 @@ from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.utils import timezone
 from rest_framework.throttling import SimpleRateThrottle
+
+from .client import client_ip
 
 CSP = "; ".join(
     [
@@ -133,19 +135,6 @@ class SessionTimeoutMiddleware:
 
 
 # ------------------------------------------------------------------------------------------------ logins
-
-
-def client_ip(request) -> str:
-    """The client's address: ``REMOTE_ADDR``, or behind ``DLA_TRUSTED_PROXIES`` proxies the X-Forwarded-For
-    entry that many from the right (what the nearest trusted proxy saw; entries further left are the client's
-    word and can be forged)."""
-    remote = request.META.get("REMOTE_ADDR", "") or ""
-    proxies = getattr(settings, "TRUSTED_PROXIES", 0)
-    if proxies:
-        forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
-        if forwarded:
-            return forwarded[-min(proxies, len(forwarded))]
-    return remote
 
 
 def locked_until(request, username: str) -> datetime | None:

@@ -102,7 +102,7 @@ AXES_RESET_ON_SUCCESS = True
 # A locked account's further attempts do not extend the lock, so "unlocks at" in the refusal stays true.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_VERBOSE = False
-AXES_CLIENT_IP_CALLABLE = "dla_web.security.client_ip"  # honours DLA_TRUSTED_PROXIES, like the API throttle
+AXES_CLIENT_IP_CALLABLE = "dla_web.client.client_ip"  # honours DLA_TRUSTED_PROXIES, like the API throttle
 AXES_LOCKOUT_CALLABLE = (
     "dla_web.security.lockout_response"  # the login page saying until when, not plain text
 )
