@@ -36,7 +36,13 @@ from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import CLASS_NAMES, LABELED_CLASSES
 from dla.model.ddp import backend_and_devices, train_distributed
-from dla.model.dense import InferenceCancelled, dla_volume, intensity_candidates, predict_volume
+from dla.model.dense import (
+    InferenceCancelled,
+    class_priors_from_labels,
+    dla_volume,
+    intensity_candidates,
+    predict_volume,
+)
 from dla.model.network import (
     PRESETS,
     DLANet,
@@ -412,6 +418,7 @@ def run_training(
     ctx.progress(0.0, f"loading {len(plan['train']) + len(plan['validation'])} volumes", force=True)
     train_pairs = _load_pairs(plan["train"])
     train_data = TrainingData(train_pairs, name=f"training cohort {train_cohort!r}")
+    priors = class_priors_from_labels(train_pairs)
     if plan["validation"]:
         val_pairs = _load_pairs(plan["validation"])
         val_data = TrainingData(val_pairs, name=f"validation cohort {validation_cohort!r}")
@@ -505,6 +512,7 @@ def run_training(
                 "train_curve": record.train_curve,
                 "train_studies": record.train_studies,
                 "validation_studies": record.validation_studies,
+                "class_priors": dict(zip(("vessel", "bone", "soft_tissue"), priors, strict=True)),
             },
             created_by_id=user_id,
             notes=notes,
@@ -647,8 +655,14 @@ def run_inference(
     study_ids: list[int],
     candidate_min_hu: int | None = 100,
     user_id: int | None = None,
+    prior_correction: bool = True,
 ) -> dict:
     """Classify the fill volume of each study and store class_map, vessel_prob and dla volumes.
+
+    ``prior_correction``: a model trained here records its training labels' class frequencies among the
+    candidate voxels (``metrics["class_priors"]``); its balanced-training probabilities are re-weighted to them
+    (``predict_volume(class_priors=...)``), which removes most of the vessel over-calling of balanced training.
+    Uploaded weights carry no priors and are used as they are.
 
     Idempotent per (run, study): volumes of this run (``source`` = ``infer-run-<id>``) are written in one
     transaction, so a rerun skips studies already done and redoes the others."""
@@ -656,6 +670,16 @@ def run_inference(
     studies = inference_studies(study_ids=study_ids)
     ctx.progress(0.0, f"loading model {version.name}", force=True)
     model = load_model(version)
+    recorded = (version.metrics or {}).get("class_priors")
+    priors = None
+    if prior_correction and recorded:
+        priors = tuple(float(recorded[k]) for k in ("vessel", "bone", "soft_tissue"))
+        ctx.log(
+            "prior correction to the training labels' class frequencies: "
+            + ", ".join(
+                f"{k} {100 * v:.2f}%" for k, v in zip(("vessel", "bone", "soft tissue"), priors, strict=True)
+            )
+        )
     source = f"infer-run-{ctx.run_id}"
     should_cancel = _ThrottledCancel(ctx)
     results = []
@@ -679,7 +703,12 @@ def run_inference(
 
         try:
             prediction = predict_volume(
-                model, fill_hu, candidate_mask=candidates, progress=progress, should_cancel=should_cancel
+                model,
+                fill_hu,
+                candidate_mask=candidates,
+                progress=progress,
+                should_cancel=should_cancel,
+                class_priors=priors,
             )
         except InferenceCancelled as exc:
             raise TaskCancelled(str(exc)) from exc
@@ -717,6 +746,7 @@ def run_inference(
                 "voxels_per_s": prediction.voxels_per_s,
                 "elapsed_s": prediction.elapsed_s,
                 "network_voxels": prediction.network_voxels,
+                "class_priors": list(priors) if priors else None,
             }
         )
         ctx.progress((i + 1) / n, f"{study.pseudonym} done ({i + 1}/{n})", force=True)

@@ -7,8 +7,10 @@ import torch
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
 from dla.model.dense import (
     InferenceCancelled,
+    InferenceError,
     InferenceMemoryError,
     InvalidVolumeError,
+    class_priors_from_labels,
     dla_volume,
     intensity_candidates,
     pad_volume,
@@ -167,3 +169,37 @@ def test_dla_volume_and_input_checks():
         pad_volume(vol.astype(np.float32))
     with pytest.raises(InvalidVolumeError, match="outside"):
         predict_patches(build_model("tiny"), vol, np.array([[0, 3, 0]]))
+
+
+def test_prior_correction_reweights_the_balanced_probabilities():
+    """Bayes prior shift: p(c|x) proportional to p_balanced(c|x) * prior_c; equal priors change nothing."""
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    fill = _volume((4, 14, 15), seed=3)
+    plain = predict_volume(model, fill, prob_dtype=np.float32, return_probs=True)
+    same = predict_volume(model, fill, prob_dtype=np.float32, class_priors=(1, 1, 1))
+    np.testing.assert_array_equal(same.class_map, plain.class_map)
+    priors = np.array([0.004, 0.4, 0.596])
+    shifted = predict_volume(
+        model, fill, prob_dtype=np.float32, return_probs=True, class_priors=tuple(priors)
+    )
+    expected = plain.probs * priors[:, None, None, None]
+    expected /= expected.sum(axis=0, keepdims=True)
+    np.testing.assert_allclose(shifted.probs, expected, atol=1e-5)
+    np.testing.assert_array_equal(shifted.class_map, expected.argmax(axis=0).astype(np.uint8) + VESSEL)
+    assert (shifted.class_map == VESSEL).sum() < (plain.class_map == VESSEL).sum()
+    for bad in ((1, 1), (0, 1, 1), (np.nan, 1, 1)):
+        with pytest.raises(InferenceError, match="three positive frequencies"):
+            predict_volume(model, fill, class_priors=bad)
+
+
+def test_class_priors_count_the_labelled_candidate_voxels():
+    fill = np.full((3, 8, 8), -500, np.int16)
+    fill[:, :4] = 800  # candidates (>= 100 HU; dilated by one voxel)
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[:, :2] = VESSEL
+    labels[:, 2:4] = BONE
+    labels[:, 4:] = SOFT_TISSUE  # only row 4 lies in the dilated candidates
+    cand = intensity_candidates(fill, 100)
+    counts = [np.count_nonzero(cand & (labels == c)) for c in (VESSEL, BONE, SOFT_TISSUE)]
+    assert class_priors_from_labels([(fill, labels)]) == pytest.approx(np.array(counts) / sum(counts))
