@@ -192,8 +192,13 @@ def predict_volume(
     prob_dtype: type = np.float16,
     return_probs: bool = False,
     class_priors: tuple[float, float, float] | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
 ) -> PredictionResult:
     """Dense tiled inference over int16 HU ``fill_hu`` [Z,Y,X].
+
+    A 3D U-Net (config architecture "unet3d") goes to ``dla.model.unet3d.predict_volume_unet3d`` (sliding
+    window, same result type; ``spacing_mm`` (dz, dy, dx) is checked against the spacing it was planned for; the
+    tile, slab and channels_last arguments do not apply). The voxel net ignores ``spacing_mm``.
 
     Slices are processed in batches of ``slab_batch`` (each output slice gets its own 5 input slices),
     in-plane in tiles of ``tile_yx`` output voxels whose inputs overlap by the 20-voxel halo. Where
@@ -209,6 +214,20 @@ def predict_volume(
     ``class_priors`` the probabilities are re-weighted to them (Bayes prior shift) before the argmax and the
     stored vessel probability. None: as trained.
     """
+    if getattr(getattr(model, "config", None), "is_unet", False):
+        from dla.model.unet3d import predict_volume_unet3d
+
+        return predict_volume_unet3d(
+            model,
+            fill_hu,
+            candidate_mask=candidate_mask,
+            progress=progress,
+            should_cancel=should_cancel,
+            prob_dtype=prob_dtype,
+            return_probs=return_probs,
+            class_priors=class_priors,
+            spacing_mm=spacing_mm,
+        )
     fill_hu = _check_volume(fill_hu)
     prior_weights = None
     if class_priors is not None:

@@ -8,6 +8,12 @@ input window around it. Applied to one 41x41 patch the network returns 1x1 logit
 mode); applied to a (H+40)x(W+40) slab it returns HxW logits, identical per voxel up to float rounding
 (dense mode, see dla/model/dense.py). Output channel c is class id c + 1 (dla/classes.py).
 Receptive field = 1 + sum over convolutions of (kernel - 1) * dilation, which every preset keeps at 41.
+
+A second architecture lives in the same registry: ``NetworkConfig(architecture="unet3d", ...)`` is a MONAI 3D
+U-Net (DynUNet planned like nnU-Net for the training volumes' spacing, dla/model/unet3d.py). ``build_model``,
+``config_fingerprint``, ``save_weights`` and ``load_weights`` handle both; a voxel config's dict and fingerprint
+are exactly what they were before the U-Net existed (its ``unet_*`` fields are left out), so stored voxel
+weights keep their fingerprints and old configs load as voxel configs.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ class InvalidNetworkConfigError(ValueError):
     """A NetworkConfig is malformed (e.g. its receptive field is not 41x41)."""
 
 
+ARCHITECTURES = ("voxel", "unet3d")
+UNET_FIELDS = ("unet_filters", "unet_kernels", "unet_strides", "unet_patch_zyx", "unet_spacing_mm")
+
+
 def normalize_hu(x: torch.Tensor) -> torch.Tensor:
     """Map fill-volume HU (any numeric dtype tensor, any shape) to float32 network input.
 
@@ -64,6 +74,11 @@ class NetworkConfig:
     them, skip = centre crop of the block input, ReLU after the addition). The final 1x1 conv maps ``width``
     to ``num_classes`` logits. ``residual_scale_init`` scales the He init of the last conv of every residual
     branch by 1/sqrt(#blocks) so activations do not grow with depth in the absence of batch norm.
+
+    ``architecture``: "voxel" (this DLANet, the default) or "unet3d" (dla/model/unet3d.py, built from the
+    ``unet_*`` fields: filters per stage, (kz, ky, kx) kernels and strides per stage (the first stride is
+    (1, 1, 1)), the training / sliding-window patch (z, y, x voxels) and the voxel spacing (dz, dy, dx mm) it
+    was planned for; use ``dla.model.unet3d.plan_unet3d`` to fill them). The voxel fields are unused by a U-Net.
     """
 
     width: int = 16
@@ -73,13 +88,42 @@ class NetworkConfig:
     in_slices: int = PATCH_Z
     num_classes: int = NUM_NETWORK_CLASSES
     residual_scale_init: bool = True
+    architecture: str = "voxel"
+    unet_filters: tuple[int, ...] = ()
+    unet_kernels: tuple[tuple[int, int, int], ...] = ()
+    unet_strides: tuple[tuple[int, int, int], ...] = ()
+    unet_patch_zyx: tuple[int, ...] = ()
+    unet_spacing_mm: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         self.blocks = tuple(tuple((int(k), int(d)) for k, d in block) for block in self.blocks)
+        if self.architecture not in ARCHITECTURES:
+            raise InvalidNetworkConfigError(
+                f"unknown architecture {self.architecture!r}; choose one of {list(ARCHITECTURES)}"
+            )
+        self.unet_filters = tuple(int(f) for f in self.unet_filters)
+        self.unet_kernels = tuple(tuple(int(k) for k in ks) for ks in self.unet_kernels)
+        self.unet_strides = tuple(tuple(int(k) for k in ks) for ks in self.unet_strides)
+        self.unet_patch_zyx = tuple(int(p) for p in self.unet_patch_zyx)
+        self.unet_spacing_mm = tuple(float(v) for v in self.unet_spacing_mm)
+
+    @property
+    def is_unet(self) -> bool:
+        return self.architecture == "unet3d"
 
     def to_dict(self) -> dict:
+        """JSON-able dict; a voxel config's dict has no architecture / unet_* keys (as before the U-Net)."""
         d = dataclasses.asdict(self)
         d["blocks"] = [[[k, dil] for k, dil in block] for block in self.blocks]
+        if self.architecture == "voxel":
+            for name in ("architecture", *UNET_FIELDS):
+                d.pop(name)
+        else:
+            d["unet_filters"] = list(self.unet_filters)
+            d["unet_kernels"] = [list(k) for k in self.unet_kernels]
+            d["unet_strides"] = [list(k) for k in self.unet_strides]
+            d["unet_patch_zyx"] = list(self.unet_patch_zyx)
+            d["unet_spacing_mm"] = list(self.unet_spacing_mm)
         return d
 
     @classmethod
@@ -220,10 +264,14 @@ class DLANet(nn.Module):
         return self.fc(h)
 
 
-def build_model(config: NetworkConfig | str) -> DLANet:
-    """DLANet from a NetworkConfig or a preset name."""
+def build_model(config: NetworkConfig | str) -> nn.Module:
+    """The network of a NetworkConfig or a preset name: a DLANet, or a UNet3D for architecture "unet3d"."""
     if isinstance(config, str):
         config = preset_config(config)
+    if config.is_unet:
+        from dla.model.unet3d import UNet3D  # monai is imported only when a U-Net is built
+
+        return UNet3D(config)
     return DLANet(config)
 
 
@@ -235,6 +283,9 @@ def config_fingerprint(config: NetworkConfig) -> str:
     """Stable identifier of architecture + input normalisation; weights only load into a matching model."""
     payload = json.dumps({"config": config.to_dict(), "norm": NORMALIZATION_ID}, sort_keys=True)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    if config.is_unet:
+        patch = "x".join(str(p) for p in config.unet_patch_zyx)
+        return f"unet3d-f{config.unet_filters[0] if config.unet_filters else 0}-S{len(config.unet_filters)}-p{patch}-{digest}"
     return f"dlanet-w{config.width}-L{config.num_conv_layers}-rf{config.receptive_field}-{digest}"
 
 
@@ -309,8 +360,8 @@ def load_state_checked(model: DLANet, state_dict: dict, *, source: str = "weight
     model.load_state_dict(state_dict)
 
 
-def load_weights(path: str | os.PathLike, expected_config: NetworkConfig | None = None) -> DLANet:
-    """Build the model stored in ``path`` and load its weights.
+def load_weights(path: str | os.PathLike, expected_config: NetworkConfig | None = None) -> nn.Module:
+    """Build the model stored in ``path`` (a DLANet or a UNet3D, as its config says) and load its weights.
 
     With ``expected_config``, weights of any other architecture (or normalisation) are refused with an
     IncompatibleWeightsError naming the differing keys/shapes and both fingerprints.
@@ -333,11 +384,11 @@ def load_weights(path: str | os.PathLike, expected_config: NetworkConfig | None 
     if expected_config is not None:
         fp_expected, fp_stored = config_fingerprint(expected_config), config_fingerprint(stored_config)
         if fp_expected != fp_stored:
-            diff = state_dict_differences(DLANet(expected_config).state_dict(), blob["state_dict"])
+            diff = state_dict_differences(build_model(expected_config).state_dict(), blob["state_dict"])
             raise IncompatibleWeightsError(
                 f"{path}: weights are for architecture {fp_stored}, expected {fp_expected}: {diff}"
             )
-    model = DLANet(stored_config)
+    model = build_model(stored_config)
     load_state_checked(model, blob["state_dict"], source=str(path))
     model.eval()
     return model

@@ -20,6 +20,14 @@ with probability ``augment_probability``; applied to training batches only (``au
 the validation voxels. With everything off no random number is drawn for it: training is bit-identical to
 before.
 
+**3D U-Net** (issue 18): when the model's config says ``architecture="unet3d"`` (dla/model/unet3d.py) a batch is
+``dense_slabs_per_batch`` 3-D patches of the config's ``unet_patch_zyx`` voxels, each containing a labelled voxel of
+a uniformly drawn class at a random position (padded like ``pad_volume`` where the patch leaves the volume, those
+voxels unlabelled), with the same class-balanced masked loss ``balanced_dense_loss`` on every labelled voxel;
+``mode`` is then ignored. Validation scores the same fixed validation voxels, each predicted by the U-Net on a
+patch that contains it (patches placed greedily, at most ``UNET_VAL_MAX_PATCHES``). The voxel net's path is
+unchanged.
+
 An "epoch" is one pass worth of labelled training voxels (``epoch_voxels``, default: all labelled voxels).
 ``train`` supports checkpoint/resume (atomic), cancellation, divergence detection and torch.distributed
 (DistributedDataParallel, gloo on CPU) when a process group is initialised; ``dla.model.ddp`` launches the
@@ -288,6 +296,38 @@ class TrainingData:
             ts[i] = lab[z, y0 : y0 + p, x0 : x0 + p].astype(np.int64) - 1
         return normalize_hu(torch.from_numpy(_augmented(xs, rng, augment))), torch.from_numpy(ts)
 
+    def crop3d(self, v: int, start_zyx, size_zyx) -> tuple[np.ndarray, np.ndarray]:
+        """(int16 HU [D,H,W], int64 target [D,H,W] class - 1, -1 unlabelled) window of volume ``v`` at
+        ``start_zyx`` (unpadded coordinates, may leave the volume: padded like ``pad_volume``)."""
+        from dla.model.unet3d import crop_labels, crop_padded
+
+        start = [int(s) for s in start_zyx]
+        x = crop_padded(self.padded[v], (start[0] + HALO_Z, start[1] + HALO_YX, start[2] + HALO_YX), size_zyx)
+        return x, crop_labels(self.labels[v], start, size_zyx)
+
+    def sample_patch3d_batch(
+        self, rng: np.random.Generator, n: int, patch_zyx, augment: TrainConfig | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """3D U-Net batch: x float32 [n, 1, D, H, W] normalised, target int64 [n, D, H, W] (class - 1, -1 =
+        unlabelled or outside the volume). Each patch contains a voxel of a uniformly drawn class at a random
+        position; patches stay inside the volume along axes where it is at least the patch, else are centred."""
+        d = [int(p) for p in patch_zyx]
+        vox, _ = self.sample_class_voxels(rng, n)
+        offs = rng.integers(0, d, size=(n, 3))
+        xs = np.empty((n, *d), dtype=np.int16)
+        ts = np.empty((n, *d), dtype=np.int64)
+        for i, (v, *c) in enumerate(vox):
+            shape = self.labels[v].shape
+            start = [
+                int(np.clip(c[a] - offs[i, a], 0, shape[a] - d[a]))
+                if shape[a] >= d[a]
+                else -((d[a] - shape[a]) // 2)
+                for a in range(3)
+            ]
+            xs[i], ts[i] = self.crop3d(v, start, d)
+        x = normalize_hu(torch.from_numpy(_augmented(xs, rng, augment)))
+        return x[:, None], torch.from_numpy(ts)
+
     def fixed_validation_sample(self, n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic (seeded) sample of up to n_per_class voxels per class: (vox int [m,4], class ids [m])."""
         rng = np.random.default_rng(seed)
@@ -344,7 +384,8 @@ def _augmented(x: np.ndarray, rng: np.random.Generator, config: TrainConfig | No
 
 
 def balanced_dense_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Class-balanced masked cross-entropy. logits [n,3,P,P], target int64 [n,P,P] (-1 ignored).
+    """Class-balanced masked cross-entropy. logits [n,3,P,P], target int64 [n,P,P] (-1 ignored); the same for 3-D
+    logits [n,3,D,H,W] and targets [n,D,H,W].
 
     Returns (loss, number of labelled voxels). Each class present gets total weight 1/(#classes present).
     """
@@ -424,6 +465,67 @@ def evaluate(
     return metrics
 
 
+UNET_VAL_MAX_PATCHES = 256
+
+
+@torch.no_grad()
+def evaluate_unet3d(
+    model: torch.nn.Module,
+    data: TrainingData,
+    vox: np.ndarray,
+    classes: np.ndarray,
+    *,
+    device,
+    max_patches: int = UNET_VAL_MAX_PATCHES,
+) -> dict:
+    """``evaluate`` for a 3D U-Net: each fixed validation voxel is predicted on one patch of the config's size
+    that contains it in its central part (patches centred on the first voxel not yet scored, kept in the volume;
+    at most ``max_patches``, voxels left over are not scored). Same metrics as ``evaluate``, plus ``val_scored``."""
+    from dla.model.unet3d import window_start
+
+    net = getattr(model, "module", model)
+    size = tuple(net.config.unet_patch_zyx)
+    was_training = model.training
+    model.eval()
+    pred = np.zeros(len(vox), dtype=np.int64)
+    todo = np.ones(len(vox), dtype=bool)
+    for _ in range(max_patches):
+        left = np.flatnonzero(todo)
+        if not left.size:
+            break
+        v, *c = (int(t) for t in vox[left[0]])
+        shape = data.labels[v].shape
+        start = [window_start(c[a], size[a], shape[a]) for a in range(3)]
+        x, _ = data.crop3d(v, start, size)
+        logits = net(normalize_hu(torch.from_numpy(np.ascontiguousarray(x)))[None, None].to(device))
+        cls = (logits[0].argmax(0) + 1).cpu().numpy()
+        sel = left[vox[left, 0] == v]
+        rel = vox[sel, 1:] - np.asarray(start)
+        # scored only in the central part of the patch (a quarter of it from each side that is inside the
+        # volume): a U-Net is least sure at patch edges, where inference's gaussian blend gives little weight
+        lo = np.asarray([0 if start[a] <= 0 else size[a] // 4 for a in range(3)])
+        hi = np.asarray(
+            [size[a] if start[a] + size[a] >= shape[a] else size[a] - size[a] // 4 for a in range(3)]
+        )
+        inside = np.all((rel >= lo) & (rel < hi), axis=1)
+        sel, rel = sel[inside], rel[inside]
+        pred[sel] = cls[rel[:, 0], rel[:, 1], rel[:, 2]]
+        todo[sel] = False
+    model.train(was_training)
+    scored = ~todo
+    metrics = {}
+    errs = []
+    for c in LABELED_CLASSES:
+        sel = (classes == c) & scored
+        acc = float((pred[sel] == c).mean()) if sel.any() else float("nan")
+        metrics[f"val_acc_{CLASS_NAMES[c]}"] = acc
+        metrics[f"val_err_{CLASS_NAMES[c]}"] = 1.0 - acc
+        errs.append(1.0 - acc)
+    metrics["val_error"] = float(np.nanmean(errs))
+    metrics["val_scored"] = int(scored.sum())
+    return metrics
+
+
 def _rng_state(rng: np.random.Generator) -> dict:
     return copy.deepcopy(rng.bit_generator.state)
 
@@ -493,7 +595,7 @@ def train(
     checkpoint_every: int = 1000,
     resume: bool = True,
 ) -> TrainResult:
-    """Train ``model`` (a DLANet) in place; see module docstring. Returns TrainResult.
+    """Train ``model`` (a DLANet or a UNet3D) in place; see module docstring. Returns TrainResult.
 
     ``on_progress(iteration, metrics)`` after every iteration (metrics: iteration, epoch, lr, loss,
     voxels_per_s, plus validation metrics on validation iterations). Checkpoints every ``checkpoint_every``
@@ -543,6 +645,8 @@ def train(
     epoch_voxels = config.epoch_voxels or train_data.n_labeled
     val_vox, val_cls = val_data.fixed_validation_sample(config.val_samples_per_class, config.seed + 7919)
     use_amp = config.amp and device.type == "cuda"
+    unet = bool(getattr(net.config, "is_unet", False))
+    validate = evaluate_unet3d if unet else evaluate
     local_batch = max(1, config.batch_size // world)
     local_slabs = max(1, config.dense_slabs_per_batch // world)
 
@@ -571,7 +675,11 @@ def train(
         lr = config.lr_at(epoch)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        if config.mode == "patch":
+        if unet:
+            x, target = train_data.sample_patch3d_batch(
+                rng, local_slabs, net.config.unet_patch_zyx, augment=config
+            )
+        elif config.mode == "patch":
             x, target = train_data.sample_patch_batch(rng, local_batch, augment=config)
         else:
             x, target = train_data.sample_dense_batch(
@@ -580,7 +688,7 @@ def train(
         x, target = x.to(device), target.to(device)
         with torch.autocast(device_type=device.type, enabled=use_amp):
             logits = train_model(x)
-        if config.mode == "patch":
+        if config.mode == "patch" and not unet:
             loss = F.cross_entropy(logits[:, :, 0, 0].float(), target)
             n_vox = len(target)
         else:
@@ -619,7 +727,7 @@ def train(
         }
         stop = False
         if it % config.val_every == 0:
-            metrics.update(evaluate(net, val_data, val_vox, val_cls, device=device))
+            metrics.update(validate(net, val_data, val_vox, val_cls, device=device))
             state["history"].append(dict(metrics))
             if metrics["val_error"] < state["best_val_error"] - config.early_stopping_min_delta:
                 state["best_val_error"] = metrics["val_error"]
@@ -638,7 +746,7 @@ def train(
         if stop:
             break
     if "val_error" not in metrics:
-        metrics = {**metrics, **evaluate(net, val_data, val_vox, val_cls, device=device)}
+        metrics = {**metrics, **validate(net, val_data, val_vox, val_cls, device=device)}
         # the last iteration's weights were not validated in the loop: they compete for the best here
         if metrics["val_error"] < state["best_val_error"] - config.early_stopping_min_delta:
             state["best_val_error"] = metrics["val_error"]
