@@ -4,7 +4,7 @@ hyper-parameter is a 400 naming the field, never a failed run)."""
 from rest_framework import serializers
 
 from annotations.models import Study
-from dla.model.network import PRESETS
+from dla.model.network import ARCHITECTURES, PRESETS
 from dla.model.train import InvalidTrainConfigError, TrainConfig
 from dla_web.serializers import TaskRunSerializer
 
@@ -16,6 +16,9 @@ COHORTS = [c for c in Study.Cohort.values if c != Study.Cohort.UNASSIGNED]
 # Form defaults: the paper's optimiser settings; the run length is scaled for a CPU (the paper stopped at a
 # plateau after 2e5 iterations on two GPUs).
 FORM_DEFAULTS = {
+    "architecture": "voxel",
+    "unet_patch_px": 64,
+    "unet_base_filters": 16,
     "preset": "cpu",
     "mode": PAPER.mode,
     "batch_size": PAPER.batch_size,
@@ -118,6 +121,24 @@ class TrainRequestSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
     notes = serializers.CharField(required=False, allow_blank=True, default="")
     preset = serializers.ChoiceField(choices=sorted(PRESETS), default=FORM_DEFAULTS["preset"])
+    architecture = serializers.ChoiceField(
+        choices=list(ARCHITECTURES),
+        default=FORM_DEFAULTS["architecture"],
+        help_text="voxel: the DLA voxel classifier of `preset`; unet3d: a 3D U-Net (MONAI DynUNet) planned like "
+        "nnU-Net for the cohort's voxel spacing, trained on 3-D patches (preset and patch-mode fields unused)",
+    )
+    unet_patch_px = serializers.IntegerField(
+        min_value=8,
+        max_value=256,
+        default=FORM_DEFAULTS["unet_patch_px"],
+        help_text="3D U-Net: cubic training / sliding-window patch (voxels; cut to the volumes' extent)",
+    )
+    unet_base_filters = serializers.IntegerField(
+        min_value=4,
+        max_value=64,
+        default=FORM_DEFAULTS["unet_base_filters"],
+        help_text="3D U-Net: first-stage filters",
+    )
     train_cohort = serializers.ChoiceField(choices=COHORTS, default="train")
     validation_cohort = serializers.ChoiceField(
         choices=COHORTS, default="validation", allow_null=True, help_text="null: monitor on training data"
@@ -167,6 +188,10 @@ class TrainRequestSerializer(serializers.Serializer):
     def validate(self, data):
         if data["validation_cohort"] == data["train_cohort"]:
             raise serializers.ValidationError({"validation_cohort": "must differ from the training cohort"})
+        if data["architecture"] == "unet3d" and data["mode"] == "patch":
+            raise serializers.ValidationError(
+                {"mode": "a 3D U-Net trains on dense 3-D patches; choose dense sampling"}
+            )
         if data["val_every"] > data["max_iterations"]:
             raise serializers.ValidationError(
                 {"val_every": "must not exceed max_iterations (no validation would ever run)"}
@@ -183,6 +208,12 @@ class TrainRequestSerializer(serializers.Serializer):
             "name": data["name"],
             "notes": data["notes"],
             "preset": data["preset"],
+            "architecture": data["architecture"],
+            **(
+                {"unet": {"patch_px": data["unet_patch_px"], "base_filters": data["unet_base_filters"]}}
+                if data["architecture"] == "unet3d"
+                else {}
+            ),
             "train_config": {k: data[k] for k in TRAIN_FIELDS},
             "train_cohort": data["train_cohort"],
             "validation_cohort": data["validation_cohort"],

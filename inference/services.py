@@ -48,6 +48,7 @@ from dla.model.network import (
     DLANet,
     IncompatibleWeightsError,
     NetworkConfig,
+    build_model,
     config_fingerprint,
     load_weights,
     preset_config,
@@ -366,11 +367,56 @@ def training_params_to_configs(params: dict) -> tuple[NetworkConfig, TrainConfig
     return net, cfg
 
 
+UNET_DEFAULTS = {"patch_px": 64, "base_filters": 16}
+
+
+def plan_unet_for_cohorts(plan: dict, unet: dict | None) -> tuple[NetworkConfig, str]:
+    """The 3D U-Net config (``dla.model.unet3d.plan_unet3d``) for the fill volumes of a training plan: planned for
+    their voxel spacing, with a cubic patch of ``unet["patch_px"]`` voxels cut to the largest training volume's
+    extent per axis. Returns (config, a sentence for the log). TrainingInputError when the training and validation
+    volumes do not share one spacing (within the inference tolerance): a U-Net is planned for one."""
+    from dla.model.unet3d import SPACING_TOLERANCE, plan_unet3d
+
+    opts = {**UNET_DEFAULTS, **(unet or {})}
+    shapes, spacings = [], []
+    for e in plan["train"] + plan["validation"]:
+        fill = Study.objects.get(pk=e["study"]).volume(Volume.Role.FILL)
+        shapes.append((e, tuple(int(n) for n in fill.shape)))
+        spacings.append((e["pseudonym"], tuple(float(v) for v in fill.spacing_mm)))
+    ref = spacings[0][1]
+    odd = [
+        f"{p} ({', '.join(f'{v:g}' for v in sp)} mm)"
+        for p, sp in spacings
+        if any(not 1 / SPACING_TOLERANCE <= a / b <= SPACING_TOLERANCE for a, b in zip(sp, ref, strict=True))
+    ]
+    if odd:
+        raise TrainingInputError(
+            f"a 3D U-Net is planned for one voxel spacing; {spacings[0][0]} has ({', '.join(f'{v:g}' for v in ref)})"
+            f" mm but {', '.join(odd)}: resample the studies to one spacing or train the voxel classifier"
+        )
+    extent = [max(s[a] for e, s in shapes if e in plan["train"]) for a in range(3)]
+    patch = [min(int(opts["patch_px"]), n) for n in extent]
+    config = plan_unet3d(ref, tuple(patch), base_filters=int(opts["base_filters"]))
+    note = (
+        f"3D U-Net planned for spacing ({', '.join(f'{v:g}' for v in ref)}) mm: patch "
+        f"{'x'.join(map(str, config.unet_patch_zyx))}, {len(config.unet_filters)} stages, filters "
+        f"{list(config.unet_filters)}"
+        + (
+            f" (patch {opts['patch_px']} cut to the training volumes' extent)"
+            if patch != [opts["patch_px"]] * 3
+            else ""
+        )
+    )
+    return config, note
+
+
 def run_training(
     ctx,
     *,
     name: str = "",
     preset: str = "cpu",
+    architecture: str = "voxel",
+    unet: dict | None = None,
     network: dict | None = None,
     train_config: dict | None = None,
     train_cohort: str = "train",
@@ -385,7 +431,9 @@ def run_training(
     them unless the train config says ``keep_weights="last"``); the summary (task result and the model's
     metrics) gives the kept and the last iteration with their validation errors and any divergence warning.
     Idempotent: a rerun of a run that registered its model returns it; a rerun of an interrupted run resumes
-    from its checkpoint."""
+    from its checkpoint. ``architecture="unet3d"`` trains a 3D U-Net instead of the ``preset`` voxel classifier,
+    planned for the cohorts' spacing (``plan_unet_for_cohorts``; ``unet``: ``patch_px``, ``base_filters``), in
+    one process."""
     done = ModelVersion.objects.filter(training_run_id=ctx.run_id).first()
     if done is not None:
         return {"model_version_id": done.pk, "name": done.name, **done.metrics.get("summary", {})}
@@ -394,6 +442,10 @@ def run_training(
     )
     ctx.progress(0.0, "checking cohorts and approved labels", force=True)
     plan = training_plan(train_cohort, validation_cohort)
+    if architecture == "unet3d":
+        net_cfg, unet_note = plan_unet_for_cohorts(plan, unet)
+        cfg.preset = "unet3d"
+        ctx.log(unet_note)
     record, _ = TrainingRun.objects.get_or_create(task_run_id=ctx.run_id)
     record.name = name
     record.max_iterations = cfg.max_iterations
@@ -427,9 +479,12 @@ def run_training(
         ctx.log("no validation cohort: monitoring on the training data")
     device = device_name()
     processes = settings.DLA_TRAIN_PROCESSES or max(1, torch.cuda.device_count())
+    if net_cfg.is_unet and processes > 1:
+        ctx.log(f"3D U-Net: trained in one process (the DDP launcher builds voxel networks), not {processes}")
+        processes = 1
     ctx.log(
         f"network {config_fingerprint(net_cfg)}, {train_data.n_labeled:,} labelled training voxels, "
-        f"mode {cfg.mode}, device {device}"
+        f"mode {'3-D patches' if net_cfg.is_unet else cfg.mode}, device {device}"
         + (f", DDP over {processes} processes ({backend_and_devices(processes)[0]})" if processes > 1 else "")
     )
     recorder = _CurveRecorder(record, ctx, cfg.max_iterations, start_iteration)
@@ -451,7 +506,7 @@ def run_training(
             )
         else:
             torch.manual_seed(cfg.seed)
-            model = DLANet(net_cfg)
+            model = build_model(net_cfg)
             result = train(
                 model,
                 train_data,
@@ -501,7 +556,7 @@ def run_training(
             local,
             config=net_cfg,
             activate=activate,
-            name=name or f"{preset} run {ctx.run_id}",
+            name=name or f"{'unet3d' if net_cfg.is_unet else preset} run {ctx.run_id}",
             train_config=cfg.to_dict(),
             training_run_id=ctx.run_id,
             metrics={
@@ -709,6 +764,7 @@ def run_inference(
                 progress=progress,
                 should_cancel=should_cancel,
                 class_priors=priors,
+                spacing_mm=tuple(fill.spacing_mm),
             )
         except InferenceCancelled as exc:
             raise TaskCancelled(str(exc)) from exc

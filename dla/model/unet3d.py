@@ -270,7 +270,9 @@ def predict_volume_unet3d(
             size = (max(b - a, roi[0]), max(Y, roi[1]), max(X, roi[2]))
             start = (a - (size[0] - (b - a)) // 2, -((size[1] - Y) // 2), -((size[2] - X) // 2))
             block = crop_padded(fill_hu, start, size)
-            x = normalize_hu(torch.from_numpy(np.ascontiguousarray(block))[None, None]).to(device)
+            x = normalize_hu(torch.from_numpy(np.require(block, requirements=["C", "W"]))[None, None]).to(
+                device
+            )
             try:
                 logits = sliding_window_inference(
                     x,

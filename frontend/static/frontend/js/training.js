@@ -202,6 +202,20 @@ async function refreshList() {
   }
 }
 
+// The architecture select shows the fields of the chosen network only; hidden fields are disabled, so they are
+// not sent and the API's defaults apply (the U-Net ignores the voxel preset and sampling mode).
+function showArchitectureFields() {
+  const arch = form.elements.architecture.value;
+  for (const label of form.querySelectorAll("[data-arch]")) {
+    const on = label.dataset.arch === arch;
+    label.hidden = !on;
+    label.style.display = on ? "" : "none"; // app.css gives labels display:block, which beats [hidden]
+    for (const input of label.querySelectorAll("input, select")) input.disabled = !on;
+  }
+}
+form.elements.architecture.addEventListener("change", showArchitectureFields);
+showArchitectureFields();
+
 function numberList(text) {
   return text.split(/[,\s]+/).filter(Boolean).map(Number);
 }
