@@ -24,9 +24,9 @@ before.
 ``dense_slabs_per_batch`` 3-D patches of the config's ``unet_patch_zyx`` voxels, each containing a labelled voxel of
 a uniformly drawn class at a random position (padded like ``pad_volume`` where the patch leaves the volume, those
 voxels unlabelled), with the same class-balanced masked loss ``balanced_dense_loss`` on every labelled voxel;
-``mode`` is then ignored. Validation scores the same fixed validation voxels, each predicted by the U-Net on a
-patch that contains it (patches placed greedily, at most ``UNET_VAL_MAX_PATCHES``). The voxel net's path is
-unchanged.
+``mode`` is then ignored. Validation scores the same fixed validation voxels, read from the U-Net's
+sliding-window prediction of the box around them in each validation volume (``evaluate_unet3d``). The voxel net's
+path is unchanged.
 
 An "epoch" is one pass worth of labelled training voxels (``epoch_voxels``, default: all labelled voxels).
 ``train`` supports checkpoint/resume (atomic), cancellation, divergence detection and torch.distributed
@@ -465,7 +465,7 @@ def evaluate(
     return metrics
 
 
-UNET_VAL_MAX_PATCHES = 256
+UNET_VAL_OVERLAP = 0.25
 
 
 @torch.no_grad()
@@ -476,53 +476,40 @@ def evaluate_unet3d(
     classes: np.ndarray,
     *,
     device,
-    max_patches: int = UNET_VAL_MAX_PATCHES,
+    overlap: float = UNET_VAL_OVERLAP,
 ) -> dict:
-    """``evaluate`` for a 3D U-Net: each fixed validation voxel is predicted on one patch of the config's size
-    that contains it in its central part (patches centred on the first voxel not yet scored, kept in the volume;
-    at most ``max_patches``, voxels left over are not scored). Same metrics as ``evaluate``, plus ``val_scored``."""
-    from dla.model.unet3d import window_start
+    """``evaluate`` for a 3D U-Net: the fixed validation voxels are read from the U-Net's sliding-window
+    prediction (``predict_volume_unet3d``, gaussian blend, ``overlap``) of each validation volume's box around
+    them (their bounding box plus half a patch, within the volume), i.e. as inference will classify them. Same
+    metrics as ``evaluate``, plus ``val_scored`` (every voxel)."""
+    from dla.model.unet3d import predict_volume_unet3d
 
     net = getattr(model, "module", model)
-    size = tuple(net.config.unet_patch_zyx)
+    half = np.asarray(net.config.unet_patch_zyx) // 2
     was_training = model.training
     model.eval()
     pred = np.zeros(len(vox), dtype=np.int64)
-    todo = np.ones(len(vox), dtype=bool)
-    for _ in range(max_patches):
-        left = np.flatnonzero(todo)
-        if not left.size:
-            break
-        v, *c = (int(t) for t in vox[left[0]])
-        shape = data.labels[v].shape
-        start = [window_start(c[a], size[a], shape[a]) for a in range(3)]
-        x, _ = data.crop3d(v, start, size)
-        logits = net(normalize_hu(torch.from_numpy(np.ascontiguousarray(x)))[None, None].to(device))
-        cls = (logits[0].argmax(0) + 1).cpu().numpy()
-        sel = left[vox[left, 0] == v]
-        rel = vox[sel, 1:] - np.asarray(start)
-        # scored only in the central part of the patch (a quarter of it from each side that is inside the
-        # volume): a U-Net is least sure at patch edges, where inference's gaussian blend gives little weight
-        lo = np.asarray([0 if start[a] <= 0 else size[a] // 4 for a in range(3)])
-        hi = np.asarray(
-            [size[a] if start[a] + size[a] >= shape[a] else size[a] - size[a] // 4 for a in range(3)]
-        )
-        inside = np.all((rel >= lo) & (rel < hi), axis=1)
-        sel, rel = sel[inside], rel[inside]
+    for v in np.unique(vox[:, 0]):
+        sel = np.flatnonzero(vox[:, 0] == v)
+        shape = np.asarray(data.labels[v].shape)
+        lo = np.maximum(vox[sel, 1:].min(0) - half, 0)
+        hi = np.minimum(vox[sel, 1:].max(0) + 1 + half, shape)
+        fill = data.padded[v][HALO_Z:-HALO_Z, HALO_YX:-HALO_YX, HALO_YX:-HALO_YX]
+        box = np.ascontiguousarray(fill[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
+        cls = predict_volume_unet3d(net, box, overlap=overlap).class_map
+        rel = vox[sel, 1:] - lo
         pred[sel] = cls[rel[:, 0], rel[:, 1], rel[:, 2]]
-        todo[sel] = False
     model.train(was_training)
-    scored = ~todo
     metrics = {}
     errs = []
     for c in LABELED_CLASSES:
-        sel = (classes == c) & scored
+        sel = classes == c
         acc = float((pred[sel] == c).mean()) if sel.any() else float("nan")
         metrics[f"val_acc_{CLASS_NAMES[c]}"] = acc
         metrics[f"val_err_{CLASS_NAMES[c]}"] = 1.0 - acc
         errs.append(1.0 - acc)
     metrics["val_error"] = float(np.nanmean(errs))
-    metrics["val_scored"] = int(scored.sum())
+    metrics["val_scored"] = len(vox)
     return metrics
 
 
