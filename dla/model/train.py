@@ -453,6 +453,12 @@ def evaluate(
         x = normalize_hu(torch.from_numpy(data.patches(vox[s : s + batch]))).to(device)
         pred[s : s + batch] = (model(x)[:, :, 0, 0].argmax(1) + 1).cpu().numpy()
     model.train(was_training)
+    return class_metrics(pred, classes)
+
+
+def class_metrics(pred: np.ndarray, classes: np.ndarray) -> dict:
+    """``val_acc_<class>`` / ``val_err_<class>`` of predicted class ids ``pred`` against ``classes`` (int [m]),
+    and ``val_error``, the mean per-class error (balanced; a class without voxels is NaN and left out)."""
     metrics = {}
     errs = []
     for c in LABELED_CLASSES:
@@ -500,17 +506,7 @@ def evaluate_unet3d(
         rel = vox[sel, 1:] - lo
         pred[sel] = cls[rel[:, 0], rel[:, 1], rel[:, 2]]
     model.train(was_training)
-    metrics = {}
-    errs = []
-    for c in LABELED_CLASSES:
-        sel = classes == c
-        acc = float((pred[sel] == c).mean()) if sel.any() else float("nan")
-        metrics[f"val_acc_{CLASS_NAMES[c]}"] = acc
-        metrics[f"val_err_{CLASS_NAMES[c]}"] = 1.0 - acc
-        errs.append(1.0 - acc)
-    metrics["val_error"] = float(np.nanmean(errs))
-    metrics["val_scored"] = len(vox)
-    return metrics
+    return {**class_metrics(pred, classes), "val_scored": len(vox)}
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
