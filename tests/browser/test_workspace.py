@@ -262,8 +262,21 @@ def test_overlay_colours_are_the_ones_of_dla_classes(page, live_server, users, l
         assert api.post(f"/api/drafts/{draft['id']}/ops/", {"op": op}, format="json").status_code == 200
 
     login(page, "annotator")
+    # the draft's label slices are held back until the overlay controls have changed: the views then compose
+    # with no labels yet, and their `data-loaded` marker must not claim the draft's revision before the labels
+    # arrive (it did: a compose named the revision wanted, not the one held, and the pixels below were grey)
+    held = []
+    page.route("**/api/drafts/*/slice/**", lambda route: held.append(route))
     page.goto(f"{live_server.url}/studies/{study.pk}/")
     page.wait_for_selector("#workspace[data-draft-revision]")
+    revision = int(page.get_attribute("#workspace", "data-draft-revision"))
+    assert revision == len(centres)
+    for _ in range(300):  # until the z view has asked for its draft slice
+        if any("axis=z" in route.request.url for route in held):
+            break
+        page.wait_for_timeout(50)
+    else:
+        raise AssertionError("the z view never asked for the draft's label slice")
 
     # the definitions in the page are dla.classes'
     data = page.evaluate("() => JSON.parse(document.getElementById('tissue-classes').textContent)")
@@ -293,8 +306,13 @@ def test_overlay_colours_are_the_ones_of_dla_classes(page, live_server, users, l
           o.dispatchEvent(new Event('input'));
         }"""
     )
+    loaded = page.get_attribute("#view-z", "data-loaded") or ""
+    assert not loaded.endswith(f":{revision}"), loaded
+    for route in held:
+        route.continue_()
+    page.unroute("**/api/drafts/*/slice/**")
     _go_to_slice(page, "z", 12)
-    _wait_loaded(page, "z", int(page.get_attribute("#workspace", "data-draft-revision")))
+    _wait_loaded(page, "z", revision)
     for class_id, (_, row, col) in centres.items():
         pixel = page.evaluate(
             """([row, col]) => {

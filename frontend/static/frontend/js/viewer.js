@@ -124,6 +124,8 @@ export class SliceView {
     const token = ++this.renderToken;
     const ws = this.ws;
     this.indexLabel.textContent = `${this.index + 1} / ${this.count}`;
+    // what this load fetches: the marker `data-loaded` names it once it is composed, never what is merely wanted
+    const loading = { index: this.index, key: ws.labels ? ws.labels.key : "-" };
     try {
       const [hu, labels, before] = await Promise.all([
         volumeSlice(ws.volume.id, this.axis, this.index),
@@ -134,6 +136,7 @@ export class SliceView {
       this.hu = hu;
       this.labels = labels;
       this.before = before;
+      this.held = loading;
       this.showError("");
       this.compose();
     } catch (err) {
@@ -187,7 +190,7 @@ export class SliceView {
       px[j] = r; px[j + 1] = gg; px[j + 2] = b; px[j + 3] = 255;
     }
     ctx.putImageData(out, 0, 0);
-    this.root.dataset.loaded = `${this.index}:${ws.labels ? ws.labels.key : "-"}`;
+    if (this.held) this.root.dataset.loaded = `${this.held.index}:${this.held.key}`;
     this.draw();
   }
 

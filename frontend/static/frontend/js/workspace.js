@@ -97,6 +97,7 @@ function selectVolume(volume) {
     view.index = Math.min(ws.crosshair[view.axis], view.count - 1);
     view.slider.value = String(view.index);
     view.hu = null;
+    view.held = null;
     view.load();
   }
   mip.reload();
