@@ -13,67 +13,40 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from dla.classes import SOFT_TISSUE, VESSEL
-from dla.model.network import HALO_YX, HALO_Z, PATCH_YX, PATCH_Z, normalize_hu
 
-AIR_HU = -1000
+# the inference errors, PredictionResult and AIR_HU are re-exported: code imports them from here
+from dla.model.base import (  # noqa: F401
+    AIR_HU,
+    HALO_YX,
+    HALO_Z,
+    PATCH_YX,
+    PATCH_Z,
+    InferenceCancelled,
+    InferenceError,
+    InferenceMemoryError,
+    InvalidVolumeError,
+    PredictionResult,
+    check_class_priors,
+    check_volume,
+    is_oom,
+    model_device,
+    normalize_hu,
+)
+
 DLA_BACKGROUND_HU = 0  # like a subtracted DSA: readers must not tell the methods apart by background
 DEFAULT_CANDIDATE_MIN_HU = 100
 MIN_TILE = 32
 
 
-class InferenceError(ValueError):
-    """Base class of inference errors."""
-
-
-class InferenceMemoryError(InferenceError):
-    """Ran out of memory even at the smallest tile size."""
-
-
-class InferenceCancelled(InferenceError):
-    """``should_cancel()`` returned True during inference."""
-
-
-class InvalidVolumeError(InferenceError):
-    """Input volume / mask / coordinates have the wrong shape or dtype."""
-
-
-@dataclass
-class PredictionResult:
-    """class_map uint8 [Z,Y,X] (class ids VESSEL/BONE/SOFT_TISSUE); vessel_prob float16 [Z,Y,X] in [0,1]
-    (0 where the network was not run; float32 with prob_dtype=np.float32); voxels_per_s = all volume voxels / wall time; network_voxels =
-    voxels the network actually classified (candidates)."""
-
-    class_map: np.ndarray
-    vessel_prob: np.ndarray
-    voxels_per_s: float
-    elapsed_s: float
-    network_voxels: int
-    tile_yx: tuple[int, int]
-    slab_batch: int
-    probs: np.ndarray | None = None  # float32 [3,Z,Y,X] softmax, only with return_probs=True
-
-
-def _check_volume(fill_hu: np.ndarray) -> np.ndarray:
-    fill_hu = np.asarray(fill_hu)
-    if fill_hu.ndim != 3:
-        raise InvalidVolumeError(f"fill volume must be 3D [Z,Y,X], got shape {fill_hu.shape}")
-    if not np.issubdtype(fill_hu.dtype, np.integer):
-        raise InvalidVolumeError(f"fill volume must be integer HU (int16), got {fill_hu.dtype}")
-    if min(fill_hu.shape) < 1:
-        raise InvalidVolumeError(f"fill volume is empty: shape {fill_hu.shape}")
-    return fill_hu
-
-
 def pad_volume(fill_hu: np.ndarray) -> np.ndarray:
     """int16 [Z,Y,X] HU -> int16 [Z+4, Y+40, X+40]: z edge-replicated by 2, y/x constant -1000 HU by 20."""
-    fill_hu = _check_volume(fill_hu).astype(np.int16, copy=False)
+    fill_hu = check_volume(fill_hu).astype(np.int16, copy=False)
     p = np.pad(fill_hu, ((HALO_Z, HALO_Z), (0, 0), (0, 0)), mode="edge")
     return np.pad(
         p, ((0, 0), (HALO_YX, HALO_YX), (HALO_YX, HALO_YX)), mode="constant", constant_values=AIR_HU
@@ -87,11 +60,6 @@ def extract_patches(padded_hu: np.ndarray, coords_zyx: np.ndarray) -> np.ndarray
     return windows[coords[:, 0], coords[:, 1], coords[:, 2]]
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def predict_patches(
     model: torch.nn.Module, fill_hu: np.ndarray, coords_zyx: np.ndarray, batch: int = 512
 ) -> np.ndarray:
@@ -99,12 +67,12 @@ def predict_patches(
 
     Each voxel's 5x41x41 patch is cut from ``pad_volume(fill_hu)`` and classified on its own.
     """
-    fill_hu = _check_volume(fill_hu)
+    fill_hu = check_volume(fill_hu)
     coords = np.asarray(coords_zyx, dtype=np.int64).reshape(-1, 3)
     if len(coords) and ((coords < 0).any() or (coords >= np.array(fill_hu.shape)).any()):
         raise InvalidVolumeError(f"coordinates outside the volume of shape {fill_hu.shape}")
     padded = pad_volume(fill_hu)
-    device = _model_device(model)
+    device = model_device(model)
     model.eval()
     out = np.empty((len(coords), 3), dtype=np.float32)
     with torch.inference_mode():
@@ -124,7 +92,7 @@ def intensity_candidates(
     in the fill scan; everything else (soft tissue, CSF, fat, air) is labelled SOFT_TISSUE without running
     the network (there is no separate air class). ``min_hu=None`` -> every voxel is a candidate.
     """
-    fill_hu = _check_volume(fill_hu)
+    fill_hu = check_volume(fill_hu)
     if min_hu is None:
         return np.ones(fill_hu.shape, dtype=bool)
     mask = fill_hu >= min_hu
@@ -158,16 +126,10 @@ def dla_volume(
     Default background 0 HU, the background of a subtracted 3D-DSA, so both angiograms share one window and a
     blinded reader cannot tell DLA from DSA by its background alone.
     """
-    fill_hu = _check_volume(fill_hu)
+    fill_hu = check_volume(fill_hu)
     if class_map.shape != fill_hu.shape:
         raise InvalidVolumeError(f"class_map shape {class_map.shape} != fill shape {fill_hu.shape}")
     return np.where(class_map == VESSEL, fill_hu, np.int16(background_hu)).astype(np.int16)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
 
 
 def auto_tile(shape_zyx: tuple[int, int, int]) -> tuple[tuple[int, int], int]:
@@ -228,13 +190,10 @@ def predict_volume(
             class_priors=class_priors,
             spacing_mm=spacing_mm,
         )
-    fill_hu = _check_volume(fill_hu)
-    prior_weights = None
-    if class_priors is not None:
-        w = np.asarray(class_priors, dtype=np.float64)
-        if w.shape != (3,) or not np.all(np.isfinite(w)) or (w <= 0).any():
-            raise InferenceError(f"class_priors must be three positive frequencies, got {class_priors!r}")
-        prior_weights = torch.tensor(w / w.sum(), dtype=torch.float32).view(1, 3, 1, 1)
+    fill_hu = check_volume(fill_hu)
+    prior_weights = check_class_priors(class_priors)
+    if prior_weights is not None:
+        prior_weights = prior_weights.view(1, 3, 1, 1)
     Z, Y, X = fill_hu.shape
     if candidate_mask is not None:
         candidate_mask = np.asarray(candidate_mask, dtype=bool)
@@ -249,7 +208,7 @@ def predict_volume(
         raise InvalidVolumeError(f"tile_yx {tile_yx} / slab_batch {slab_batch} must be positive")
 
     t0 = time.perf_counter()
-    device = _model_device(model)
+    device = model_device(model)
     model.eval()
     run_model = model
     if channels_last and device.type == "cpu":
@@ -314,7 +273,7 @@ def predict_volume(
             try:
                 network_voxels += run_batch(zs, ty, tx)
             except (RuntimeError, MemoryError) as exc:
-                if not _is_oom(exc):
+                if not is_oom(exc):
                     raise
                 if max(ty, tx) > min_tile:
                     ty, tx = max(min_tile, ty // 2), max(min_tile, tx // 2)

@@ -13,142 +13,38 @@ A second architecture lives in the same registry: ``NetworkConfig(architecture="
 U-Net (DynUNet planned like nnU-Net for the training volumes' spacing, dla/model/unet3d.py). ``build_model``,
 ``config_fingerprint``, ``save_weights`` and ``load_weights`` handle both; a voxel config's dict and fingerprint
 are exactly what they were before the U-Net existed (its ``unet_*`` fields are left out), so stored voxel
-weights keep their fingerprints and old configs load as voxel configs.
+weights keep their fingerprints and old configs load as voxel configs. ``NetworkConfig``, the HU normalisation and
+the errors are defined in dla/model/base.py (shared with the U-Net) and importable from here as well.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dla.classes import NUM_NETWORK_CLASSES
-
-PATCH_YX = 41  # in-plane patch size (voxels)
-PATCH_Z = 5  # slices per patch (network input channels)
-HALO_YX = PATCH_YX // 2  # 20 voxels of context on each in-plane side
-HALO_Z = PATCH_Z // 2  # 2 slices of context above and below
-
-# HU normalisation, shared by training, patch inference and dense inference.
-HU_OFFSET = 0.0
-HU_SCALE = 1000.0
-NORM_MIN = -1.0
-NORM_MAX = 3.0
-NORMALIZATION_ID = "hu/1000:clip[-1,3]"  # part of the weight fingerprint: changing it invalidates weights
-
-
-class IncompatibleWeightsError(ValueError):
-    """Stored weights do not belong to the requested / expected network architecture."""
-
-
-class InvalidNetworkConfigError(ValueError):
-    """A NetworkConfig is malformed (e.g. its receptive field is not 41x41)."""
-
-
-ARCHITECTURES = ("voxel", "unet3d")
-UNET_FIELDS = ("unet_filters", "unet_kernels", "unet_strides", "unet_patch_zyx", "unet_spacing_mm")
-
-
-def normalize_hu(x: torch.Tensor) -> torch.Tensor:
-    """Map fill-volume HU (any numeric dtype tensor, any shape) to float32 network input.
-
-    ``(hu - 0) / 1000`` clipped to ``[-1, 3]``: air -> -1, water -> 0, dense contrast / bone 1..3.
-    """
-    return ((x.to(torch.float32) - HU_OFFSET) / HU_SCALE).clamp_(NORM_MIN, NORM_MAX)
-
-
-@dataclass
-class NetworkConfig:
-    """Architecture of a DLANet.
-
-    ``input_kernel``/``input_dilation``: the input layer (5 slices -> ``width`` channels).
-    ``blocks``: residual blocks; each block is a tuple of ``(kernel, dilation)`` convolutions (ReLU between
-    them, skip = centre crop of the block input, ReLU after the addition). The final 1x1 conv maps ``width``
-    to ``num_classes`` logits. ``residual_scale_init`` scales the He init of the last conv of every residual
-    branch by 1/sqrt(#blocks) so activations do not grow with depth in the absence of batch norm.
-
-    ``architecture``: "voxel" (this DLANet, the default) or "unet3d" (dla/model/unet3d.py, built from the
-    ``unet_*`` fields: filters per stage, (kz, ky, kx) kernels and strides per stage (the first stride is
-    (1, 1, 1)), the training / sliding-window patch (z, y, x voxels) and the voxel spacing (dz, dy, dx mm) it
-    was planned for; use ``dla.model.unet3d.plan_unet3d`` to fill them). The voxel fields are unused by a U-Net.
-    """
-
-    width: int = 16
-    input_kernel: int = 5
-    input_dilation: int = 1
-    blocks: tuple[tuple[tuple[int, int], ...], ...] = field(default_factory=tuple)
-    in_slices: int = PATCH_Z
-    num_classes: int = NUM_NETWORK_CLASSES
-    residual_scale_init: bool = True
-    architecture: str = "voxel"
-    unet_filters: tuple[int, ...] = ()
-    unet_kernels: tuple[tuple[int, int, int], ...] = ()
-    unet_strides: tuple[tuple[int, int, int], ...] = ()
-    unet_patch_zyx: tuple[int, ...] = ()
-    unet_spacing_mm: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        self.blocks = tuple(tuple((int(k), int(d)) for k, d in block) for block in self.blocks)
-        if self.architecture not in ARCHITECTURES:
-            raise InvalidNetworkConfigError(
-                f"unknown architecture {self.architecture!r}; choose one of {list(ARCHITECTURES)}"
-            )
-        self.unet_filters = tuple(int(f) for f in self.unet_filters)
-        self.unet_kernels = tuple(tuple(int(k) for k in ks) for ks in self.unet_kernels)
-        self.unet_strides = tuple(tuple(int(k) for k in ks) for ks in self.unet_strides)
-        self.unet_patch_zyx = tuple(int(p) for p in self.unet_patch_zyx)
-        self.unet_spacing_mm = tuple(float(v) for v in self.unet_spacing_mm)
-
-    @property
-    def is_unet(self) -> bool:
-        return self.architecture == "unet3d"
-
-    def to_dict(self) -> dict:
-        """JSON-able dict; a voxel config's dict has no architecture / unet_* keys (as before the U-Net)."""
-        d = dataclasses.asdict(self)
-        d["blocks"] = [[[k, dil] for k, dil in block] for block in self.blocks]
-        if self.architecture == "voxel":
-            for name in ("architecture", *UNET_FIELDS):
-                d.pop(name)
-        else:
-            d["unet_filters"] = list(self.unet_filters)
-            d["unet_kernels"] = [list(k) for k in self.unet_kernels]
-            d["unet_strides"] = [list(k) for k in self.unet_strides]
-            d["unet_patch_zyx"] = list(self.unet_patch_zyx)
-            d["unet_spacing_mm"] = list(self.unet_spacing_mm)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> NetworkConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InvalidNetworkConfigError(f"unknown NetworkConfig fields: {sorted(unknown)}")
-        return cls(**d)
-
-    def conv_layers(self) -> list[tuple[int, int]]:
-        """All convolutions in order as (kernel, dilation), including input and final 1x1 layer."""
-        layers = [(self.input_kernel, self.input_dilation)]
-        for block in self.blocks:
-            layers.extend(block)
-        layers.append((1, 1))
-        return layers
-
-    @property
-    def num_conv_layers(self) -> int:
-        return len(self.conv_layers())
-
-    @property
-    def receptive_field(self) -> int:
-        return 1 + sum((k - 1) * d for k, d in self.conv_layers())
+# ARCHITECTURES, HALO_*, HU_SCALE, PATCH_Z, UNET_FIELDS and normalize_hu are re-exported: code that imports them
+# from here (as before dla/model/base.py) keeps working
+from dla.model.base import (  # noqa: F401
+    ARCHITECTURES,
+    HALO_YX,
+    HALO_Z,
+    HU_SCALE,
+    NORMALIZATION_ID,
+    PATCH_YX,
+    PATCH_Z,
+    UNET_FIELDS,
+    IncompatibleWeightsError,
+    InvalidNetworkConfigError,
+    NetworkConfig,
+    normalize_hu,
+)
 
 
 def _block(*convs: tuple[int, int]) -> tuple[tuple[int, int], ...]:
@@ -308,7 +204,7 @@ def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
         raise
 
 
-def save_weights(model: DLANet, path: str | os.PathLike) -> None:
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Write config + fingerprint + state_dict (CPU tensors) atomically to ``path``."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -346,7 +242,7 @@ def state_dict_differences(expected: dict, got: dict, limit: int = 8) -> str:
     return "; ".join(parts) if parts else "no key/shape differences"
 
 
-def load_state_checked(model: DLANet, state_dict: dict, *, source: str = "weights") -> None:
+def load_state_checked(model: nn.Module, state_dict: dict, *, source: str = "weights") -> None:
     """Load ``state_dict`` into ``model``; any key/shape difference raises IncompatibleWeightsError."""
     model = getattr(model, "module", model)
     expected = model.state_dict()

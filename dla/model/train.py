@@ -61,17 +61,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from dla.classes import CLASS_NAMES, LABELED_CLASSES, UNLABELED
+from dla.model.base import HALO_YX, HALO_Z, PATCH_YX, IncompatibleWeightsError, normalize_hu
 from dla.model.dense import extract_patches, pad_volume
-from dla.model.network import (
-    HALO_YX,
-    HALO_Z,
-    PATCH_YX,
-    IncompatibleWeightsError,
-    atomic_torch_save,
-    config_fingerprint,
-    load_state_checked,
-    normalize_hu,
-)
+from dla.model.network import atomic_torch_save, config_fingerprint, load_state_checked
 
 CHECKPOINT_FORMAT = "dla-workbench/train-checkpoint"
 

@@ -26,18 +26,21 @@ from monai.networks.nets import DynUNet
 from torch import nn
 
 from dla.classes import SOFT_TISSUE, VESSEL
-from dla.model.dense import (
+from dla.model.base import (
     AIR_HU,
     InferenceCancelled,
     InferenceError,
     InferenceMemoryError,
+    InvalidNetworkConfigError,
     InvalidVolumeError,
+    NetworkConfig,
     PredictionResult,
-    _check_volume,
-    _is_oom,
-    _model_device,
+    check_class_priors,
+    check_volume,
+    is_oom,
+    model_device,
+    normalize_hu,
 )
-from dla.model.network import InvalidNetworkConfigError, NetworkConfig, normalize_hu
 
 SPACING_TOLERANCE = (
     1.25  # a volume whose spacing differs from the planned one by more than this factor is refused
@@ -227,7 +230,7 @@ def predict_volume_unet3d(
     ``should_cancel`` is polled before each window batch (InferenceCancelled); ``progress(fraction, message)``
     after each chunk, with voxels/s. ``class_priors``: Bayes prior shift of the balanced-training softmax as in
     ``predict_volume``. Out of memory -> InferenceMemoryError."""
-    fill_hu = _check_volume(fill_hu)
+    fill_hu = check_volume(fill_hu)
     Z, Y, X = fill_hu.shape
     config = model.config
     _check_spacing(config, spacing_mm)
@@ -241,15 +244,12 @@ def predict_volume_unet3d(
         raise InvalidVolumeError(
             f"overlap {overlap} must be in [0, 1) and sw_batch_size {sw_batch_size} >= 1"
         )
-    prior_weights = None
-    if class_priors is not None:
-        w = np.asarray(class_priors, dtype=np.float64)
-        if w.shape != (3,) or not np.all(np.isfinite(w)) or (w <= 0).any():
-            raise InferenceError(f"class_priors must be three positive frequencies, got {class_priors!r}")
-        prior_weights = torch.tensor(w / w.sum(), dtype=torch.float32).view(3, 1, 1, 1)
+    prior_weights = check_class_priors(class_priors)
+    if prior_weights is not None:
+        prior_weights = prior_weights.view(3, 1, 1, 1)
     roi = tuple(config.unet_patch_zyx)
     t0 = time.perf_counter()
-    device = _model_device(model)
+    device = model_device(model)
     model.eval()
     class_map = np.empty((Z, Y, X), dtype=np.uint8)
     vessel_prob = np.empty((Z, Y, X), dtype=prob_dtype)
@@ -284,7 +284,7 @@ def predict_volume_unet3d(
                     padding_mode="replicate",
                 )
             except (RuntimeError, MemoryError) as exc:
-                if not _is_oom(exc):
+                if not is_oom(exc):
                     raise
                 raise InferenceMemoryError(
                     f"out of memory in 3D U-Net sliding-window inference (patch {roi}, volume {Z}x{Y}x{X}); "
