@@ -432,8 +432,8 @@ def run_training(
     metrics) gives the kept and the last iteration with their validation errors and any divergence warning.
     Idempotent: a rerun of a run that registered its model returns it; a rerun of an interrupted run resumes
     from its checkpoint. ``architecture="unet3d"`` trains a 3D U-Net instead of the ``preset`` voxel classifier,
-    planned for the cohorts' spacing (``plan_unet_for_cohorts``; ``unet``: ``patch_px``, ``base_filters``), in
-    one process."""
+    planned for the cohorts' spacing (``plan_unet_for_cohorts``; ``unet``: ``patch_px``, ``base_filters``); with
+    several processes both architectures train through the DDP launcher (``dla.model.ddp``)."""
     done = ModelVersion.objects.filter(training_run_id=ctx.run_id).first()
     if done is not None:
         return {"model_version_id": done.pk, "name": done.name, **done.metrics.get("summary", {})}
@@ -479,9 +479,6 @@ def run_training(
         ctx.log("no validation cohort: monitoring on the training data")
     device = device_name()
     processes = settings.DLA_TRAIN_PROCESSES or max(1, torch.cuda.device_count())
-    if net_cfg.is_unet and processes > 1:
-        ctx.log(f"3D U-Net: trained in one process (the DDP launcher builds voxel networks), not {processes}")
-        processes = 1
     ctx.log(
         f"network {config_fingerprint(net_cfg)}, {train_data.n_labeled:,} labelled training voxels, "
         f"mode {'3-D patches' if net_cfg.is_unet else cfg.mode}, device {device}"

@@ -2,12 +2,16 @@
 
 ``train_distributed`` writes the training volumes and a job description to a scratch folder and runs
 ``python -m torch.distributed.run --standalone --nproc-per-node N -m dla.model.ddp <folder>``: torchrun starts
-``N`` ranks, each memory-maps the volumes and runs ``dla.model.train.train`` inside one ``torch.distributed``
-process group (NCCL with one GPU per rank when CUDA is present, gloo on the CPU otherwise, the cores split
-between the ranks), and tears all ranks down when one fails. Rank 0 appends its per-iteration progress as JSON
-lines to a file that the caller tails into ``on_progress`` (curves and the TaskRun, in the caller's process);
-the caller's ``should_cancel`` becomes a flag file every rank checks (the trainer all-reduces it, so all ranks
-stop at the same iteration after rank 0 wrote the checkpoint). A rank's TrainingCancelled, TrainingDivergedError,
+``N`` ranks (1 or more), each memory-maps the volumes, builds the network of the job's config (a DLANet, or a UNet3D
+for ``architecture="unet3d"``: ``dla.model.network.build_model``) and runs ``dla.model.train.train`` in
+DistributedDataParallel inside one ``torch.distributed`` process group (NCCL with one GPU per rank when CUDA is
+present, gloo on the CPU otherwise, the cores split between the ranks); ``train`` trains each architecture its own
+way (slabs or patches for the voxel net; 3-D patches and sliding-window validation for the U-Net). torchrun tears
+all ranks down when one fails. Rank 0 appends its per-iteration progress as JSON lines to a file that the caller
+tails into ``on_progress`` (curves and the TaskRun, in the caller's process); the caller's ``should_cancel``
+becomes a flag file every rank checks (the trainer all-reduces it, so all ranks stop at the same iteration after
+rank 0 wrote the checkpoint; a cancelled rank then waits at a barrier and exits cleanly, so torchrun never tears
+rank 0 down while it is still writing that checkpoint). A rank's TrainingCancelled, TrainingDivergedError,
 TrainingDataError or IncompatibleWeightsError is raised again in the caller as the same type with the rank's
 message, any other failure as ``DistributedTrainingError``. Returns rank 0's ``TrainResult`` and final model.
 A subprocess rather than ``multiprocessing``: Celery's pool processes are daemonic and may not have children.
@@ -29,14 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from dla.model.network import (
-    DLANet,
-    IncompatibleWeightsError,
-    NetworkConfig,
-    load_weights,
-    save_weights,
-)
+from dla.model.base import IncompatibleWeightsError, NetworkConfig
+from dla.model.network import build_model, load_weights, save_weights
 from dla.model.train import (
     TrainConfig,
     TrainingCancelled,
@@ -100,7 +100,7 @@ def _run_rank(folder: Path) -> None:
         dist.init_process_group(backend)
         config = TrainConfig.from_dict(job["train_config"])
         torch.manual_seed(config.seed)
-        model = DLANet(NetworkConfig.from_dict(job["model_config"]))
+        model = build_model(NetworkConfig.from_dict(job["model_config"]))
         train_data = TrainingData(_load_pairs(folder, "train", job["n_train"]), name=job["train_name"])
         val_data = TrainingData(_load_pairs(folder, "val", job["n_val"]), name=job["val_name"])
         progress = open(folder / "progress.jsonl", "a") if rank == 0 else None
@@ -125,6 +125,11 @@ def _run_rank(folder: Path) -> None:
             save_weights(model, folder / "final-weights.pt")
             (folder / "result.json").write_text(json.dumps(asdict(result)))
         dist.barrier()  # no rank tears its gloo connections down while another still uses them
+    except TrainingCancelled as exc:
+        # every rank stopped at the same iteration (the trainer all-reduces the flag); rank 0 is writing the
+        # checkpoint. A clean exit after the barrier: a failing rank would make torchrun kill rank 0 mid-write
+        (folder / f"error-{rank}.json").write_text(json.dumps([type(exc).__name__, str(exc)]))
+        dist.barrier()
     except BaseException as exc:
         (folder / f"error-{rank}.json").write_text(json.dumps([type(exc).__name__, str(exc)]))
         raise
@@ -147,14 +152,16 @@ def train_distributed(
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     scratch_dir: str | os.PathLike | None = None,
-) -> tuple[TrainResult, DLANet]:
-    """Train a DLANet of ``model_config`` on ``world_size`` processes; see the module docstring.
+) -> tuple[TrainResult, nn.Module]:
+    """Train the network of ``model_config`` (a NetworkConfig dict: voxel classifier or 3D U-Net) on ``world_size``
+    (>= 1) processes; see the module docstring.
 
     train_pairs / val_pairs: (fill_hu int16 [z, y, x], labels uint8 [z, y, x]) volumes. Returns rank 0's
-    TrainResult and its final model (CPU). A checkpoint at ``checkpoint_path`` is resumed as in ``train``.
+    TrainResult and its final model (CPU, eval mode; a DLANet or a UNet3D). A checkpoint at ``checkpoint_path`` is
+    resumed as in ``train``.
     """
-    if world_size < 2:
-        raise ValueError(f"train_distributed needs at least 2 processes, got {world_size}")
+    if world_size < 1:
+        raise ValueError(f"train_distributed needs at least 1 process, got {world_size}")
     backend_and_devices(world_size)  # fail before launching when GPUs are missing
     with tempfile.TemporaryDirectory(prefix="dla-ddp-", dir=scratch_dir) as folder:
         folder = Path(folder)

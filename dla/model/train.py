@@ -581,7 +581,11 @@ def train(
     """
     device = torch.device(device)
     rank, world = _dist_info()
-    distributed = world > 1
+    distributed = (
+        dist.is_available() and dist.is_initialized()
+    )  # DDP from one rank up (torchrun, dla.model.ddp)
+    # the trainer's own all-reduces: NCCL reduces CUDA tensors only, gloo CPU ones
+    comm_device = device if distributed and dist.get_backend() == "nccl" else torch.device("cpu")
     net = getattr(model, "module", model)
     net.to(device)
     torch.manual_seed(config.seed)
@@ -620,6 +624,8 @@ def train(
     epoch_voxels = config.epoch_voxels or train_data.n_labeled
     val_vox, val_cls = val_data.fixed_validation_sample(config.val_samples_per_class, config.seed + 7919)
     use_amp = config.amp and device.type == "cuda"
+    # bf16 where the GPU has it (same range as float32: no loss scaling needed), else float16
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     unet = bool(getattr(net.config, "is_unet", False))
     validate = evaluate_unet3d if unet else evaluate
     local_batch = max(1, config.batch_size // world)
@@ -633,7 +639,7 @@ def train(
     def any_rank(flag: bool) -> bool:
         if not distributed:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=comm_device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
@@ -661,7 +667,7 @@ def train(
                 rng, local_slabs, config.dense_output_px, augment=config
             )
         x, target = x.to(device), target.to(device)
-        with torch.autocast(device_type=device.type, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             logits = train_model(x)
         if config.mode == "patch" and not unet:
             loss = F.cross_entropy(logits[:, :, 0, 0].float(), target)
@@ -670,7 +676,7 @@ def train(
             loss, n_vox = balanced_dense_loss(logits, target)
         loss_value = float(loss.detach())
         if distributed:
-            t = torch.tensor([loss_value, float(n_vox)], dtype=torch.float64)
+            t = torch.tensor([loss_value, float(n_vox)], dtype=torch.float64, device=comm_device)
             dist.all_reduce(t)
             loss_value, n_vox = float(t[0]) / world, int(t[1])
         if not math.isfinite(loss_value):
