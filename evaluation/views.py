@@ -156,12 +156,16 @@ class EvaluationViewSet(
     )
     @action(detail=False, methods=["get"])
     def compare(self, request):
-        """Paired per-patient differences a - b (percentage points, mean and 95% CI) on the shared studies."""
+        """Paired per-patient differences a - b (percentage points, mean and 95% CI) on the shared studies: ``rows``
+        (Table 1 metrics), ``truth`` (the 3D-DLA against the phantom truth: paired rows, cohort means, Dice by
+        vessel radius, residual bone cases, a Dice verdict; ``available`` false with a note without truth maps)
+        and ``models`` (architecture, parameters, training and inference time per study, peak memory)."""
         ids = []
         for key in ("a", "b"):
             value = request.query_params.get(key, "")
-            if not value.isdigit():
-                raise ValidationError({"detail": f"give evaluation ids as ?a=<id>&b=<id> ({key} is missing)"})
+            problem = services.compare_id_problem(key, value)
+            if problem:
+                raise ValidationError({"detail": problem})
             ev = self.get_queryset().filter(pk=int(value)).first()
             if ev is None:
                 raise ValidationError({"detail": f"evaluation {value} does not exist"})
