@@ -573,7 +573,8 @@ def train(
     """Train ``model`` (a DLANet or a UNet3D) in place; see module docstring. Returns TrainResult.
 
     ``on_progress(iteration, metrics)`` after every iteration (metrics: iteration, epoch, lr, loss,
-    voxels_per_s, plus validation metrics on validation iterations). Checkpoints every ``checkpoint_every``
+    voxels_per_s, on CUDA gpu_mem_peak_gb (``torch.cuda.max_memory_allocated``, GB), plus validation metrics on
+    validation iterations). Checkpoints every ``checkpoint_every``
     iterations, at the end and on cancel (rank 0 writes). With ``resume`` and an existing checkpoint,
     training continues from it bit-identically on CPU. On return the model holds the weights of the best
     validation (``config.keep_weights="best"``, the default) or of the last iteration ("last"); see the module
@@ -706,6 +707,8 @@ def train(
             "loss": loss_value,
             "voxels_per_s": voxels_this_run / max(elapsed, 1e-9),
         }
+        if device.type == "cuda":  # this process's peak since it started (or since a reset of the peak stats)
+            metrics["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         stop = False
         if it % config.val_every == 0:
             metrics.update(validate(net, val_data, val_vox, val_cls, device=device))
