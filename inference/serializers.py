@@ -35,6 +35,12 @@ FORM_DEFAULTS = {
     "early_stopping_min_delta": PAPER.early_stopping_min_delta,
     "seed": PAPER.seed,
     "checkpoint_every": 200,
+    # training-batch augmentation (dla.model.train, issue 14.4): off by default, as in the paper
+    "augment_noise_hu": PAPER.augment_noise_hu,
+    "augment_blur_sigma_voxels": PAPER.augment_blur_sigma_voxels,
+    "augment_hu_scale_low": PAPER.augment_hu_scale[0],
+    "augment_hu_scale_high": PAPER.augment_hu_scale[1],
+    "augment_probability": PAPER.augment_probability,
 }
 
 TRAIN_FIELDS = [
@@ -54,6 +60,9 @@ TRAIN_FIELDS = [
     "early_stopping_min_delta",
     "seed",
     "amp",
+    "augment_noise_hu",
+    "augment_blur_sigma_voxels",
+    "augment_probability",
 ]
 
 
@@ -112,6 +121,14 @@ class WeightsUploadSerializer(serializers.Serializer):
         help_text="if given, the weights must have exactly this preset's architecture",
     )
     activate = serializers.BooleanField(default=False)
+
+
+def train_config(data: dict) -> dict:
+    """The TrainConfig fields of a validated training request (the HU scale range from its two fields)."""
+    return {
+        **{k: data[k] for k in TRAIN_FIELDS},
+        "augment_hu_scale": [data["augment_hu_scale_low"], data["augment_hu_scale_high"]],
+    }
 
 
 class TrainRequestSerializer(serializers.Serializer):
@@ -184,6 +201,33 @@ class TrainRequestSerializer(serializers.Serializer):
         min_value=1, max_value=10_000_000, default=FORM_DEFAULTS["checkpoint_every"]
     )
     activate = serializers.BooleanField(default=False, help_text="activate the model when training succeeds")
+    augment_noise_hu = serializers.FloatField(
+        min_value=0.0,
+        max_value=500.0,
+        default=FORM_DEFAULTS["augment_noise_hu"],
+        help_text="augmentation: extra gaussian noise, SD drawn in [0, this] HU per slab/patch (0 = off)",
+    )
+    augment_blur_sigma_voxels = serializers.FloatField(
+        min_value=0.0,
+        max_value=3.0,
+        default=FORM_DEFAULTS["augment_blur_sigma_voxels"],
+        help_text="augmentation: extra 3-D gaussian blur, sigma drawn in [0, this] voxels (0 = off)",
+    )
+    augment_hu_scale_low = serializers.FloatField(
+        min_value=0.25,
+        max_value=4.0,
+        default=FORM_DEFAULTS["augment_hu_scale_low"],
+        help_text="augmentation: HU multiplied by a factor drawn in [low, high] (1, 1 = off)",
+    )
+    augment_hu_scale_high = serializers.FloatField(
+        min_value=0.25, max_value=4.0, default=FORM_DEFAULTS["augment_hu_scale_high"]
+    )
+    augment_probability = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        default=FORM_DEFAULTS["augment_probability"],
+        help_text="augmentation: chance that a slab/patch is augmented",
+    )
 
     def validate(self, data):
         if data["validation_cohort"] == data["train_cohort"]:
@@ -192,12 +236,16 @@ class TrainRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"mode": "a 3D U-Net trains on dense 3-D patches; choose dense sampling"}
             )
+        if data["augment_hu_scale_low"] > data["augment_hu_scale_high"]:
+            raise serializers.ValidationError(
+                {"augment_hu_scale_high": "the HU scale range must not end below its start"}
+            )
         if data["val_every"] > data["max_iterations"]:
             raise serializers.ValidationError(
                 {"val_every": "must not exceed max_iterations (no validation would ever run)"}
             )
         try:
-            TrainConfig.from_dict({"preset": data["preset"], **{k: data[k] for k in TRAIN_FIELDS}})
+            TrainConfig.from_dict({"preset": data["preset"], **train_config(data)})
         except InvalidTrainConfigError as exc:
             raise serializers.ValidationError({"lr_boundaries_epochs": str(exc)}) from exc
         return data
@@ -214,7 +262,7 @@ class TrainRequestSerializer(serializers.Serializer):
                 if data["architecture"] == "unet3d"
                 else {}
             ),
-            "train_config": {k: data[k] for k in TRAIN_FIELDS},
+            "train_config": train_config(data),
             "train_cohort": data["train_cohort"],
             "validation_cohort": data["validation_cohort"],
             "checkpoint_every": data["checkpoint_every"],

@@ -484,6 +484,13 @@ def run_training(
         f"mode {'3-D patches' if net_cfg.is_unet else cfg.mode}, device {device}"
         + (f", DDP over {processes} processes ({backend_and_devices(processes)[0]})" if processes > 1 else "")
     )
+    if cfg.augments:
+        low, high = cfg.augment_hu_scale
+        ctx.log(
+            f"augmentation of {100 * cfg.augment_probability:g}% of training slabs/patches: HU x [{low:g}, {high:g}], "
+            f"extra blur sigma up to {cfg.augment_blur_sigma_voxels:g} voxels, "
+            f"extra noise SD up to {cfg.augment_noise_hu:g} HU"
+        )
     recorder = _CurveRecorder(record, ctx, cfg.max_iterations, start_iteration)
     try:
         if processes > 1:

@@ -95,3 +95,51 @@ def test_annotator_sees_registry_but_not_training(page, live_server, users, logi
     assert page.locator("#upload-card").count() == 0 and page.locator("#train-link").count() == 0
     response = page.goto(f"{live_server.url}/models/train/")
     assert response.status == 403
+
+
+def test_admin_trains_an_augmented_3d_unet_from_the_form(
+    page, live_server, login, shot, cohorts, celery_worker
+):
+    """The architecture select and the augmentation section are the form's: the U-Net fields replace the voxel
+    ones, a reversed HU scale range is refused in words, and the run that starts trains a U-Net with exactly the
+    augmentation typed in."""
+    from dla.model.network import NetworkConfig
+    from dla.model.train import TrainConfig
+    from inference.models import ModelVersion
+
+    login(page, "admin")
+    page.goto(f"{live_server.url}/models/train/")
+    assert page.locator("label[data-arch=unet3d]").first.is_hidden()
+    page.select_option("select[name=architecture]", "unet3d")
+    assert page.locator("label[data-arch=unet3d]").first.is_visible()
+    assert page.locator("select[name=preset]").is_hidden(), "the voxel preset does not apply to a U-Net"
+    page.fill("input[name=unet_patch_px]", "16")
+    page.fill("input[name=unet_base_filters]", "8")
+    page.fill("input[name=max_iterations]", "10")
+    page.fill("input[name=val_every]", "5")
+    page.fill("input[name=dense_slabs_per_batch]", "2")
+    page.fill("input[name=val_samples_per_class]", "100")
+    page.fill("input[name=name]", "augmented unet")
+    page.click("[data-testid=augmentation] summary")
+    page.fill("input[name=augment_noise_hu]", "25")
+    page.fill("input[name=augment_hu_scale_low]", "1.2")
+    page.fill("input[name=augment_hu_scale_high]", "0.8")
+    page.click("#launch")
+    expect(page.locator("#form-error")).to_contain_text("the HU scale range must not end below its start")
+    assert ModelVersion.objects.count() == 0
+    page.fill("input[name=augment_hu_scale_low]", "0.9")
+    page.fill("input[name=augment_hu_scale_high]", "1.1")
+    page.click("#launch")
+    page.wait_for_selector("#run-card:is([data-state=succeeded],[data-state=failed])", timeout=120000)
+    assert page.get_attribute("#run-card", "data-state") == "succeeded", page.locator("#run-log").inner_text()
+    page.wait_for_timeout(400)  # let the progress bar's CSS transition finish before the screenshot
+    shot(page, "training-unet-augmentation")
+    assert (
+        "augmentation of 100% of training slabs/patches: HU x [0.9, 1.1]"
+        in page.locator("#run-log").inner_text()
+    )
+    version = ModelVersion.objects.get(name="augmented unet")
+    assert NetworkConfig.from_dict(version.network_config).architecture == "unet3d"
+    cfg = TrainConfig.from_dict(version.train_config)
+    assert (cfg.augment_noise_hu, cfg.augment_blur_sigma_voxels, cfg.augment_hu_scale) == (25, 0, (0.9, 1.1))
+    assert not page.js_errors, page.js_errors

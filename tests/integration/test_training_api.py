@@ -16,7 +16,8 @@ from django.conf import settings
 from annotations.labels import _create_version, review
 from annotations.models import Study
 from dla.classes import BONE
-from dla.model.network import build_model, config_fingerprint, preset_config, save_weights
+from dla.model.network import NetworkConfig, build_model, config_fingerprint, preset_config, save_weights
+from dla.model.train import TrainConfig
 from dla_web.models import TaskRun
 from dla_web.tasks import TaskCancelled, TaskContext
 from inference import services
@@ -311,6 +312,12 @@ def test_bad_training_requests_are_refused_before_anything_is_queued(client_for,
     assert "max_iterations" in refused({"max_iterations": 0})
     assert "validation_cohort" in refused({"validation_cohort": "train"})
     assert "preset" in refused({"preset": "huge"})
+    assert "augment_noise_hu" in refused({"augment_noise_hu": -1})
+    assert "augment_blur_sigma_voxels" in refused({"augment_blur_sigma_voxels": 5})
+    assert "augment_probability" in refused({"augment_probability": 1.5})
+    assert "augment_hu_scale_low" in refused({"augment_hu_scale_low": 0.1})
+    detail = refused({"augment_hu_scale_low": 1.2, "augment_hu_scale_high": 0.8})
+    assert "augment_hu_scale_high" in detail and "must not end below its start" in detail
     assert not TaskRun.objects.exists() and not TrainingRun.objects.exists()
     assert client_for("annotator").post("/api/training-runs/", TINY, format="json").status_code == 403
     # the valid request is accepted (202) once everything is in place (not run: no worker here)
@@ -404,6 +411,28 @@ def test_train_and_infer_management_commands(cohorts, users):
     assert test_study.volume("dla").model_version_id == version.pk
     with pytest.raises(CommandError, match="momentum"):
         call_command("train", "--momentum", "2", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(CommandError, match="two numbers"):
+        call_command("train", "--augment-hu-scale", "0.8", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(CommandError, match="augment_hu_scale_high: the HU scale range must not end below"):
+        call_command("train", "--augment-hu-scale", "1.2,0.8", stdout=io.StringIO(), stderr=io.StringIO())
+
+    # the architecture and the augmentation are the command's too: a 3D U-Net trained with augmentation
+    out = io.StringIO()
+    call_command(
+        "train",
+        *("--architecture", "unet3d", "--unet-patch-px", "16", "--unet-base-filters", "8"),
+        *("--max-iterations", "4", "--val-every", "2", "--val-samples-per-class", "100"),
+        *("--slabs-per-batch", "2", "--name", "unet from the terminal"),
+        *("--augment-noise-hu", "30", "--augment-blur-sigma-voxels", "0.5", "--augment-hu-scale", "0.9,1.1"),
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    unet = ModelVersion.objects.get(name="unet from the terminal")
+    assert f"model #{unet.pk} unet from the terminal: 4 iterations" in out.getvalue()
+    assert NetworkConfig.from_dict(unet.network_config).architecture == "unet3d"
+    cfg = TrainConfig.from_dict(unet.train_config)
+    assert cfg.augment_noise_hu == 30 and cfg.augment_blur_sigma_voxels == 0.5
+    assert cfg.augment_hu_scale == (0.9, 1.1) and cfg.augments
     with pytest.raises(CommandError, match="unknown studies: NOPE"):
         call_command("infer", "--study", "NOPE", stdout=io.StringIO(), stderr=io.StringIO())
     with pytest.raises(

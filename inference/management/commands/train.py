@@ -5,6 +5,7 @@ checkpoint. Options are validated by the same serializer as the API (paper defau
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from dla.model.network import ARCHITECTURES
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from inference import services, tasks
@@ -24,6 +25,14 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="")
         parser.add_argument("--notes", default="")
         parser.add_argument("--preset", default=FORM_DEFAULTS["preset"])
+        parser.add_argument(
+            "--architecture",
+            default=FORM_DEFAULTS["architecture"],
+            choices=sorted(ARCHITECTURES),
+            help="voxel: the DLA voxel classifier of --preset; unet3d: a 3D U-Net planned for the cohort's spacing",
+        )
+        parser.add_argument("--unet-patch-px", type=int, default=FORM_DEFAULTS["unet_patch_px"])
+        parser.add_argument("--unet-base-filters", type=int, default=FORM_DEFAULTS["unet_base_filters"])
         parser.add_argument("--train-cohort", default="train")
         parser.add_argument("--validation-cohort", default="validation", help="'none': monitor training data")
         parser.add_argument("--mode", default=FORM_DEFAULTS["mode"], choices=["dense", "patch"])
@@ -45,6 +54,22 @@ class Command(BaseCommand):
         parser.add_argument("--epoch-voxels", type=int, default=None)
         parser.add_argument("--checkpoint-every", type=int, default=FORM_DEFAULTS["checkpoint_every"])
         parser.add_argument("--seed", type=int, default=FORM_DEFAULTS["seed"])
+        parser.add_argument(
+            "--augment-noise-hu",
+            type=float,
+            default=FORM_DEFAULTS["augment_noise_hu"],
+            help="max extra noise SD",
+        )
+        parser.add_argument(
+            "--augment-blur-sigma-voxels", type=float, default=FORM_DEFAULTS["augment_blur_sigma_voxels"]
+        )
+        parser.add_argument(
+            "--augment-hu-scale",
+            type=floats,
+            default=[FORM_DEFAULTS["augment_hu_scale_low"], FORM_DEFAULTS["augment_hu_scale_high"]],
+            help="LOW,HIGH: HU multiplied by a factor drawn in this range (1,1 = off)",
+        )
+        parser.add_argument("--augment-probability", type=float, default=FORM_DEFAULTS["augment_probability"])
         parser.add_argument(
             "--activate", action="store_true", help="activate the model when training succeeds"
         )
@@ -71,11 +96,21 @@ class Command(BaseCommand):
             )
             run.refresh_from_db()
             return self.run_here(run)
+        if len(opts["augment_hu_scale"]) != 2:
+            raise CommandError("--augment-hu-scale takes two numbers, LOW,HIGH (e.g. 0.8,1.2)")
         form = TrainRequestSerializer(
             data={
                 "name": opts["name"],
                 "notes": opts["notes"],
                 "preset": opts["preset"],
+                "architecture": opts["architecture"],
+                "unet_patch_px": opts["unet_patch_px"],
+                "unet_base_filters": opts["unet_base_filters"],
+                "augment_noise_hu": opts["augment_noise_hu"],
+                "augment_blur_sigma_voxels": opts["augment_blur_sigma_voxels"],
+                "augment_hu_scale_low": opts["augment_hu_scale"][0],
+                "augment_hu_scale_high": opts["augment_hu_scale"][1],
+                "augment_probability": opts["augment_probability"],
                 "train_cohort": opts["train_cohort"],
                 "validation_cohort": None
                 if opts["validation_cohort"] == "none"
