@@ -581,6 +581,7 @@ def train(
     docstring and ``TrainResult``.
     """
     device = torch.device(device)
+    _check_unet_patch(getattr(model, "module", model), (train_data, val_data))
     rank, world = _dist_info()
     distributed = (
         dist.is_available() and dist.is_initialized()
@@ -784,6 +785,20 @@ def train(
         last_val_error=last_error,
         validation_warning=warning,
     )
+
+
+def _check_unet_patch(net: torch.nn.Module, datasets: Sequence[TrainingData]) -> None:
+    """TrainingDataError when ``net`` is a 3D U-Net whose patch does not fit a training or validation volume
+    (``dla.model.unet3d.patch_misfit``); nothing for the voxel net."""
+    if not getattr(getattr(net, "config", None), "is_unet", False):
+        return
+    from dla.model.unet3d import patch_misfit
+
+    for data in datasets:
+        for i, labels in enumerate(data.labels):
+            misfit = patch_misfit(net.config.unet_patch_zyx, labels.shape)
+            if misfit:
+                raise TrainingDataError(f"{data.name} data, volume {i}: {misfit}")
 
 
 def _cpu_copy(net: torch.nn.Module) -> dict:

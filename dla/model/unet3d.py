@@ -48,8 +48,34 @@ SPACING_TOLERANCE = (
 DEFAULT_CHUNK_VOXELS = 24_000_000  # voxels per sliding-window chunk (~0.6 GB of float32 outputs + weights)
 
 
+MAX_PATCH_OVER_VOLUME = 2.0  # a patch more than twice a volume's extent would be mostly padding in that axis
+
+
 class SpacingMismatchError(InferenceError):
     """A U-Net is applied to a volume whose voxel spacing is not the one it was planned and trained for."""
+
+
+class PatchDoesNotFitError(InferenceError):
+    """A U-Net's patch is more than MAX_PATCH_OVER_VOLUME times a volume's extent along some axis."""
+
+
+def patch_misfit(patch_zyx, shape_zyx) -> str | None:
+    """None when a U-Net patch (z, y, x voxels) fits a volume of ``shape_zyx`` voxels, else the sentence that says
+    why not: along some axis the patch exceeds MAX_PATCH_OVER_VOLUME times the volume, so more than half of every
+    window there would be padding that holds no image (a smaller excess is padded like ``pad_volume``)."""
+    axes = [
+        name for name, p, n in zip("zyx", patch_zyx, shape_zyx, strict=True) if p > MAX_PATCH_OVER_VOLUME * n
+    ]
+    if not axes:
+        return None
+    patch = " x ".join(str(int(p)) for p in patch_zyx)
+    shape = " x ".join(str(int(n)) for n in shape_zyx)
+    least = " x ".join(str(math.ceil(int(p) / MAX_PATCH_OVER_VOLUME)) for p in patch_zyx)
+    return (
+        f"this 3D U-Net's patch of {patch} voxels (z, y, x) does not fit a volume of {shape} voxels: along "
+        f"{' and '.join(axes)} more than half of every window would be padding. Use volumes of at least {least} "
+        "voxels or plan the U-Net with a smaller patch"
+    )
 
 
 def plan_unet3d(
@@ -127,10 +153,11 @@ class UNet3D(nn.Module):
             )
         self.config = config
         self.stride_zyx = tuple(math.prod(s[a] for s in config.unet_strides) for a in range(3))
-        bad = [p for p, t in zip(config.unet_patch_zyx, self.stride_zyx, strict=True) if p % t]
+        bad = [p for p, t in zip(config.unet_patch_zyx, self.stride_zyx, strict=True) if p < t or p % t]
         if bad:
             raise InvalidNetworkConfigError(
-                f"patch {config.unet_patch_zyx} is not a multiple of the total stride {self.stride_zyx}"
+                f"patch {config.unet_patch_zyx} is not a positive multiple of the total stride {self.stride_zyx} "
+                "in every axis"
             )
         self.net = DynUNet(
             spatial_dims=3,
@@ -226,7 +253,9 @@ def predict_volume_unet3d(
     SOFT_TISSUE and vessel_prob to 0 afterwards, as the voxel net does. Slices go in chunks of about
     ``chunk_voxels`` voxels, each run with half a patch of neighbouring slices on both sides (kept only for
     context), so memory does not grow with the number of slices. ``spacing_mm`` (dz, dy, dx): refused with
-    SpacingMismatchError when it differs from the planned spacing by more than SPACING_TOLERANCE.
+    SpacingMismatchError when it differs from the planned spacing by more than SPACING_TOLERANCE. A volume that the
+    patch does not fit (``patch_misfit``: more than twice the volume along an axis) is refused with
+    PatchDoesNotFitError; a smaller volume than the patch is padded.
     ``should_cancel`` is polled before each window batch (InferenceCancelled); ``progress(fraction, message)``
     after each chunk, with voxels/s. ``class_priors``: Bayes prior shift of the balanced-training softmax as in
     ``predict_volume``. Out of memory -> InferenceMemoryError."""
@@ -234,6 +263,9 @@ def predict_volume_unet3d(
     Z, Y, X = fill_hu.shape
     config = model.config
     _check_spacing(config, spacing_mm)
+    misfit = patch_misfit(config.unet_patch_zyx, fill_hu.shape)
+    if misfit:
+        raise PatchDoesNotFitError(misfit)
     if candidate_mask is not None:
         candidate_mask = np.asarray(candidate_mask, dtype=bool)
         if candidate_mask.shape != fill_hu.shape:

@@ -19,8 +19,9 @@ from dla.model.network import (
     preset_config,
     save_weights,
 )
-from dla.model.train import TrainConfig, TrainingData, balanced_dense_loss, train
+from dla.model.train import TrainConfig, TrainingData, TrainingDataError, balanced_dense_loss, train
 from dla.model.unet3d import (
+    PatchDoesNotFitError,
     SpacingMismatchError,
     UNet3D,
     crop_padded,
@@ -191,3 +192,47 @@ def test_result_matches_predict_volume_and_refuses_other_spacing():
     assert (full.class_map == chunked.class_map).mean() > 0.99
     with pytest.raises(SpacingMismatchError, match="planned and trained for voxels of"):
         predict_volume(unet, fill, spacing_mm=(0.5, 0.5, 0.5))
+
+
+def test_another_spacing_is_refused_in_words_naming_both_spacings():
+    """The inference task shows a failed task's error through dla_web.api.readable_error: the message alone."""
+    from dla_web.api import readable_error
+
+    unet = tiny_unet(seed=4, spacing=(0.5, 0.46, 0.46))
+    fill = np.random.default_rng(2).normal(100, 400, (8, 16, 16)).astype(np.int16)
+    with pytest.raises(SpacingMismatchError) as refused:
+        predict_volume(unet, fill, spacing_mm=(1.0, 0.92, 0.92))
+    text = readable_error(refused.value)
+    assert "(0.5, 0.46, 0.46) mm" in text and "(1, 0.92, 0.92) mm" in text, text
+    assert "SpacingMismatchError" not in text and "Error" not in text and text == str(refused.value)
+    # within the tolerance (a factor 1.25) the volume is accepted
+    assert predict_volume(unet, fill, spacing_mm=(0.55, 0.5, 0.5)).class_map.shape == fill.shape
+
+
+def test_a_patch_that_does_not_fit_the_volume_is_refused_in_words():
+    from dla_web.api import readable_error
+
+    unet = tiny_unet(seed=5)  # patch 8 x 16 x 16
+    # more than twice the volume along y and x: refused, naming the patch, the volume and the axes
+    tiny = np.zeros((8, 7, 6), np.int16)
+    with pytest.raises(PatchDoesNotFitError) as refused:
+        predict_volume(unet, tiny)
+    text = readable_error(refused.value)
+    assert "patch of 8 x 16 x 16 voxels" in text and "volume of 8 x 7 x 6 voxels" in text, text
+    assert "along y and x" in text and "at least 4 x 8 x 8 voxels" in text and "Error" not in text
+    # exactly half the patch still fits (padded, as before)
+    assert predict_volume(unet, np.zeros((4, 8, 8), np.int16)).class_map.shape == (4, 8, 8)
+    # training refuses volumes the patch does not fit, before any iteration
+    small_labels = np.full((6, 7, 7), SOFT_TISSUE, np.uint8)
+    small_labels[0, 0, : len(LABELED_CLASSES)] = (
+        LABELED_CLASSES  # every class present: only the size is wrong
+    )
+    small = [(np.zeros((6, 7, 7), np.int16), small_labels)]
+    cfg = TrainConfig(preset="unet3d", max_iterations=2, val_every=1, dense_slabs_per_batch=2)
+    with pytest.raises(TrainingDataError, match=r"validation data, volume 0: this 3D U-Net's patch"):
+        train(unet, TrainingData(TRAIN_PAIRS[:1]), TrainingData(small, name="validation"), cfg)
+    # a patch that is not a positive multiple of the network's stride is no U-Net config
+    bad = plan_unet3d((1.0, 1.0, 1.0), PATCH, base_filters=8)
+    bad.unet_patch_zyx = (0, 16, 16)
+    with pytest.raises(InvalidNetworkConfigError, match="positive multiple of the total stride"):
+        build_model(bad)
