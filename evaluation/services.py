@@ -1271,7 +1271,7 @@ def compare_id_problem(key: str, value: str) -> str:
     if not value.strip():
         return f"give two evaluation ids as ?a=<id>&b=<id> ({key} is missing)"
     if not re.fullmatch(r"[0-9]+", value.strip()):
-        return f"{key} must be an evaluation id (a whole number), not {value[:40]!r}"
+        return f"the id of evaluation {key} must be a whole number, not {value[:40]!r}"
     if len(value.strip()) > 18:
         return f"evaluation {value.strip()[:30]} does not exist"
     return ""
@@ -1323,6 +1323,8 @@ def compare(a: Evaluation, b: Evaluation) -> dict:
     if not rows:
         raise EvaluationInputError(f"evaluations #{a.pk} and #{b.pk} share no evaluated study")
     shared = [k for k in res_a if k in res_b and k[0] in COHORTS]
+    if (a.ci_method, a.n_boot, a.seed) != (b.ci_method, b.n_boot, b.seed):
+        notes.append(f"the CIs use the settings of evaluation a (#{a.pk}: {a.get_ci_method_display()})")
     return {
         "a": {"id": a.pk, "model_version": a.model_version_id, "model_name": a.model_version.name},
         "b": {"id": b.pk, "model_version": b.model_version_id, "model_name": b.model_version.name},

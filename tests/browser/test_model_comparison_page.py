@@ -51,3 +51,15 @@ def test_compare_a_voxel_classifier_with_a_unet(page, login, live_server, shot, 
     expect(truth.locator('[data-table="compare-truth-radius"] tbody tr').first).to_be_visible()
     assert page.js_errors == []
     shot(page, "model-comparison")
+
+
+def test_a_bad_id_is_a_plain_sentence(page, login, live_server, shot, users):
+    login(page, "admin")
+    response = page.goto(f"{live_server.url}/evaluations/compare/?a=abc&b=2")
+    assert response.status == 400
+    expect(page.locator("#compare-error")).to_have_text(
+        "The id of evaluation a must be a whole number, not 'abc'."
+    )
+    expect(page.locator("#compare-form button[type=submit]")).to_be_disabled()  # no finished evaluations yet
+    assert page.js_errors == []
+    shot(page, "model-comparison-refused")

@@ -9,6 +9,7 @@ admins may compare."""
 
 import tempfile
 from datetime import timedelta
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,14 @@ from sklearn.metrics import f1_score
 
 from annotations.models import Volume
 from dla.classes import BONE, SOFT_TISSUE, UNLABELED, VESSEL
-from dla.model.network import build_model, count_parameters, save_weights
+from dla.model.network import NetworkConfig, build_model, count_parameters, save_weights
 from dla.model.unet3d import plan_unet3d
 from dla_web.models import TaskRun
 from evaluation.models import Evaluation
+from inference.models import ModelVersion
 from inference.services import register_model
 from inference.tasks import infer_studies, start_inference
+from tests.conftest import wait_for_run
 from tests.integration.test_evaluation_api import (
     approve,
     launch,
@@ -341,16 +344,17 @@ def test_bad_ids_are_plain_4xx_and_only_admins_compare(phantom_study, users, cli
     assert empty.status_code == 200 and 'id="compare-prompt"' in empty.content.decode()
     for query, words in (
         (f"?a={ev.pk}", "b is missing"),
-        (f"?a=abc&b={ev.pk}", "a must be an evaluation id (a whole number)"),
-        (f"?a={ev.pk}&b=1.5", "b must be an evaluation id"),
+        (f"?a=abc&b={ev.pk}", "the id of evaluation a must be a whole number, not 'abc'"),
+        (f"?a={ev.pk}&b=1.5", "the id of evaluation b must be a whole number"),
         (f"?a={ev.pk}&b=99999999999999999999999", "evaluation 99999999999999999999999 does not exist"),
         (f"?a={ev.pk}&b={ev.pk}", "compare two different evaluations"),
     ):
         api = admin.get(f"/api/evaluations/compare/{query}")
         assert api.status_code == 400 and words in api.json()["detail"], (query, api.content)
-        html = page.get(f"/evaluations/compare/{query}")
-        assert html.status_code == 400 and words.lower() in html.content.decode().lower(), query
-        assert "Error" not in html.content.decode().split('id="compare-error"')[1][:300]  # no class names
+        shown = page.get(f"/evaluations/compare/{query}")
+        alert = unescape(shown.content.decode().split('id="compare-error">')[1].split("</div>")[0])
+        assert shown.status_code == 400 and words.lower() in alert.lower(), (query, alert)
+        assert "Error" not in alert and "Exception" not in alert  # plain words, no class names
     missing = admin.get(f"/api/evaluations/compare/?a={ev.pk}&b={ev.pk + 1000}")
     assert (
         missing.status_code == 400 and f"evaluation {ev.pk + 1000} does not exist" in missing.json()["detail"]
@@ -359,3 +363,81 @@ def test_bad_ids_are_plain_4xx_and_only_admins_compare(phantom_study, users, cli
     for role in ("annotator", "reader"):
         assert client_for(role).get(f"/api/evaluations/compare/?a={ev.pk}&b={ev.pk}").status_code == 403
         assert page_client(users[role]).get(f"/evaluations/compare/?a={ev.pk}&b={ev.pk}").status_code == 403
+
+
+E2E_SHAPE = (24, 48, 48)
+E2E_SPACING = (3.0, 3.0, 3.0)
+E2E_TRAIN = {
+    "max_iterations": 20,
+    "val_every": 10,
+    "val_samples_per_class": 100,
+    "dense_slabs_per_batch": 4,
+    "checkpoint_every": 5,
+    "epoch_voxels": 200_000,
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_train_infer_evaluate_and_compare_end_to_end(phantom_study, users, client_for, celery_worker):
+    """The issue's path through the API and a real worker: a voxel classifier and a 3D U-Net trained on the same
+    approved labels, each inferring the test cohort, both evaluated against the truth and compared: the models'
+    training times, iterations and inference times are the ones their runs stored."""
+    admin = client_for("admin")
+    plan = [(161, "train"), (162, "train"), (163, "validation"), (164, "test"), (165, "test")]
+    studies = {}
+    for seed, cohort in plan:
+        study = with_phantom_params(
+            phantom_study(seed=seed, shape=E2E_SHAPE, spacing_mm=E2E_SPACING, cohort=cohort)
+        )
+        if cohort != "test":
+            approve(study, users["admin"])
+        studies.setdefault(cohort, []).append(study)
+    bodies = {
+        "voxel": {**E2E_TRAIN, "preset": "tiny", "name": "voxel e2e"},
+        "unet3d": {
+            **E2E_TRAIN,
+            "name": "unet e2e",
+            "architecture": "unet3d",
+            "unet_patch_px": 16,
+            "unet_base_filters": 8,
+        },
+    }
+    versions, evaluations, inference_runs, training_runs = {}, {}, {}, {}
+    for arch, body in bodies.items():
+        response = admin.post("/api/training-runs/", body, format="json")
+        assert response.status_code == 202, response.content
+        run = wait_for_run(response.json()["id"], timeout_s=900, worker=celery_worker)
+        assert run.state == "succeeded", (run.error, run.log_tail)
+        training_runs[arch] = run
+        versions[arch] = ModelVersion.objects.get(training_run=run)
+        response = admin.post(
+            "/api/inference/", {"cohort": "test", "model_version": versions[arch].pk}, format="json"
+        )
+        assert response.status_code == 202, response.content
+        inferred = wait_for_run(response.json()["id"], timeout_s=900, worker=celery_worker)
+        assert inferred.state == "succeeded", (inferred.error, inferred.log_tail)
+        inference_runs[arch] = inferred
+        response = launch(admin, model_version=versions[arch].pk, cohorts=["test"], reference="truth")
+        assert response.status_code == 202, response.json()
+        evaluations[arch] = run_inline(Evaluation.objects.get(pk=response.json()["id"]))
+    a, b = evaluations["voxel"], evaluations["unet3d"]
+    response = admin.get(f"/api/evaluations/compare/?a={a.pk}&b={b.pk}")
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    assert data["truth"]["available"] is True and data["truth"]["datasets"][0]["n"] == 2
+    for side, arch, label in (("a", "voxel", "voxel classifier"), ("b", "unet3d", "3D U-Net")):
+        m = data["models"][side]
+        run = training_runs[arch]
+        assert m["architecture_label"] == label and m["training_run"] == run.pk
+        assert m["training_s"] == pytest.approx((run.finished_at - run.started_at).total_seconds())
+        summary = versions[arch].metrics["summary"]
+        assert m["iterations"] == summary["iterations"] == 20
+        assert m["best_iteration"] == summary["best_iteration"]
+        times = [s["elapsed_s"] for s in inference_runs[arch].result["studies"]]
+        assert m["inference"]["n_timed"] == 2 and m["inference"]["runs"] == [inference_runs[arch].pk]
+        assert m["inference"]["mean_s"] == pytest.approx(np.mean(times))
+        assert m["parameters"] == count_parameters(
+            build_model(NetworkConfig.from_dict(versions[arch].network_config))
+        )
+    html = page_client(users["admin"]).get(f"/evaluations/compare/?a={a.pk}&b={b.pk}").content.decode()
+    assert 'id="models-table"' in html and 'id="compare-truth-card"' in html and "3D U-Net" in html
