@@ -231,16 +231,21 @@ def predict_volume(
         # [B, 5, Y+40, X+40] int16 -> float32 normalised
         slab = normalize_hu(torch.from_numpy(padded[zs[:, None] + slice_offsets[None, :]]))
         n = 0
-        for y0 in range(0, Y, ty):
-            y1 = min(Y, y0 + ty)
-            for x0 in range(0, X, tx):
-                x1 = min(X, x0 + tx)
+        for ty0 in range(0, Y, ty):
+            for tx0 in range(0, X, tx):
+                y0, y1, x0, x1 = ty0, min(Y, ty0 + ty), tx0, min(X, tx0 + tx)
                 if should_cancel is not None and should_cancel():
                     raise InferenceCancelled("inference cancelled")
                 if candidate_mask is not None:
                     m = candidate_mask[zs, y0:y1, x0:x1]
-                    if not m.any():
+                    rows = np.flatnonzero(m.any(axis=(0, 2)))
+                    if not len(rows):
                         continue
+                    cols = np.flatnonzero(m.any(axis=(0, 1)))
+                    # only the candidates' bounding box in the tile goes through the network: outside it every
+                    # voxel stays SOFT_TISSUE / 0 anyway (about a third of a head's tile area; same outputs)
+                    y0, y1, x0, x1 = y0 + rows[0], y0 + rows[-1] + 1, x0 + cols[0], x0 + cols[-1] + 1
+                    m = m[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
                 x = slab[:, :, y0 : y1 + 2 * HALO_YX, x0 : x1 + 2 * HALO_YX]
                 x = x.to(device).contiguous(
                     memory_format=torch.channels_last if channels_last else torch.contiguous_format

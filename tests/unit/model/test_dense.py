@@ -203,3 +203,32 @@ def test_class_priors_count_the_labelled_candidate_voxels():
     cand = intensity_candidates(fill, 100)
     counts = [np.count_nonzero(cand & (labels == c)) for c in (VESSEL, BONE, SOFT_TISSUE)]
     assert class_priors_from_labels([(fill, labels)]) == pytest.approx(np.array(counts) / sum(counts))
+
+
+@pytest.mark.parametrize("tile_yx", [(16, 16), (7, 30), None], ids=["16x16", "7x30", "auto"])
+def test_sparse_candidates_give_the_full_prediction_at_every_candidate(tile_yx):
+    """Only each tile's candidate bounding box goes through the network: scattered candidate islands (boxes at
+    tile corners, one-voxel boxes, a box cut by a tile edge) still get exactly the full prediction's outputs,
+    and every other voxel is soft tissue with zero probabilities."""
+    torch.manual_seed(3)
+    model = build_model("tiny")
+    vol = _volume((6, 40, 45), seed=5)
+    cand = np.zeros(vol.shape, bool)
+    rng = np.random.default_rng(6)
+    for z, y, x in rng.integers(0, (6, 40, 45), size=(9, 3)):
+        cand[z, y : y + 3, x : x + 2] = True
+    cand[2, 15, 15] = cand[4, 0, 44] = cand[1, 39, 0] = True
+    full = predict_volume(model, vol, prob_dtype=np.float32, return_probs=True)
+    sparse = predict_volume(
+        model,
+        vol,
+        candidate_mask=cand,
+        tile_yx=tile_yx,
+        slab_batch=2,
+        prob_dtype=np.float32,
+        return_probs=True,
+    )
+    assert np.array_equal(sparse.class_map[cand], full.class_map[cand])
+    assert np.abs(sparse.probs[:, cand] - full.probs[:, cand]).max() <= 1e-5
+    assert (sparse.class_map[~cand] == SOFT_TISSUE).all() and (sparse.vessel_prob[~cand] == 0).all()
+    assert not sparse.probs[:, ~cand].any() and sparse.network_voxels == int(cand.sum())
