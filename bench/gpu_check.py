@@ -271,8 +271,6 @@ def main(argv=None) -> int:
     if cuda:
         torch.cuda.empty_cache()
 
-    backend = backend_and_devices(ranks)[0] if ranks >= 1 else "?"
-
     def ddp_step(name: str):
         net_cfg, _ = arch[name]
         slabs = sz["unet_batch"] if name == "unet3d" else sz["slabs"]
@@ -283,6 +281,7 @@ def main(argv=None) -> int:
             if "gpu_mem_peak_gb" in m:
                 peaks.append(m["gpu_mem_peak_gb"])
 
+        backend = backend_and_devices(ranks)[0]  # too many ranks for the GPUs: this step fails, in words
         t0 = time.perf_counter()
         result, model = train_distributed(
             ranks,
