@@ -16,7 +16,7 @@ from django.urls import path
 from dla_web.roles import is_admin
 from inference.models import ModelVersion
 
-from . import reports, services
+from . import comparison, reports, services
 from .models import Evaluation
 
 
@@ -177,7 +177,7 @@ def evaluation_compare(request):
     _admin(request)
     error, result, status = "", None, 200
     a_id, b_id = request.GET.get("a", ""), request.GET.get("b", "")
-    problem = services.compare_id_problem("a", a_id) or services.compare_id_problem("b", b_id)
+    problem = comparison.compare_id_problem("a", a_id) or comparison.compare_id_problem("b", b_id)
     if not a_id.strip() and not b_id.strip():
         pass  # the page itself: pick two evaluations
     elif problem:
@@ -189,7 +189,7 @@ def evaluation_compare(request):
             error, status = f"Evaluation {a_id if a is None else b_id} does not exist.", 404
         else:
             try:
-                result = services.compare(a, b)
+                result = comparison.compare(a, b)
             except services.EvaluationInputError as exc:
                 error, status = str(exc), 400
     notes = {}
@@ -202,7 +202,7 @@ def evaluation_compare(request):
         result["model_rows"] = _model_rows(result["models"])
         result["ci_label"] = Evaluation.CI(result["ci_method"]).label
         notes = {
-            "peak_memory": services.PEAK_MEMORY_NOTE,
+            "peak_memory": comparison.PEAK_MEMORY_NOTE,
             "whole_head": next(
                 (
                     m["inference"]["whole_head_note"]

@@ -19,7 +19,7 @@ from dla_web.models import TaskRun
 from dla_web.params import id_param
 from dla_web.roles import IsAdmin
 
-from . import reports, services, tasks
+from . import comparison, reports, services, tasks
 from .models import Evaluation
 from .serializers import (
     EvaluationDetailSerializer,
@@ -163,7 +163,7 @@ class EvaluationViewSet(
         ids = []
         for key in ("a", "b"):
             value = request.query_params.get(key, "")
-            problem = services.compare_id_problem(key, value)
+            problem = comparison.compare_id_problem(key, value)
             if problem:
                 raise ValidationError({"detail": problem})
             ev = self.get_queryset().filter(pk=int(value)).first()
@@ -171,6 +171,6 @@ class EvaluationViewSet(
                 raise ValidationError({"detail": f"evaluation {value} does not exist"})
             ids.append(ev)
         try:
-            return Response(services.compare(*ids))
+            return Response(comparison.compare(*ids))
         except services.EvaluationInputError as exc:
             raise _refuse(exc)
