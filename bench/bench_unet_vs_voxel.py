@@ -52,6 +52,7 @@ from dla.model.train import (  # noqa: E402
 )
 from dla.model.unet3d import plan_unet3d  # noqa: E402
 from dla.phantoms import cohort_plan, subject_from_plan, vessel_radii_from_params  # noqa: E402
+from dla.stats.metrics import MetricsError, paired_difference  # noqa: E402
 from dla.stats.truth import TruthReference  # noqa: E402
 
 
@@ -253,12 +254,46 @@ def main():
                 row = {"subject_id": e["subject_id"], **ref.score(pred.class_map == VESSEL).headline()}
                 per_subject[f"{arch}{suffix}"].append(row)
     means = {k: mean_of(v) for k, v in per_subject.items()}
-    head = f"{'method':<14} " + " ".join(f"{m[:12]:>12}" for m in METRICS)
+    head = f"{'method':<20} " + " ".join(f"{m[:12]:>12}" for m in METRICS)
     lines = [head, "-" * len(head)]
     for k, mean in means.items():
         lines.append(
-            f"{k:<14} "
+            f"{k:<20} "
             + " ".join(("  -  " if mean[m] is None else f"{mean[m]:.3f}").rjust(12) for m in METRICS)
+        )
+    paired = {}
+    for suffix in ("", "+prior"):
+        a, b = per_subject[f"unet3d{suffix}"], per_subject[f"voxel{suffix}"]
+        row = {}
+        for m in METRICS:
+            try:
+                d = paired_difference([r[m] for r in a], [r[m] for r in b])
+            except MetricsError as exc:
+                row[m] = {"error": str(exc)}
+                continue
+            row[m] = {"mean": d.mean, "ci_low": d.ci_low, "ci_high": d.ci_high, "n": d.n}
+        paired[f"unet3d{suffix} - voxel{suffix}"] = row
+        lines.append(
+            f"{'U-Net - voxel' + suffix:<20} "
+            + " ".join(
+                (
+                    "n/a"
+                    if "error" in row[m] or row[m]["ci_low"] is None
+                    else f"{100 * row[m]['mean']:+.1f}pp"
+                ).rjust(12)
+                for m in METRICS
+            )
+        )
+        lines.append(
+            f"{'  95% CI':<20} "
+            + " ".join(
+                (
+                    ""
+                    if "error" in row[m] or row[m]["ci_low"] is None
+                    else f"[{100 * row[m]['ci_low']:+.0f},{100 * row[m]['ci_high']:+.0f}]"
+                ).rjust(12)
+                for m in METRICS
+            )
         )
     for arch in models:
         lines.append(
@@ -278,6 +313,7 @@ def main():
         "inference_s_per_study": {a: float(np.mean(v)) for a, v in inference_s.items()},
         "class_priors": list(priors),
         "mean": means,
+        "paired_differences": paired,
         "per_subject": per_subject,
         "table": table,
         "machine": {
