@@ -33,8 +33,10 @@ WHOLE_HEAD_ZYX = (400, 512, 512)
 ARCHITECTURE_NAMES = {"voxel": "voxel classifier", "unet3d": "3D U-Net"}
 COMPARE_TRUTH_METRICS = ("dice", "sensitivity", "ppv", "centreline_sensitivity", "resolved_dice")
 PEAK_MEMORY_NOTE = (
-    "not recorded: neither the training nor the inference runs of the workbench measure peak memory "
-    "(bench/bench_full_head.py reports the peak RSS of one whole-head inference)"
+    "the peak resident memory of the inference worker during one study (the largest over the evaluated studies; "
+    "recorded by inference runs since they measure it, Linux only); not recorded for class maps made by older "
+    "runs or outside the workbench; training does not record it (bench/bench_full_head.py reports the peak RSS of one "
+    "whole-head inference)"
 )
 
 
@@ -249,6 +251,8 @@ def _inference_costs(results: list[StudyResult]) -> dict:
         "max_s": None,
         "voxels_per_s": None,
         "whole_head_s": None,
+        "peak_rss_gb": None,
+        "n_peak": 0,
         "note": "",
         "whole_head_note": "",
     }
@@ -258,6 +262,9 @@ def _inference_costs(results: list[StudyResult]) -> dict:
             "(or the run's record is gone), so no inference time was recorded for them"
         )
         return out
+    peaks = [float(e["peak_rss_gb"]) for _, e in timed if isinstance(e.get("peak_rss_gb"), int | float)]
+    out["peak_rss_gb"] = max(peaks) if peaks else None
+    out["n_peak"] = len(peaks)
     elapsed = [float(e["elapsed_s"]) for _, e in timed]
     rates = [float(e["voxels_per_s"]) for _, e in timed if isinstance(e.get("voxels_per_s"), int | float)]
     out["mean_s"], out["max_s"] = float(np.mean(elapsed)), float(np.max(elapsed))
@@ -286,12 +293,14 @@ def _number(value):
 def model_costs(ev: Evaluation, results: list[StudyResult]) -> dict:
     """``compare(...)["models"][side]``: what the model of ``ev`` is and what it cost, from what is stored: the
     architecture (network_config), parameters, training time (its training TaskRun), iterations, best
-    validation iteration, inference time per study of the evaluated class maps; None with a reason otherwise."""
+    validation iteration, inference time and peak memory per study of the evaluated class maps; None with a reason
+    otherwise."""
     version = ev.model_version
     architecture = (version.network_config or {}).get("architecture", "voxel")
     metrics = version.metrics or {}
     summary = metrics.get("summary") or {}
     parameters, parameters_note = _parameter_count(version)
+    inference = _inference_costs(results)
     run = version.training_run
     training_s, training_note = None, ""
     if version.source == version.Source.UPLOADED:
@@ -324,8 +333,12 @@ def model_costs(ev: Evaluation, results: list[StudyResult]) -> dict:
         "kept_iteration": _number(summary.get("kept_iteration")),
         "training_voxels_per_s": _number(summary.get("voxels_per_s")),
         "train_studies": len(metrics.get("train_studies") or []) or None,
-        "inference": _inference_costs(results),
-        "peak_memory": None,
+        "inference": inference,
+        "peak_memory": (
+            f"{inference['peak_rss_gb']:.2f} GB in one study (largest of {inference['n_peak']})"
+            if inference["peak_rss_gb"] is not None
+            else None
+        ),
         "peak_memory_note": PEAK_MEMORY_NOTE,
     }
 

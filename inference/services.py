@@ -63,6 +63,7 @@ from dla.model.train import (
     train,
 )
 from dla.stats.uncertainty import probability_histogram, vessel_uncertainty
+from dla_web.memory import peak_rss_gb, reset_peak_rss
 from dla_web.tasks import TaskCancelled
 
 from .models import ModelVersion, TrainingRun, thin_curve
@@ -753,6 +754,7 @@ def run_inference(
                 {"study_id": study.pk, "pseudonym": study.pseudonym, "volumes": done, "reused": True}
             )
             continue
+        peak_reset = reset_peak_rss()  # this study's peak: its volume, candidates, prediction and outputs
         fill = study.volume(Volume.Role.FILL)
         fill_hu = np.asarray(fill.array())
         candidates = intensity_candidates(fill_hu, candidate_min_hu) if candidate_min_hu is not None else None
@@ -794,9 +796,11 @@ def run_inference(
                     stats=stats,
                 )
             created = {role: volume.pk for role, volume in created.items()}
+        peak_gb = peak_rss_gb() if peak_reset else None
         ctx.log(
             f"{study.pseudonym}: {prediction.voxels_per_s:,.0f} voxels/s, {prediction.elapsed_s:.1f} s, "
             f"{prediction.network_voxels:,} voxels classified by the network"
+            + (f", peak memory {peak_gb:.2f} GB" if peak_gb is not None else "")
         )
         results.append(
             {
@@ -806,6 +810,7 @@ def run_inference(
                 "voxels_per_s": prediction.voxels_per_s,
                 "elapsed_s": prediction.elapsed_s,
                 "network_voxels": prediction.network_voxels,
+                "peak_rss_gb": peak_gb,
                 "class_priors": list(priors) if priors else None,
             }
         )

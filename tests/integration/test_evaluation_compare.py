@@ -289,6 +289,12 @@ def test_real_inference_run_times_the_unet_side(phantom_study, users, client_for
     times = [s["elapsed_s"] for s in run.result["studies"]]
     assert inf["n_timed"] == 2 and inf["runs"] == [run.pk]
     assert inf["mean_s"] == pytest.approx(np.mean(times)) and inf["max_s"] == pytest.approx(max(times))
+    # peak memory: the worker's peak resident memory during each study, as the run recorded it (Linux /proc)
+    peaks = [s["peak_rss_gb"] for s in run.result["studies"]]
+    assert all(0 < p < 64 for p in peaks), peaks
+    assert inf["peak_rss_gb"] == pytest.approx(max(peaks)) and inf["n_peak"] == 2
+    assert data["models"]["a"]["peak_memory"] == f"{max(peaks):.2f} GB in one study (largest of 2)"
+    assert data["models"]["b"]["peak_memory"] is None
     assert data["models"]["a"]["training_s"] is None
     assert data["models"]["a"]["training_note"].startswith("uploaded weights")
     # the hand-made class maps of b were made by no inference run: no time, and the reason
