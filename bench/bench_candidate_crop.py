@@ -25,7 +25,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_inference import timed  # noqa: E402  (bench/ is the script's folder, first on sys.path)
 
 from dla.model import dense  # noqa: E402
 from dla.model.network import build_model  # noqa: E402
@@ -56,12 +57,6 @@ def previous_predict_volume(commit: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.predict_volume
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def pair(model, fill, cand, before, repeats: int) -> dict:
