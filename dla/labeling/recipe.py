@@ -100,7 +100,8 @@ class RecipeParams:
     Defaults: ``vessel_threshold_hu=600`` is the middle of the paper's typical 500-700 HU.
     ``min_vessel_component_mm3=20`` (``DEFAULT_MIN_VESSEL_COMPONENT_MM3``) keeps every vessel component of at
     least 20 mm^3, whatever the voxel size; seeds rescue smaller true vessels, and ``seeded_vessels_only`` keeps
-    only the components holding a seed point (the paper's "large connected vessels" picked by a click). The
+    only the components holding a seed point (the paper's "large connected vessels" picked by a click; with
+    hysteresis growing on, a click on a dim voxel below the threshold keeps the trees it reaches by growing). The
     older ``min_vessel_component_voxels`` (a floor in voxels, exclusive with the mm^3 floor) is still accepted
     so that recorded label versions replay identically. ``bone_threshold_hu=700`` keeps a 200 HU margin above the soft-tissue upper bound (500) so partial-volume
     edges and contrast-filled vessels missed by the dilation are not called bone. ``vessel_dilation_mm=1``
@@ -547,10 +548,16 @@ def _vessel_mask(sub: np.ndarray, p: RecipeParams, spacing_mm):
     else:
         keep = sizes >= p.min_component_voxels(spacing_mm)
     keep[0] = False
+    missed = []
     for pt in p.seed_points_zyx:
         local = tuple(v - s.start for v, s in zip(pt, bb, strict=True))
-        if all(0 <= v < n for v, n in zip(local, cshape, strict=True)):
+        inside = all(0 <= v < n for v, n in zip(local, cshape, strict=True))
+        if inside and lab[local]:
             keep[lab[local]] = True
+        else:
+            missed.append(pt)
+    if missed and p.vessel_low_threshold_hu is not None:
+        keep[_trees_reached(sub, missed, p.vessel_low_threshold_hu, bb, lab)] = True
     keep[0] = False
     del lab
     n_total = len(sizes) - 1
@@ -565,6 +572,18 @@ def _vessel_mask(sub: np.ndarray, p: RecipeParams, spacing_mm):
     )
     tree = _scatter(m.shape, bb, cshape, idx[keep[comp]])
     return _grow_vessels(sub, tree, p, spacing_mm, stats), stats
+
+
+def _trees_reached(sub: np.ndarray, points, low_hu: float, bb, lab: np.ndarray) -> np.ndarray:
+    """Ids (in ``lab``, the threshold components inside crop ``bb``) of the components that a seed point below
+    the vessel threshold reaches through voxels >= ``low_hu`` (26-connected): a click on a faint vessel voxel
+    that hysteresis growing would join to a tree keeps that tree."""
+    low_lab, _ = label_components(sub >= low_hu)
+    ids = {int(low_lab[tuple(pt)]) for pt in points} - {0}
+    if not ids:
+        return np.zeros(0, dtype=np.int64)
+    reached = np.isin(low_lab[bb], list(ids))
+    return np.unique(lab[reached])
 
 
 def _bone_mask(fill: np.ndarray, vessel: np.ndarray, spacing_mm, p: RecipeParams):

@@ -4,8 +4,8 @@ The paper's labels came from a threshold of the subtracted volume plus connected
 artifact removal" of inter-sweep motion and streak artifacts (Methods, "Training Dataset"); the validation and
 testing labels were made "with the same procedure". On a phantom the exact vessel truth stands in for the
 expert's eye: every recipe-vessel voxel farther than ``tolerance_voxels`` (26-connected steps) from any truth
-vessel voxel is an artifact, and the simulated annotator erases it (vessel -> unlabeled) with one brush stroke
-per 26-connected artifact cluster, through the same edit-op API as the browser's eraser. The clean-up only
+vessel voxel is an artifact, and the simulated annotator erases it (vessel -> unlabeled) with brush strokes
+over every artifact voxel, through the same edit-op API as the browser's eraser. The clean-up only
 removes labels: it never adds a vessel voxel, moves a boundary inside the tolerance, or relabels anything, so
 the result is still the recipe's label (thin vessels the threshold missed stay missed). Pure numpy/scipy.
 """
@@ -17,6 +17,7 @@ from scipy import ndimage as ndi
 
 from dla.classes import UNLABELED, VESSEL
 from dla.labeling.components import label_components
+from dla.labeling.edit_ops import MAX_STROKE_POINTS
 
 STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -34,31 +35,32 @@ def artifact_mask(labels: np.ndarray, truth: np.ndarray, tolerance_voxels: int =
     return (labels == VESSEL) & ~near
 
 
-def eraser_strokes(mask: np.ndarray, spacing_mm) -> list[dict]:
-    """One brush op per 26-connected cluster of ``mask`` (bool [z, y, x]) erasing exactly its vessel voxels:
-    a one-voxel brush (radius half the smallest spacing) dragged over every voxel of the cluster, painting
-    unlabeled over the vessel class only. Largest clusters first."""
+def eraser_strokes(mask: np.ndarray, spacing_mm, max_points: int = MAX_STROKE_POINTS) -> list[dict]:
+    """Brush ops erasing exactly the vessel voxels of ``mask`` (bool [z, y, x]): a one-voxel brush (radius half
+    the smallest spacing) dragged over every voxel, painting unlabeled over the vessel class only. The brush
+    paints at each stroke point and nothing between them, so one drag covers every 26-connected cluster
+    (largest cluster first, voxels in scan order within one); a new op starts only after ``max_points`` points.
+    One op instead of one per cluster keeps the draft's op record short: a motion case has hundreds of
+    clusters, and every op appended re-reads and re-writes the whole record."""
     components, n = label_components(mask)
     if n == 0:
         return []
     radius_mm = 0.5 * float(min(spacing_mm))
     points = np.argwhere(components)  # [k, 3] int64, row-major order
-    order = np.argsort(components[tuple(points.T)], kind="stable")
-    points = points[order]
-    sizes = np.bincount(components[tuple(points.T)], minlength=n + 1)[1:]
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    strokes = []
-    for i in np.argsort(-sizes, kind="stable"):
-        cluster = points[starts[i] : starts[i + 1]].tolist()
-        strokes.append(
-            {
-                "op": "brush",
-                "center_zyx": cluster[0],
-                "stroke_zyx": cluster[1:],
-                "radius_mm": radius_mm,
-                "shape": "sphere",
-                "label": UNLABELED,
-                "only_class": VESSEL,
-            }
-        )
-    return strokes
+    ids = components[tuple(points.T)]
+    sizes = np.bincount(ids, minlength=n + 1)
+    rank = np.empty(n + 1, dtype=np.int64)
+    rank[1 + np.argsort(-sizes[1:], kind="stable")] = np.arange(n)
+    points = points[np.argsort(rank[ids], kind="stable")].tolist()
+    return [
+        {
+            "op": "brush",
+            "center_zyx": points[start],
+            "stroke_zyx": points[start + 1 : start + max_points],
+            "radius_mm": radius_mm,
+            "shape": "sphere",
+            "label": UNLABELED,
+            "only_class": VESSEL,
+        }
+        for start in range(0, len(points), max_points)
+    ]

@@ -116,3 +116,45 @@ def test_reproduce_paper_refuses_foreign_cohort_studies(phantom_study, tmp_path)
     phantom_study(seed=3, cohort="train", pseudonym="SOMEONE-ELSE")
     with pytest.raises(CommandError, match="SOMEONE-ELSE"):
         call_command("reproduce_paper", out=tmp_path, stdout=io.StringIO(), stderr=io.StringIO(), **SMOKE)
+
+
+@pytest.mark.parametrize("cohort", ["train", "test"])
+def test_no_click_keeps_every_vessel_tree_the_click_would_drop(cohort):
+    """--no-clicked-tree-only: no seed, every vessel component above the recipe's mm^3 floor is kept (a superset
+    of the clicked tree), and the validation/test ROI box holds all of them."""
+    from dla.labeling.recipe import RecipeParams, run_recipe
+    from dla.phantoms import default_spacing_mm, make_subject
+    from evaluation.management.commands.reproduce_paper import Command
+
+    shape = (96, 96, 96)  # vessels not connected to the clicked tree appear from about this grid on
+    spacing = default_spacing_mm(shape)
+    subject = make_subject(shape, seed=0)
+    command = Command()
+    kept = {}
+    for clicked in (True, False):
+        command.o = dict(
+            label_growing=True,
+            clicked_tree_only=clicked,
+            vessel_threshold_hu=600.0,
+            bone_threshold_hu=550.0,
+            roi_margin_mm=10.0,
+        )
+        params, box = command.recipe_params(
+            subject.fill_hu, subject.subtracted_hu, subject.truth, spacing, cohort
+        )
+        assert params["seeded_vessels_only"] is clicked and bool(params["seed_points_zyx"]) is clicked
+        assert (box is None) == (cohort == "train")
+        labels = run_recipe(
+            subject.fill_hu, subject.subtracted_hu, spacing, RecipeParams.from_dict(params)
+        ).labels
+        kept[clicked] = labels == VESSEL
+        if box is not None:
+            z0, z1, y0, y1, x0, x1 = box
+            inside = np.zeros(shape, bool)
+            inside[z0:z1, y0:y1, x0:x1] = True
+            assert kept[clicked].any() and not (kept[clicked] & ~inside).any()
+    assert not (kept[True] & ~kept[False]).any()
+    assert (
+        ndi.label(kept[False], np.ones((3, 3, 3), bool))[1]
+        > ndi.label(kept[True], np.ones((3, 3, 3), bool))[1]
+    )

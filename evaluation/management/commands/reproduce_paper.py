@@ -154,6 +154,14 @@ class Command(BaseCommand):
             "workspace's default (labels much closer to the truth, bench/bench_label_options.py); off by default, "
             "the paper's one threshold. Measured both ways in docs/REPRODUCTION.md",
         )
+        parser.add_argument(
+            "--clicked-tree-only",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="keep only the vessel tree of the annotator's click on the largest vessel (seeded_vessels_only, "
+            "the paper's 'large connected vessels'); --no-clicked-tree-only keeps every vessel component above "
+            "the recipe's mm^3 floor (no click), which also keeps the vessels not connected to that tree",
+        )
         parser.add_argument("--roi-margin-mm", type=float, default=10.0)
         parser.add_argument("--lr", type=floats, default=[3e-3, 3e-4], help="learning rates, e.g. 1e-2,1e-3")
         parser.add_argument(
@@ -278,13 +286,17 @@ class Command(BaseCommand):
             **growing,
         )
         first = run_recipe(fill, sub, spacing, base)
-        seed = vessel_seed_zyx(first.labels == VESSEL, truth)
         params = base.to_dict()
+        seed = vessel_seed_zyx(first.labels == VESSEL, truth) if self.o["clicked_tree_only"] else None
         if seed is not None:
             params.update(seed_points_zyx=[list(seed)], seeded_vessels_only=True)
         box = None
         if cohort != "train":
-            kept = run_recipe(fill, sub, spacing, RecipeParams.from_dict(params)).labels == VESSEL
+            kept = (
+                run_recipe(fill, sub, spacing, RecipeParams.from_dict(params)).labels == VESSEL
+                if seed is not None
+                else first.labels == VESSEL
+            )
             if not kept.any():
                 kept = first.labels == VESSEL
             box = box_around(kept, self.o["roi_margin_mm"], spacing)
@@ -717,6 +729,7 @@ _OPTION_KEYS = (
     "roi_margin_mm",
     "simulated_artifact_removal",
     "label_growing",
+    "clicked_tree_only",
     "reject_motion_train_labels",
     "lr",
     "lr_boundaries",

@@ -61,6 +61,30 @@ def test_hysteresis_grows_connected_dim_branches_only(branching):
     assert not (threshold_only.labels == VESSEL)[branch & ~artery].any()
 
 
+def test_a_click_on_a_dim_branch_keeps_the_tree_it_grows_into(branching):
+    """seeded_vessels_only with the click on a dim voxel (below the vessel threshold): with growing on, the
+    tree the branch joins by hysteresis is kept; the unconnected blob stays out; without growing nothing is."""
+    sub, artery, branch, blob = branching
+    fill, sub16 = _volumes(sub)
+    click = tuple(int(v) for v in np.argwhere(branch & ~artery)[-1])  # the branch's far end
+    assert sub16[click] < 600
+    grown = dict(vessel_low_threshold_hu=150.0, vessel_edge_fraction=None)
+    res = run_recipe(
+        fill, sub16, SPACING, RecipeParams(seeded_vessels_only=True, seed_points_zyx=(click,), **grown)
+    )
+    got = res.labels == VESSEL
+    assert got[artery].all() and got[branch].all() and not got[blob].any()
+    on_blob = tuple(int(v) for v in np.argwhere(blob)[0])
+    res = run_recipe(
+        fill, sub16, SPACING, RecipeParams(seeded_vessels_only=True, seed_points_zyx=(on_blob,), **grown)
+    )
+    assert not (res.labels == VESSEL).any()  # the blob reaches no tree above the threshold
+    res = run_recipe(
+        fill, sub16, SPACING, RecipeParams(seeded_vessels_only=True, seed_points_zyx=(click,), **OFF)
+    )
+    assert not (res.labels == VESSEL).any()
+
+
 def test_edge_trims_a_blurred_lumen_to_its_half_maximum():
     """A lumen blurred by the scanner: 600 HU keeps only its core, hysteresis alone the whole blur halo; the
     local-peak edge gives back the lumen (Dice against the true cylinder)."""

@@ -33,10 +33,14 @@ def test_motion_artifacts_are_erased_and_nothing_else_changes(moving_subject_lab
 
     cleaned = labels.copy()
     strokes = eraser_strokes(far, spacing)
-    n_clusters = ndi.label(far, np.ones((3, 3, 3), bool))[1]
-    assert len(strokes) == n_clusters
-    sizes = [1 + len(s["stroke_zyx"]) for s in strokes]
-    assert sizes == sorted(sizes, reverse=True) and sum(sizes) == far.sum()
+    clusters, n_clusters = ndi.label(far, np.ones((3, 3, 3), bool))
+    assert n_clusters > 1 and len(strokes) == 1  # one drag over every cluster
+    points = [strokes[0]["center_zyx"], *strokes[0]["stroke_zyx"]]
+    assert len(points) == far.sum() and len({tuple(p) for p in points}) == len(points)
+    sizes = np.bincount(clusters[far])
+    first = [clusters[tuple(p)] for p in points]
+    assert sizes[first[0]] == sizes[1:].max()  # the largest cluster first
+    assert sum(1 for a, b in zip(first, first[1:]) if a != b) == n_clusters - 1  # each cluster in one run
     for stroke in strokes:
         apply_op(cleaned, stroke, VolumeContext(spacing))
     changed = cleaned != labels
@@ -57,6 +61,10 @@ def test_tolerance_zero_and_bad_input(moving_subject_labels):
     strict = artifact_mask(labels, subject.truth, tolerance_voxels=0)
     np.testing.assert_array_equal(strict, (labels == VESSEL) & (subject.truth != VESSEL))
     assert eraser_strokes(np.zeros(SHAPE, bool), (1, 1, 1)) == []
+    far = artifact_mask(labels, subject.truth)
+    split = eraser_strokes(far, (1, 1, 1), max_points=100)
+    assert [1 + len(s["stroke_zyx"]) for s in split[:-1]] == [100] * (len(split) - 1)
+    assert sum(1 + len(s["stroke_zyx"]) for s in split) == far.sum()
     with pytest.raises(ValueError, match="differs from truth shape"):
         artifact_mask(labels[:-1], subject.truth)
     with pytest.raises(ValueError, match="tolerance_voxels must be >= 0"):
