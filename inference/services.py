@@ -35,6 +35,7 @@ from annotations import volume_store
 from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import CLASS_NAMES, LABELED_CLASSES
+from dla.model.base import tempered_priors
 from dla.model.ddp import backend_and_devices, train_distributed
 from dla.model.dense import (
     InferenceCancelled,
@@ -715,14 +716,15 @@ def run_inference(
     study_ids: list[int],
     candidate_min_hu: int | None = 100,
     user_id: int | None = None,
-    prior_correction: bool = True,
+    prior_strength: float = 1.0,
 ) -> dict:
     """Classify the fill volume of each study and store class_map, vessel_prob and dla volumes.
 
-    ``prior_correction``: a model trained here records its training labels' class frequencies among the
+    ``prior_strength``: a model trained here records its training labels' class frequencies among the
     candidate voxels (``metrics["class_priors"]``); its balanced-training probabilities are re-weighted to them
-    (``predict_volume(class_priors=...)``), which removes most of the vessel over-calling of balanced training.
-    Uploaded weights carry no priors and are used as they are.
+    (``predict_volume(class_priors=...)``, ``tempered_priors``: 1 the full Bayes prior shift, which removes most
+    of the vessel over-calling of balanced training; 0 none, the paper's plain argmax; in between a partial
+    shift). Uploaded weights carry no priors and are used as they are.
 
     Idempotent per (run, study): volumes of this run (``source`` = ``infer-run-<id>``) are written in one
     transaction, so a rerun skips studies already done and redoes the others."""
@@ -732,13 +734,20 @@ def run_inference(
     model = load_model(version)
     recorded = (version.metrics or {}).get("class_priors")
     priors = None
-    if prior_correction and recorded:
-        priors = tuple(float(recorded[k]) for k in ("vessel", "bone", "soft_tissue"))
+    if recorded:
+        frequencies = tuple(float(recorded[k]) for k in ("vessel", "bone", "soft_tissue"))
+        priors = tempered_priors(frequencies, prior_strength)
+    if priors is not None:
         ctx.log(
-            "prior correction to the training labels' class frequencies: "
+            f"prior correction (strength {prior_strength:g}) to the training labels' class frequencies: "
             + ", ".join(
-                f"{k} {100 * v:.2f}%" for k, v in zip(("vessel", "bone", "soft tissue"), priors, strict=True)
+                f"{k} {100 * v:.2f}%"
+                for k, v in zip(("vessel", "bone", "soft tissue"), frequencies, strict=True)
             )
+        )
+    elif recorded:
+        ctx.log(
+            "prior correction off: the balanced-training probabilities are used as trained (plain argmax)"
         )
     source = f"infer-run-{ctx.run_id}"
     should_cancel = _ThrottledCancel(ctx)
@@ -821,18 +830,25 @@ def run_inference(
 PRESET_NAMES = sorted(PRESETS)
 
 
-def inference_request(*, user, version: ModelVersion, studies: list[Study], candidate_min_hu) -> dict:
+def inference_request(
+    *, user, version: ModelVersion, studies: list[Study], candidate_min_hu, prior_strength: float = 1.0
+) -> dict:
     """Keyword arguments of ``infer_studies.enqueue``/``create_run`` for running ``version`` over ``studies``:
-    the task's params, its message and its target (the study, or the model for several)."""
+    the task's params, its message and its target (the study, or the model for several). A ``prior_strength``
+    other than ``run_inference``'s default 1 is recorded in the params; out of [0, 1] raises InferenceError."""
+    tempered_priors(None, prior_strength)
     noun = "study" if len(studies) == 1 else "studies"
+    params = {
+        "model_version_id": version.pk,
+        "study_ids": [s.pk for s in studies],
+        "candidate_min_hu": candidate_min_hu,
+        "user_id": user.pk if user else None,
+    }
+    if prior_strength != 1.0:
+        params["prior_strength"] = float(prior_strength)
     return {
         "user": user,
         "target": studies[0] if len(studies) == 1 else version,
-        "params": {
-            "model_version_id": version.pk,
-            "study_ids": [s.pk for s in studies],
-            "candidate_min_hu": candidate_min_hu,
-            "user_id": user.pk if user else None,
-        },
+        "params": params,
         "message": f"inference of {len(studies)} {noun} with {version.name} queued",
     }

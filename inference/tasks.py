@@ -43,11 +43,24 @@ def start_training(*, user, params: dict, plan: dict, in_process: bool = False):
     return run, record
 
 
-def start_inference(*, user, version, studies, candidate_min_hu, in_process: bool = False, cine: bool = True):
+def start_inference(
+    *,
+    user,
+    version,
+    studies,
+    candidate_min_hu,
+    in_process: bool = False,
+    cine: bool = True,
+    prior_strength: float = 1.0,
+):
     """The TaskRun (kind ``infer``) of ``version`` over ``studies``; sent to the ``gpu`` queue on commit, or left
     queued for ``infer_studies.run_here`` with ``in_process``."""
     request = services.inference_request(
-        user=user, version=version, studies=studies, candidate_min_hu=candidate_min_hu
+        user=user,
+        version=version,
+        studies=studies,
+        candidate_min_hu=candidate_min_hu,
+        prior_strength=prior_strength,
     )
     if not cine:
         request["params"]["cine"] = False

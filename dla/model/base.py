@@ -6,8 +6,8 @@ all need lives here, so imports run one way: ``base`` <- ``network`` / ``dense``
 ``ddp``. ``NetworkConfig`` describes either architecture (``architecture="voxel"`` or ``"unet3d"``);
 ``normalize_hu`` maps fill-volume HU to network input; ``PredictionResult`` is what whole-volume inference returns
 for both (``dense.predict_volume``, ``unet3d.predict_volume_unet3d``); ``check_volume``, ``check_class_priors``,
-``is_oom`` and ``model_device`` are the input checks and helpers both inference paths use. Pure numpy / torch, no
-model code: building, saving and loading networks is ``network``'s.
+``tempered_priors``, ``is_oom`` and ``model_device`` are the input checks and helpers both inference paths use.
+Pure numpy / torch, no model code: building, saving and loading networks is ``network``'s.
 """
 
 from __future__ import annotations
@@ -195,6 +195,19 @@ def check_class_priors(class_priors) -> torch.Tensor | None:
     if w.shape != (3,) or not np.all(np.isfinite(w)) or (w <= 0).any():
         raise InferenceError(f"class_priors must be three positive frequencies, got {class_priors!r}")
     return torch.tensor(w / w.sum(), dtype=torch.float32)
+
+
+def tempered_priors(class_priors, strength: float) -> tuple[float, float, float] | None:
+    """The Bayes prior shift at ``strength`` in [0, 1]: vessel, bone, soft-tissue frequencies raised to that power
+    and normalised (1: the full shift to the training labels' frequencies; 0: None, the balanced-training
+    softmax as trained). Between the two the decision moves from the accuracy-optimal rule towards the balanced
+    one. Bad priors or a strength outside [0, 1] raise InferenceError."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise InferenceError(f"the prior strength must be a number from 0 to 1, got {strength!r}")
+    if check_class_priors(class_priors) is None or strength == 0.0:
+        return None
+    w = np.asarray(class_priors, dtype=np.float64) ** float(strength)
+    return tuple(float(v) for v in w / w.sum())
 
 
 def is_oom(exc: BaseException) -> bool:

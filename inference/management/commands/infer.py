@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
 from annotations.models import Study
+from dla.model.base import tempered_priors
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from inference import services, tasks
@@ -26,6 +27,13 @@ class Command(BaseCommand):
             "--candidate-min-hu",
             default="100",
             help="run the network only where fill >= this HU; 'none' = all",
+        )
+        parser.add_argument(
+            "--prior-strength",
+            type=float,
+            default=1.0,
+            help="re-weight the balanced-training probabilities to the training labels' class frequencies: 1 the "
+            "full Bayes prior shift (default), 0 none (plain argmax, the paper's rule), in between partly",
         )
         parser.add_argument("--user", default=None)
         parser.add_argument("--worker", action="store_true", help="queue on a Celery worker and follow it")
@@ -50,6 +58,7 @@ class Command(BaseCommand):
                 study_ids = [s.pk for s in found]
             studies = services.inference_studies(study_ids=study_ids, cohort=opts["cohort"])
             services.load_model(version)
+            tempered_priors(None, opts["prior_strength"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         run = tasks.start_inference(
@@ -58,6 +67,7 @@ class Command(BaseCommand):
             studies=studies,
             candidate_min_hu=min_hu,
             in_process=not opts["worker"],
+            prior_strength=opts["prior_strength"],
         )
         self.stdout.write(
             f"inference run {run.pk}: model #{version.pk} {version.name} on {len(studies)} studies"

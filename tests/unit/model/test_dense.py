@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
+from dla.model.base import tempered_priors
 from dla.model.dense import (
     InferenceCancelled,
     InferenceError,
@@ -191,6 +192,32 @@ def test_prior_correction_reweights_the_balanced_probabilities():
     for bad in ((1, 1), (0, 1, 1), (np.nan, 1, 1)):
         with pytest.raises(InferenceError, match="three positive frequencies"):
             predict_volume(model, fill, class_priors=bad)
+
+
+def test_a_partial_prior_shift_lies_between_none_and_the_full_one():
+    """tempered_priors: strength 1 is the full shift, 0 none (None: the balanced softmax as trained), 0.5 the
+    square roots normalised; the vessel voxels called shrink monotonically with the strength."""
+    priors = (0.004, 0.4, 0.596)
+    assert tempered_priors(priors, 1.0) == pytest.approx(np.array(priors) / sum(priors))
+    assert tempered_priors(priors, 0.0) is None and tempered_priors(None, 0.7) is None
+    half = np.sqrt(priors)
+    assert tempered_priors(priors, 0.5) == pytest.approx(half / half.sum())
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    fill = _volume((4, 14, 15), seed=3)
+    called = [
+        int(
+            (
+                predict_volume(model, fill, class_priors=tempered_priors(priors, strength)).class_map
+                == VESSEL
+            ).sum()
+        )
+        for strength in (0.0, 0.5, 1.0)
+    ]
+    assert called[0] >= called[1] >= called[2] and called[0] > called[2]
+    for bad in (-0.1, 1.5, True, "1", float("nan")):
+        with pytest.raises(InferenceError, match="prior strength must be a number from 0 to 1"):
+            tempered_priors(priors, bad)
 
 
 def test_class_priors_count_the_labelled_candidate_voxels():
