@@ -435,6 +435,12 @@ def test_train_and_infer_management_commands(cohorts, users):
     assert cfg.augment_hu_scale == (0.9, 1.1) and cfg.augments
     with pytest.raises(CommandError, match="unknown studies: NOPE"):
         call_command("infer", "--study", "NOPE", stdout=io.StringIO(), stderr=io.StringIO())
+    n_runs = TaskRun.objects.filter(kind="infer").count()
+    with pytest.raises(CommandError, match="the prior strength must be a number from 0 to 1, got 1.5"):
+        call_command(
+            "infer", "--cohort", "test", "--prior-strength", "1.5", stdout=io.StringIO(), stderr=io.StringIO()
+        )
+    assert TaskRun.objects.filter(kind="infer").count() == n_runs  # refused before anything was queued
     with pytest.raises(
         CommandError,
         match="no approved label versions in the training cohort .test.; studies lacking them: PH-014",
