@@ -35,7 +35,7 @@ from annotations import volume_store
 from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import CLASS_NAMES, LABELED_CLASSES
-from dla.model.base import tempered_priors
+from dla.model.base import DEFAULT_PRIOR_STRENGTH, tempered_priors
 from dla.model.ddp import backend_and_devices, train_distributed
 from dla.model.dense import (
     InferenceCancelled,
@@ -716,15 +716,15 @@ def run_inference(
     study_ids: list[int],
     candidate_min_hu: int | None = 100,
     user_id: int | None = None,
-    prior_strength: float = 1.0,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
 ) -> dict:
     """Classify the fill volume of each study and store class_map, vessel_prob and dla volumes.
 
     ``prior_strength``: a model trained here records its training labels' class frequencies among the
     candidate voxels (``metrics["class_priors"]``); its balanced-training probabilities are re-weighted to them
     (``predict_volume(class_priors=...)``, ``tempered_priors``: 1 the full Bayes prior shift, which removes most
-    of the vessel over-calling of balanced training; 0 none, the paper's plain argmax; in between a partial
-    shift). Uploaded weights carry no priors and are used as they are.
+    of the vessel over-calling of balanced training; 0 none, the paper's plain argmax; the default
+    ``DEFAULT_PRIOR_STRENGTH`` in between). Uploaded weights carry no priors and are used as they are.
 
     Idempotent per (run, study): volumes of this run (``source`` = ``infer-run-<id>``) are written in one
     transaction, so a rerun skips studies already done and redoes the others."""
@@ -831,11 +831,16 @@ PRESET_NAMES = sorted(PRESETS)
 
 
 def inference_request(
-    *, user, version: ModelVersion, studies: list[Study], candidate_min_hu, prior_strength: float = 1.0
+    *,
+    user,
+    version: ModelVersion,
+    studies: list[Study],
+    candidate_min_hu,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
 ) -> dict:
     """Keyword arguments of ``infer_studies.enqueue``/``create_run`` for running ``version`` over ``studies``:
-    the task's params, its message and its target (the study, or the model for several). A ``prior_strength``
-    other than ``run_inference``'s default 1 is recorded in the params; out of [0, 1] raises InferenceError."""
+    the task's params, its message and its target (the study, or the model for several). ``prior_strength`` is
+    recorded in the params (runs from before it existed used 1); out of [0, 1] raises InferenceError."""
     tempered_priors(None, prior_strength)
     noun = "study" if len(studies) == 1 else "studies"
     params = {
@@ -843,9 +848,8 @@ def inference_request(
         "study_ids": [s.pk for s in studies],
         "candidate_min_hu": candidate_min_hu,
         "user_id": user.pk if user else None,
+        "prior_strength": float(prior_strength),
     }
-    if prior_strength != 1.0:
-        params["prior_strength"] = float(prior_strength)
     return {
         "user": user,
         "target": studies[0] if len(studies) == 1 else version,

@@ -10,6 +10,7 @@ from django.db import transaction
 
 from annotations.models import Volume
 from annotations.tasks import enqueue_cines
+from dla.model.base import DEFAULT_PRIOR_STRENGTH
 from dla_web.tasks import TaskContext, dla_task
 
 from . import services
@@ -51,7 +52,7 @@ def start_inference(
     candidate_min_hu,
     in_process: bool = False,
     cine: bool = True,
-    prior_strength: float = 1.0,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
 ):
     """The TaskRun (kind ``infer``) of ``version`` over ``studies``; sent to the ``gpu`` queue on commit, or left
     queued for ``infer_studies.run_here`` with ``in_process``."""

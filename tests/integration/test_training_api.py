@@ -16,6 +16,7 @@ from django.conf import settings
 from annotations.labels import _create_version, review
 from annotations.models import Study
 from dla.classes import BONE
+from dla.model.base import DEFAULT_PRIOR_STRENGTH, tempered_priors
 from dla.model.network import NetworkConfig, build_model, config_fingerprint, preset_config, save_weights
 from dla.model.train import TrainConfig
 from dla_web.models import TaskRun
@@ -141,7 +142,11 @@ def test_unet3d_trains_through_the_form_api_and_its_model_infers(client_for, coh
         fill,
         candidate_mask=intensity_candidates(fill, 100),
         prob_dtype=np.float32,
-        class_priors=tuple(priors[k] for k in ("vessel", "bone", "soft_tissue")) if priors else None,
+        class_priors=tempered_priors(
+            tuple(priors[k] for k in ("vessel", "bone", "soft_tissue")), DEFAULT_PRIOR_STRENGTH
+        )
+        if priors
+        else None,
     )
     assert (outputs["class_map"] == reference.class_map).mean() > 0.999
     assert np.array_equal(outputs["dla"], dla_volume(fill, outputs["class_map"]))

@@ -61,6 +61,7 @@ from annotations.phantom_import import import_subject
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
 from dla.labeling.recipe import RecipeParams, run_recipe
 from dla.labeling.roi import box_around, box_mask
+from dla.model.base import DEFAULT_PRIOR_STRENGTH
 from dla.phantoms import cohort_plan, default_spacing_mm, subject_from_plan
 from dla.phantoms.review import artifact_mask, eraser_strokes
 from dla.stats.metrics import PAPER_TABLE1, TABLE1_METRICS, format_paper_pct
@@ -149,26 +150,26 @@ class Command(BaseCommand):
         parser.add_argument(
             "--label-growing",
             action=argparse.BooleanOptionalAction,
-            default=False,
+            default=True,
             help="grow the recipe's vessel tree by hysteresis (100 HU) and trim it at the half-maximum edge, the "
-            "workspace's default (labels much closer to the truth, bench/bench_label_options.py); off by default, "
-            "the paper's one threshold. Measured both ways in docs/REPRODUCTION.md",
+            "workspace's default (labels much closer to the truth, bench/bench_label_options.py); "
+            "--no-label-growing: the paper's one threshold. Measured both ways in docs/REPRODUCTION.md",
         )
         parser.add_argument(
             "--clicked-tree-only",
             action=argparse.BooleanOptionalAction,
-            default=True,
+            default=False,
             help="keep only the vessel tree of the annotator's click on the largest vessel (seeded_vessels_only, "
-            "the paper's 'large connected vessels'); --no-clicked-tree-only keeps every vessel component above "
-            "the recipe's mm^3 floor (no click), which also keeps the vessels not connected to that tree",
+            "the paper's 'large connected vessels'; it drops the vessels not connected to that tree); off by "
+            "default: every vessel component above the recipe's mm^3 floor is kept (no click)",
         )
         parser.add_argument(
             "--prior-strength",
             type=float,
-            default=1.0,
+            default=DEFAULT_PRIOR_STRENGTH,
             help="inference re-weights the balanced-training probabilities to the training labels' class "
-            "frequencies: 1 the full Bayes prior shift (the inference task's default), 0 none (the paper's plain "
-            "argmax), in between partly",
+            "frequencies: 1 the full Bayes prior shift, 0 none (the paper's plain argmax), default "
+            f"{DEFAULT_PRIOR_STRENGTH:g} (the inference task's)",
         )
         parser.add_argument("--roi-margin-mm", type=float, default=10.0)
         parser.add_argument("--lr", type=floats, default=[3e-3, 3e-4], help="learning rates, e.g. 1e-2,1e-3")
@@ -479,7 +480,7 @@ class Command(BaseCommand):
         same_setting = {
             f"infer-run-{run.pk}"
             for run in TaskRun.objects.filter(kind="infer")
-            if float(run.params.get("prior_strength", 1.0)) == self.o["prior_strength"]
+            if float(run.params.get("prior_strength", 1.0)) == self.o["prior_strength"]  # older runs: 1
         }
         for study in Study.objects.filter(cohort__in=["validation", "test"]).order_by("pseudonym"):
             newest = (

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
 from annotations.models import Study
-from dla.model.base import tempered_priors
+from dla.model.base import DEFAULT_PRIOR_STRENGTH, tempered_priors
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from inference import services, tasks
@@ -31,9 +31,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--prior-strength",
             type=float,
-            default=1.0,
+            default=DEFAULT_PRIOR_STRENGTH,
             help="re-weight the balanced-training probabilities to the training labels' class frequencies: 1 the "
-            "full Bayes prior shift (default), 0 none (plain argmax, the paper's rule), in between partly",
+            f"full Bayes prior shift, 0 none (plain argmax, the paper's rule), default {DEFAULT_PRIOR_STRENGTH:g}",
         )
         parser.add_argument("--user", default=None)
         parser.add_argument("--worker", action="store_true", help="queue on a Celery worker and follow it")
