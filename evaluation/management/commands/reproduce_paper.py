@@ -4,20 +4,24 @@ Steps (each with a terminal progress bar; wall time of each step in the results)
 
 1. **Phantoms**: ``cohort_plan(subjects, seed)`` (105 -> 35 train / 8 validation / 62 test), every subject imported
    through the real ingest path as study ``RP<seed>-PH-nnn`` (fill, mask, subtracted DSA, truth).
-2. **Labels** (paper, "Training Dataset" / "Validation and Testing Datasets"): the automatic recipe (subtracted
-   volume threshold + 26-connected components, bone from the fill, eroded soft tissue) committed by a system user
-   and approved by it. The paper isolated the large vessels by connected components and dropped "small regions
-   not connected to a large vessel"; we do the same with one annotator click (a recipe seed point) on the largest
-   vessel component and ``seeded_vessels_only``, so only the clicked tree is kept. The click is the one place the phantom truth is used (the seed is a recipe vessel voxel inside the
-   largest truth-vessel component, standing in for the annotator recognising the ICA). The paper's further
-   *manual* artifact removal is simulated by default (``dla.phantoms.review``: eraser strokes over the
-   recipe-vessel voxels more than one voxel from any truth vessel; ``--no-simulated-artifact-removal`` skips
-   it), and bone is thresholded at ``--bone-threshold-hu`` (550). Train: whole volume. Validation/test: labels restricted to an ROI
-   box (the clicked vessel tree's bounding box + ``--roi-margin-mm``, i.e. vessels, skull base and the bone and
-   soft tissue around them) and balanced to equal voxel counts per class; the box is also stored as the label
-   version's ROI, so evaluation scores inside it.
+2. **Labels** (paper, "Training Dataset" / "Validation and Testing Datasets"): the automatic recipe committed by a
+   system user and approved by it. By default the workspace's recipe: the subtracted volume above 600 HU grown by
+   hysteresis from 100 HU and trimmed at the half-maximum edge, every 26-connected vessel tree of at least 20 mm^3
+   kept (the paper's "small regions not connected to a large vessel" dropped by the floor), bone from the fill at
+   ``--bone-threshold-hu`` (550), eroded soft tissue. ``--no-label-growing`` is the paper's one threshold;
+   ``--clicked-tree-only`` keeps only the tree of one annotator click (a recipe seed point, ``seeded_vessels_only``)
+   on the largest vessel: the seed is a recipe vessel voxel inside the largest truth-vessel component, standing in
+   for the annotator recognising the ICA. The paper's further *manual* artifact removal is simulated by default
+   (``dla.phantoms.review``: one eraser drag over the recipe-vessel voxels more than one voxel from any truth
+   vessel; ``--no-simulated-artifact-removal`` skips it). The click and the simulated reviewer are the only places
+   the labels read the truth. Train: whole volume. Validation/test: labels restricted to an ROI box (the kept vessel
+   trees' bounding box + ``--roi-margin-mm``, i.e. vessels, skull base and the bone and soft tissue around them)
+   and balanced to equal voxel counts per class; the box is also stored as the label version's ROI, so evaluation
+   scores inside it.
 3. **Training**: ``inference.services.run_training`` on the approved train labels, validation cohort monitored.
-4. **Inference** on validation + test (class map, vessel probability, 3D-DLA volumes).
+4. **Inference** on validation + test (class map, vessel probability, 3D-DLA volumes), the balanced-training
+   probabilities re-weighted towards the training labels' class frequencies at ``--prior-strength`` (0.7; 0 is the
+   paper's plain argmax).
 5. **Evaluation** twice (``manage.py evaluate``): against the approved labels (the paper's reference standard,
    Table 1 + residual bone DSA vs DLA) and against the phantom truth (no ROI); PDF + JSON of both into ``--out``.
    Both carry the truth-referenced section (issue 14: 3D-DLA and the DSA baseline against the phantom truth over
@@ -26,7 +30,8 @@ Steps (each with a terminal progress bar; wall time of each step in the results)
 6. **Label quality**: vessel Dice / precision / recall of the recipe labels against the truth per cohort.
 
 ``--reuse`` keeps studies, approved labels, the trained model and predictions of an earlier run with the same
-settings in the same database (e.g. after an interruption). Refuses to run when other studies are in the
+settings in the same database (e.g. after an interruption); with another ``--prior-strength`` it predicts and
+evaluates again with the same model (two minutes for the full cohort). Refuses to run when other studies are in the
 train/validation/test cohorts (they would be trained or evaluated on): use a fresh database, e.g.
 ``DEBUG=1 DLA_VAR_DIR=/tmp/repro-var``.
 """
