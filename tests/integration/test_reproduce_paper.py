@@ -205,3 +205,18 @@ def test_no_click_keeps_every_vessel_tree_the_click_would_drop(cohort):
         ndi.label(kept[False], np.ones((3, 3, 3), bool))[1]
         > ndi.label(kept[True], np.ones((3, 3, 3), bool))[1]
     )
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"prior_strength": 2.0}, "--prior-strength must be from 0 to 1, got 2"),
+        ({"vessel_edge_fraction": 1.5}, "--vessel-edge-fraction: vessel_edge_fraction=1.5 is outside"),
+    ],
+)
+def test_reproduce_paper_refuses_bad_options_before_making_anything(tmp_path, option, message):
+    with pytest.raises(CommandError, match=message):
+        call_command(
+            "reproduce_paper", out=tmp_path, stdout=io.StringIO(), stderr=io.StringIO(), **{**SMOKE, **option}
+        )
+    assert not Study.objects.exists()

@@ -64,7 +64,7 @@ from annotations.labels import (
 from annotations.models import LabelVersion, Study, Volume
 from annotations.phantom_import import import_subject
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
-from dla.labeling.recipe import RecipeParams, run_recipe
+from dla.labeling.recipe import DEFAULT_VESSEL_EDGE_FRACTION, RecipeError, RecipeParams, run_recipe
 from dla.labeling.roi import box_around, box_mask
 from dla.model.base import DEFAULT_PRIOR_STRENGTH
 from dla.phantoms import cohort_plan, default_spacing_mm, subject_from_plan
@@ -161,6 +161,13 @@ class Command(BaseCommand):
             "--no-label-growing: the paper's one threshold. Measured both ways in docs/REPRODUCTION.md",
         )
         parser.add_argument(
+            "--vessel-edge-fraction",
+            type=float,
+            default=DEFAULT_VESSEL_EDGE_FRACTION,
+            help="growing labels: a grown vessel voxel stays when it reaches this fraction of the brightest "
+            f"subtracted voxel nearby (the recipe's vessel_edge_fraction, default {DEFAULT_VESSEL_EDGE_FRACTION:g})",
+        )
+        parser.add_argument(
             "--clicked-tree-only",
             action=argparse.BooleanOptionalAction,
             default=False,
@@ -199,6 +206,10 @@ class Command(BaseCommand):
             raise CommandError("--subjects must be >= 3 (one per cohort at least)")
         if o["iterations"] < 1:
             raise CommandError("--iterations must be >= 1")
+        try:
+            RecipeParams(vessel_edge_fraction=o["vessel_edge_fraction"])
+        except RecipeError as exc:
+            raise CommandError(f"--vessel-edge-fraction: {exc}") from exc
         if not 0.0 <= o["prior_strength"] <= 1.0:
             raise CommandError(f"--prior-strength must be from 0 to 1, got {o['prior_strength']:g}")
         self.spacing = (o["spacing"],) * 3 if o["spacing"] else default_spacing_mm(o["shape"])
@@ -294,7 +305,9 @@ class Command(BaseCommand):
 
     def recipe_params(self, fill, sub, truth, spacing, cohort) -> tuple[dict, list[int] | None]:
         growing = (
-            {} if self.o["label_growing"] else {"vessel_low_threshold_hu": None, "vessel_edge_fraction": None}
+            {"vessel_edge_fraction": self.o["vessel_edge_fraction"]}
+            if self.o["label_growing"]
+            else {"vessel_low_threshold_hu": None, "vessel_edge_fraction": None}
         )
         base = RecipeParams(  # the default vessel floor (mm^3) finds the tree to click on
             vessel_threshold_hu=self.o["vessel_threshold_hu"],
@@ -754,6 +767,7 @@ _OPTION_KEYS = (
     "simulated_artifact_removal",
     "label_growing",
     "clicked_tree_only",
+    "vessel_edge_fraction",
     "prior_strength",
     "reject_motion_train_labels",
     "lr",
