@@ -4,6 +4,7 @@ hyper-parameter is a 400 naming the field, never a failed run)."""
 from rest_framework import serializers
 
 from annotations.models import Study
+from dla.model.base import DEFAULT_PRIOR_STRENGTH
 from dla.model.network import ARCHITECTURES, PRESETS
 from dla.model.train import InvalidTrainConfigError, TrainConfig
 from dla_web.serializers import TaskRunSerializer
@@ -324,6 +325,15 @@ class InferenceRequestSerializer(serializers.Serializer):
         allow_null=True,
         default=100,
         help_text="run the network only where fill >= this HU (dilated by 1 voxel); null = every voxel",
+    )
+    prior_strength = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        required=False,
+        default=DEFAULT_PRIOR_STRENGTH,
+        help_text="re-weight the balanced-training probabilities towards the training labels' class frequencies: "
+        "1 the full Bayes prior shift, 0 none (plain argmax, the paper's rule); models without recorded "
+        "frequencies are used as trained",
     )
 
     def validate(self, data):

@@ -153,7 +153,11 @@ class InferenceViewSet(viewsets.GenericViewSet):
         studies = services.inference_studies(study_ids=study_ids or None, cohort=data.get("cohort"))
         services.load_model(version)  # refuse damaged / incompatible weights now, not in the worker
         run = tasks.start_inference(
-            user=request.user, version=version, studies=studies, candidate_min_hu=data["candidate_min_hu"]
+            user=request.user,
+            version=version,
+            studies=studies,
+            candidate_min_hu=data["candidate_min_hu"],
+            prior_strength=data["prior_strength"],
         )
         return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from annotations.labels import _create_version, review
+from dla_web.models import TaskRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -82,8 +83,14 @@ def test_admin_trains_watches_cancels_and_registers_model(
     page.click("#run-message a[href^='/models/#model-']")
     page.wait_for_selector("#models-table tr[data-active=true]")
     assert "short run" in page.locator("#models-table tr[data-active=true]").inner_text()
+    assert page.input_value("#infer-form input[name=prior_strength]") == "0.7"  # the default, explained
+    assert "0 none (the paper's rule)" in page.locator("#prior-strength-help").inner_text()
+    page.fill("#infer-form input[name=prior_strength]", "0.5")
     page.click("#infer-form button[type=submit]")
     page.wait_for_selector("#infer-runs .run[data-state=succeeded]", timeout=60000)
+    run = TaskRun.objects.filter(kind="infer").latest("pk")
+    assert run.params["prior_strength"] == 0.5
+    assert "prior correction (strength 0.5)" in run.log_tail
     shot(page, "models-page")
     assert not page.js_errors, page.js_errors
 

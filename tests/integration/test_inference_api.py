@@ -124,10 +124,20 @@ def test_bad_inference_requests_are_refused(client_for, phantom_study):
     assert "exactly one of" in refused({"study": study.pk, "cohort": "test"})
     assert "exactly one of" in refused({})
     assert "has no studies" in refused({"cohort": "validation"})
+    for bad in (1.5, -0.1, "strong"):
+        response = annotator.post(
+            "/api/inference/", {"study": study.pk, "prior_strength": bad}, format="json"
+        )
+        assert response.status_code == 400 and "prior_strength" in response.json()["errors"], response.content
     assert "does not exist" in refused({"study": study.pk, "model_version": 999999})
     version = ModelVersion.objects.get(pk=model["id"])
     path = Path(settings.STORAGE_ROOT) / version.weights_file
-    path.write_bytes(path.read_bytes()[:-10])  # damaged in the storage
+    intact = path.read_bytes()
+    path.write_bytes(intact[:-10])  # damaged in the storage
     assert "does not match its sha256" in refused({"study": study.pk})
     assert not TaskRun.objects.exists()
+    path.write_bytes(intact)
+    started = annotator.post("/api/inference/", {"study": study.pk, "prior_strength": 0}, format="json")
+    assert started.status_code == 202, started.content
+    assert TaskRun.objects.get(pk=started.json()["id"]).params["prior_strength"] == 0.0
     assert client_for("reader").post("/api/inference/", {"study": study.pk}, format="json").status_code == 403

@@ -71,6 +71,7 @@ document.getElementById("infer-form").addEventListener("submit", async (event) =
   if (form.study.value) body.study = Number(form.study.value);
   else body.cohort = form.cohort.value;
   body.candidate_min_hu = form.candidate_min_hu.value === "" ? null : Number(form.candidate_min_hu.value);
+  if (form.prior_strength.value !== "") body.prior_strength = Number(form.prior_strength.value);
   try {
     await api("/api/inference/", { method: "POST", body });
     inferList.refresh();
