@@ -169,7 +169,7 @@ def test_reproduce_paper_refuses_foreign_cohort_studies(phantom_study, tmp_path)
 def test_no_click_keeps_every_vessel_tree_the_click_would_drop(cohort):
     """--no-clicked-tree-only: no seed, every vessel component above the recipe's mm^3 floor is kept (a superset
     of the clicked tree), and the validation/test ROI box holds all of them."""
-    from dla.labeling.recipe import RecipeParams, run_recipe
+    from dla.labeling.recipe import DEFAULT_VESSEL_EDGE_FRACTION, RecipeParams, run_recipe
     from dla.phantoms import default_spacing_mm, make_subject
     from evaluation.management.commands.reproduce_paper import Command
 
@@ -181,6 +181,7 @@ def test_no_click_keeps_every_vessel_tree_the_click_would_drop(cohort):
     for clicked in (True, False):
         command.o = dict(
             label_growing=True,
+            vessel_edge_fraction=DEFAULT_VESSEL_EDGE_FRACTION,
             clicked_tree_only=clicked,
             vessel_threshold_hu=600.0,
             bone_threshold_hu=550.0,
