@@ -35,7 +35,7 @@ from annotations import volume_store
 from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import CLASS_NAMES, LABELED_CLASSES
-from dla.model.base import DEFAULT_PRIOR_STRENGTH, tempered_priors
+from dla.model.base import DEFAULT_PRIOR_STRENGTH, check_prior_strength, tempered_priors
 from dla.model.ddp import backend_and_devices, train_distributed
 from dla.model.dense import (
     InferenceCancelled,
@@ -841,14 +841,14 @@ def inference_request(
     """Keyword arguments of ``infer_studies.enqueue``/``create_run`` for running ``version`` over ``studies``:
     the task's params, its message and its target (the study, or the model for several). ``prior_strength`` is
     recorded in the params (runs from before it existed used 1); out of [0, 1] raises InferenceError."""
-    tempered_priors(None, prior_strength)
+    prior_strength = check_prior_strength(prior_strength)
     noun = "study" if len(studies) == 1 else "studies"
     params = {
         "model_version_id": version.pk,
         "study_ids": [s.pk for s in studies],
         "candidate_min_hu": candidate_min_hu,
         "user_id": user.pk if user else None,
-        "prior_strength": float(prior_strength),
+        "prior_strength": prior_strength,
     }
     return {
         "user": user,

@@ -6,7 +6,7 @@ all need lives here, so imports run one way: ``base`` <- ``network`` / ``dense``
 ``ddp``. ``NetworkConfig`` describes either architecture (``architecture="voxel"`` or ``"unet3d"``);
 ``normalize_hu`` maps fill-volume HU to network input; ``PredictionResult`` is what whole-volume inference returns
 for both (``dense.predict_volume``, ``unet3d.predict_volume_unet3d``); ``check_volume``, ``check_class_priors``,
-``tempered_priors``, ``is_oom`` and ``model_device`` are the input checks and helpers both inference paths use.
+``check_prior_strength``, ``tempered_priors``, ``is_oom`` and ``model_device`` are the input checks and helpers both inference paths use.
 Pure numpy / torch, no model code: building, saving and loading networks is ``network``'s.
 """
 
@@ -205,16 +205,22 @@ the test cohort it keeps every case free of residual bone and finds 91% of the r
 (83% at the full shift), for 2.8 points of whole-head Dice."""
 
 
+def check_prior_strength(strength) -> float:
+    """``strength`` as a float when it is a number in [0, 1], else InferenceError naming the value."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise InferenceError(f"the prior strength must be a number from 0 to 1, got {strength!r}")
+    return float(strength)
+
+
 def tempered_priors(class_priors, strength: float) -> tuple[float, float, float] | None:
     """The Bayes prior shift at ``strength`` in [0, 1]: vessel, bone, soft-tissue frequencies raised to that power
     and normalised (1: the full shift to the training labels' frequencies; 0: None, the balanced-training
     softmax as trained). Between the two the decision moves from the accuracy-optimal rule towards the balanced
     one. Bad priors or a strength outside [0, 1] raise InferenceError."""
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-        raise InferenceError(f"the prior strength must be a number from 0 to 1, got {strength!r}")
+    strength = check_prior_strength(strength)
     if check_class_priors(class_priors) is None or strength == 0.0:
         return None
-    w = np.asarray(class_priors, dtype=np.float64) ** float(strength)
+    w = np.asarray(class_priors, dtype=np.float64) ** strength
     return tuple(float(v) for v in w / w.sum())
 
 

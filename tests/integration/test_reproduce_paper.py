@@ -116,15 +116,18 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
 
     # --reuse --prior-strength 0 predicts again (the stored predictions were made at the default strength), with the
     # plain argmax; a second such call reuses those
-    call_command(
-        "reproduce_paper",
-        out=tmp_path,
-        reuse=True,
-        prior_strength=0.0,
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        **SMOKE,
-    )
+    def rerun_at_strength_0():
+        call_command(
+            "reproduce_paper",
+            out=tmp_path,
+            reuse=True,
+            prior_strength=0.0,
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+            **SMOKE,
+        )
+
+    rerun_at_strength_0()
     runs = list(TaskRun.objects.filter(kind="infer").order_by("pk"))
     assert len(runs) == n_infer + 1 and runs[-1].params["prior_strength"] == 0.0
     assert "prior correction off" in runs[-1].log_tail
@@ -145,15 +148,7 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
             load_model(model), fill, candidate_mask=intensity_candidates(fill, 100), class_priors=class_priors
         )
         assert (np.asarray(volume.array()) == expected.class_map).mean() > 0.999
-    call_command(
-        "reproduce_paper",
-        out=tmp_path,
-        reuse=True,
-        prior_strength=0.0,
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        **SMOKE,
-    )
+    rerun_at_strength_0()
     assert TaskRun.objects.filter(kind="infer").count() == n_infer + 1
     with pytest.raises(CommandError, match="--reuse"):
         call_command("reproduce_paper", out=tmp_path, stdout=io.StringIO(), stderr=io.StringIO(), **SMOKE)

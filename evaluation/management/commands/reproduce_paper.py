@@ -73,7 +73,7 @@ from dla.stats.metrics import PAPER_TABLE1, TABLE1_METRICS, format_paper_pct
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from evaluation.models import Evaluation
-from evaluation.services import METHODS, TRUTH_METRIC_LABELS, TRUTH_METRICS
+from evaluation.services import METHODS, TRUTH_METRIC_LABELS, TRUTH_METRICS, prediction_volume
 from inference import services, tasks
 from inference.models import ModelVersion
 from inference.serializers import TrainRequestSerializer
@@ -321,13 +321,10 @@ class Command(BaseCommand):
             params.update(seed_points_zyx=[list(seed)], seeded_vessels_only=True)
         box = None
         if cohort != "train":
-            kept = (
-                run_recipe(fill, sub, spacing, RecipeParams.from_dict(params)).labels == VESSEL
-                if seed is not None
-                else first.labels == VESSEL
-            )
-            if not kept.any():
-                kept = first.labels == VESSEL
+            kept = first.labels == VESSEL
+            if seed is not None:
+                clicked = run_recipe(fill, sub, spacing, RecipeParams.from_dict(params)).labels == VESSEL
+                kept = clicked if clicked.any() else kept
             box = box_around(kept, self.o["roi_margin_mm"], spacing)
             params.update(roi_boxes_zyx=[box])
         return params, box
@@ -501,11 +498,8 @@ class Command(BaseCommand):
             if float(run.params.get("prior_strength", 1.0)) == self.o["prior_strength"]  # older runs: 1
         }
         for study in Study.objects.filter(cohort__in=["validation", "test"]).order_by("pseudonym"):
-            newest = (
-                Volume.objects.filter(study=study, role=Volume.Role.CLASS_MAP, model_version_id=version.pk)
-                .order_by("-created_at", "-id")
-                .first()
-            )  # evaluation scores the newest prediction: reuse it only when made with this --prior-correction
+            newest = prediction_volume(study, version.pk)  # the one evaluation scores: reuse it only when it
+            # was made at this --prior-strength
             if not (self.o["reuse"] and newest is not None and newest.source in same_setting):
                 todo.append(study)
         if not todo:

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
 from annotations.models import Study
-from dla.model.base import DEFAULT_PRIOR_STRENGTH, tempered_priors
+from dla.model.base import DEFAULT_PRIOR_STRENGTH, check_prior_strength
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from inference import services, tasks
@@ -58,7 +58,7 @@ class Command(BaseCommand):
                 study_ids = [s.pk for s in found]
             studies = services.inference_studies(study_ids=study_ids, cohort=opts["cohort"])
             services.load_model(version)
-            tempered_priors(None, opts["prior_strength"])
+            check_prior_strength(opts["prior_strength"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         run = tasks.start_inference(
