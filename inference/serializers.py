@@ -4,7 +4,7 @@ hyper-parameter is a 400 naming the field, never a failed run)."""
 from rest_framework import serializers
 
 from annotations.models import Study
-from dla.model.base import DEFAULT_PRIOR_STRENGTH
+from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH
 from dla.model.network import ARCHITECTURES, PRESETS
 from dla.model.train import InvalidTrainConfigError, TrainConfig
 from dla_web.serializers import TaskRunSerializer
@@ -334,6 +334,13 @@ class InferenceRequestSerializer(serializers.Serializer):
         help_text="re-weight the balanced-training probabilities towards the training labels' class frequencies: "
         "1 the full Bayes prior shift, 0 none (plain argmax, the paper's rule); models without recorded "
         "frequencies are used as trained",
+    )
+
+    mirror = serializers.BooleanField(
+        required=False,
+        default=DEFAULT_MIRROR,
+        help_text="average each volume's prediction with that of its left-right mirror image (test-time "
+        "augmentation, twice the network time; the voxel classifier only)",
     )
 
     def validate(self, data):

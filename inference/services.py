@@ -35,7 +35,7 @@ from annotations import volume_store
 from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import CLASS_NAMES, LABELED_CLASSES
-from dla.model.base import DEFAULT_PRIOR_STRENGTH, check_prior_strength, tempered_priors
+from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH, check_prior_strength, tempered_priors
 from dla.model.ddp import backend_and_devices, train_distributed
 from dla.model.dense import (
     InferenceCancelled,
@@ -548,6 +548,7 @@ def run_training(
         "voxels_per_s": result.voxels_per_s,
         "device": device,
         "processes": processes,
+        "precision": result.precision,
     }
     final = {k: v for k, v in result.final_metrics.items() if isinstance(v, int | float)}
     kept = next((h for h in result.history if h.get("iteration") == result.kept_iteration), None)
@@ -717,6 +718,7 @@ def run_inference(
     candidate_min_hu: int | None = 100,
     user_id: int | None = None,
     prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+    mirror: bool = DEFAULT_MIRROR,
 ) -> dict:
     """Classify the fill volume of each study and store class_map, vessel_prob and dla volumes.
 
@@ -725,6 +727,8 @@ def run_inference(
     (``predict_volume(class_priors=...)``, ``tempered_priors``: 1 the full Bayes prior shift, which removes most
     of the vessel over-calling of balanced training; 0 none, the paper's plain argmax; the default
     ``DEFAULT_PRIOR_STRENGTH`` in between). Uploaded weights carry no priors and are used as they are.
+    ``mirror``: average the predictions of each volume and of its left-right mirror image (test-time
+    augmentation, ``DEFAULT_MIRROR``); the voxel classifier only, a 3D U-Net predicts without it (logged).
 
     Idempotent per (run, study): volumes of this run (``source`` = ``infer-run-<id>``) are written in one
     transaction, so a rerun skips studies already done and redoes the others."""
@@ -749,6 +753,13 @@ def run_inference(
         ctx.log(
             "prior correction off: the balanced-training probabilities are used as trained (plain argmax)"
         )
+    if mirror and version.network_config.get("architecture") == "unet3d":
+        mirror = False
+        ctx.log(
+            "mirrored test-time augmentation is for the voxel classifier: this 3D U-Net predicts without it"
+        )
+    elif mirror:
+        ctx.log("mirrored test-time augmentation: each volume is predicted as it is and mirrored left-right")
     source = f"infer-run-{ctx.run_id}"
     should_cancel = _ThrottledCancel(ctx)
     results = []
@@ -780,6 +791,7 @@ def run_inference(
                 should_cancel=should_cancel,
                 class_priors=priors,
                 spacing_mm=tuple(fill.spacing_mm),
+                mirror=mirror,
             )
         except InferenceCancelled as exc:
             raise TaskCancelled(str(exc)) from exc
@@ -837,10 +849,12 @@ def inference_request(
     studies: list[Study],
     candidate_min_hu,
     prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+    mirror: bool = DEFAULT_MIRROR,
 ) -> dict:
     """Keyword arguments of ``infer_studies.enqueue``/``create_run`` for running ``version`` over ``studies``:
     the task's params, its message and its target (the study, or the model for several). ``prior_strength`` is
-    recorded in the params (runs from before it existed used 1); out of [0, 1] raises InferenceError."""
+    recorded in the params (runs from before it existed used 1); out of [0, 1] raises InferenceError. ``mirror``
+    (test-time augmentation) is recorded too (runs from before it existed used none)."""
     prior_strength = check_prior_strength(prior_strength)
     noun = "study" if len(studies) == 1 else "studies"
     params = {
@@ -849,6 +863,7 @@ def inference_request(
         "candidate_min_hu": candidate_min_hu,
         "user_id": user.pk if user else None,
         "prior_strength": prior_strength,
+        "mirror": bool(mirror),
     }
     return {
         "user": user,

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from annotations.models import Volume
 from annotations.tasks import enqueue_cines
-from dla.model.base import DEFAULT_PRIOR_STRENGTH
+from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH
 from dla_web.tasks import TaskContext, dla_task
 
 from . import services
@@ -53,6 +53,7 @@ def start_inference(
     in_process: bool = False,
     cine: bool = True,
     prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+    mirror: bool = DEFAULT_MIRROR,
 ):
     """The TaskRun (kind ``infer``) of ``version`` over ``studies``; sent to the ``gpu`` queue on commit, or left
     queued for ``infer_studies.run_here`` with ``in_process``."""
@@ -62,6 +63,7 @@ def start_inference(
         studies=studies,
         candidate_min_hu=candidate_min_hu,
         prior_strength=prior_strength,
+        mirror=mirror,
     )
     if not cine:
         request["params"]["cine"] = False

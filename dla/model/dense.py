@@ -155,6 +155,7 @@ def predict_volume(
     return_probs: bool = False,
     class_priors: tuple[float, float, float] | None = None,
     spacing_mm: tuple[float, float, float] | None = None,
+    mirror: bool = False,
 ) -> PredictionResult:
     """Dense tiled inference over int16 HU ``fill_hu`` [Z,Y,X].
 
@@ -174,11 +175,18 @@ def predict_volume(
     on CPU). ``class_priors`` (vessel, bone, soft-tissue frequencies, e.g. ``class_priors_from_labels`` of the
     training labels): the network was trained on balanced classes, so its softmax assumes equal priors; with
     ``class_priors`` the probabilities are re-weighted to them (Bayes prior shift) before the argmax and the
-    stored vessel probability. None: as trained.
+    stored vessel probability. None: as trained. ``mirror`` (test-time augmentation, voxel net only): every tile
+    also goes through the network mirrored left-right (x) and the two softmaxes are averaged, i.e. the mean of
+    the predictions of the volume and of its mirror image (the valid convolutions make the mirrored tile's
+    output exactly the mirrored volume's there); twice the network cost.
     """
     if getattr(getattr(model, "config", None), "is_unet", False):
         from dla.model.unet3d import predict_volume_unet3d
 
+        if mirror:
+            raise InferenceError(
+                "mirrored test-time augmentation is for the voxel classifier, not the 3D U-Net"
+            )
         return predict_volume_unet3d(
             model,
             fill_hu,
@@ -213,6 +221,7 @@ def predict_volume(
     run_model = model
     if channels_last and device.type == "cpu":
         run_model = model.to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     padded = pad_volume(fill_hu)
     class_map = np.full((Z, Y, X), SOFT_TISSUE, dtype=np.uint8)
     vessel_prob = np.zeros((Z, Y, X), dtype=prob_dtype)
@@ -247,10 +256,11 @@ def predict_volume(
                     y0, y1, x0, x1 = y0 + rows[0], y0 + rows[-1] + 1, x0 + cols[0], x0 + cols[-1] + 1
                     m = m[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
                 x = slab[:, :, y0 : y1 + 2 * HALO_YX, x0 : x1 + 2 * HALO_YX]
-                x = x.to(device).contiguous(
-                    memory_format=torch.channels_last if channels_last else torch.contiguous_format
-                )
+                x = x.to(device).contiguous(memory_format=memory_format)
                 probs = torch.softmax(run_model(x).float(), dim=1)
+                if mirror:
+                    flipped = x.flip(-1).contiguous(memory_format=memory_format)
+                    probs = (probs + torch.softmax(run_model(flipped).float(), dim=1).flip(-1)) / 2
                 if prior_weights is not None:  # Bayes prior shift: balanced training -> the training priors
                     probs = probs * prior_weights
                     probs = probs / probs.sum(dim=1, keepdim=True)

@@ -129,6 +129,9 @@ def test_bad_inference_requests_are_refused(client_for, phantom_study):
             "/api/inference/", {"study": study.pk, "prior_strength": bad}, format="json"
         )
         assert response.status_code == 400 and "prior_strength" in response.json()["errors"], response.content
+    for bad in ("sometimes", 3, [True]):
+        response = annotator.post("/api/inference/", {"study": study.pk, "mirror": bad}, format="json")
+        assert response.status_code == 400 and "mirror" in response.json()["errors"], response.content
     assert "does not exist" in refused({"study": study.pk, "model_version": 999999})
     version = ModelVersion.objects.get(pk=model["id"])
     path = Path(settings.STORAGE_ROOT) / version.weights_file
@@ -139,5 +142,11 @@ def test_bad_inference_requests_are_refused(client_for, phantom_study):
     path.write_bytes(intact)
     started = annotator.post("/api/inference/", {"study": study.pk, "prior_strength": 0}, format="json")
     assert started.status_code == 202, started.content
-    assert TaskRun.objects.get(pk=started.json()["id"]).params["prior_strength"] == 0.0
+    params = TaskRun.objects.get(pk=started.json()["id"]).params
+    assert params["prior_strength"] == 0.0 and params["mirror"] is True  # the default mirrored pass
+    one_pass = annotator.post("/api/inference/", {"study": study.pk, "mirror": False}, format="json")
+    assert (
+        one_pass.status_code == 202
+        and TaskRun.objects.get(pk=one_pass.json()["id"]).params["mirror"] is False
+    )
     assert client_for("reader").post("/api/inference/", {"study": study.pk}, format="json").status_code == 403

@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score, recall_score
 from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import VESSEL
-from dla.model.base import DEFAULT_PRIOR_STRENGTH, tempered_priors
+from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH, tempered_priors
 from dla.model.dense import intensity_candidates, predict_volume
 from dla.phantoms import cohort_plan
 from dla_web.models import TaskRun
@@ -67,6 +67,7 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
 
     model = ModelVersion.objects.get(pk=results["model_version"]["id"])
     assert model.is_active and 1 <= results["training"]["iterations"] <= 20
+    assert results["training"]["precision"] in ("bfloat16", "float32") and model.name.endswith(" amp")
 
     # Table 1 (approved labels inside the ROI) == an independent per-patient recomputation
     table = results["table1_vs_approved_labels"]
@@ -100,6 +101,21 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
     quality = results["label_quality"]
     assert set(quality) == {"train", "validation", "test"}
     assert 0.0 <= quality["test"]["vessel_dice"] <= 1.0
+    # Table 1 of the exact truth against the labels: its sensitivity is the labels' vessel precision in the ROI
+    # (computed separately), so a model drawing the truth exactly cannot score more than that
+    rows = [q for q in results["label_quality_per_study"] if q["cohort"] == "test"]
+    assert all(q["truth_table1"] is not None for q in rows)
+    for q in rows:
+        if q["vessel_precision"] is not None:
+            assert q["truth_table1"]["sensitivity"] == pytest.approx(q["vessel_precision"], abs=1e-12)
+    ceiling = results["table1_of_the_truth"]["Testing"]
+    assert ceiling["n"] == split["test"]
+    assert ceiling["sensitivity"]["mean"] == pytest.approx(
+        np.mean(
+            [q["truth_table1"]["sensitivity"] for q in rows if q["truth_table1"]["sensitivity"] is not None]
+        )
+    )
+    assert "The exact truth as the angiogram" in text
     assert results["paper_table1"]["Testing"]["n"] == 62
     for name in ("evaluation-approved.pdf", "evaluation-truth.pdf"):
         assert (tmp_path / name).read_bytes()[:4] == b"%PDF"
@@ -130,7 +146,10 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
     rerun_at_strength_0()
     runs = list(TaskRun.objects.filter(kind="infer").order_by("pk"))
     assert len(runs) == n_infer + 1 and runs[-1].params["prior_strength"] == 0.0
-    assert "prior correction off" in runs[-1].log_tail
+    assert runs[-1].params["mirror"] is DEFAULT_MIRROR is True
+    assert (
+        "prior correction off" in runs[-1].log_tail and "mirrored test-time augmentation" in runs[-1].log_tail
+    )
     study = Study.objects.filter(cohort="test").order_by("pseudonym").first()
     fill = np.asarray(study.volume(Volume.Role.FILL).array())
     maps = Volume.objects.filter(study=study, role="class_map", model_version_id=model.pk).order_by("pk")
@@ -145,7 +164,11 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
         (maps.last(), None),
     ):
         expected = predict_volume(
-            load_model(model), fill, candidate_mask=intensity_candidates(fill, 100), class_priors=class_priors
+            load_model(model),
+            fill,
+            candidate_mask=intensity_candidates(fill, 100),
+            class_priors=class_priors,
+            mirror=True,
         )
         assert (np.asarray(volume.array()) == expected.class_map).mean() > 0.999
     rerun_at_strength_0()

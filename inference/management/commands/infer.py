@@ -2,12 +2,14 @@
 process (default) or on a worker (``--worker``), with a terminal progress bar. Stores class map, vessel
 probability and 3D-DLA volumes for every study."""
 
+import argparse
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
 from annotations.models import Study
-from dla.model.base import DEFAULT_PRIOR_STRENGTH, check_prior_strength
+from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH, check_prior_strength
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from inference import services, tasks
@@ -34,6 +36,13 @@ class Command(BaseCommand):
             default=DEFAULT_PRIOR_STRENGTH,
             help="re-weight the balanced-training probabilities to the training labels' class frequencies: 1 the "
             f"full Bayes prior shift, 0 none (plain argmax, the paper's rule), default {DEFAULT_PRIOR_STRENGTH:g}",
+        )
+        parser.add_argument(
+            "--mirror",
+            action=argparse.BooleanOptionalAction,
+            default=DEFAULT_MIRROR,
+            help="average each volume's prediction with that of its left-right mirror image (test-time "
+            "augmentation, twice the network time; voxel classifier only); --no-mirror: one pass",
         )
         parser.add_argument("--user", default=None)
         parser.add_argument("--worker", action="store_true", help="queue on a Celery worker and follow it")
@@ -68,6 +77,7 @@ class Command(BaseCommand):
             candidate_min_hu=min_hu,
             in_process=not opts["worker"],
             prior_strength=opts["prior_strength"],
+            mirror=opts["mirror"],
         )
         self.stdout.write(
             f"inference run {run.pk}: model #{version.pk} {version.name} on {len(studies)} studies"

@@ -259,3 +259,44 @@ def test_sparse_candidates_give_the_full_prediction_at_every_candidate(tile_yx):
     assert np.abs(sparse.probs[:, cand] - full.probs[:, cand]).max() <= 1e-5
     assert (sparse.class_map[~cand] == SOFT_TISSUE).all() and (sparse.vessel_prob[~cand] == 0).all()
     assert not sparse.probs[:, ~cand].any() and sparse.network_voxels == int(cand.sum())
+
+
+@pytest.mark.parametrize("tile_yx", [None, (7, 9)], ids=["whole-slices", "tiles"])
+def test_mirror_averages_the_volume_and_its_mirror_image(tile_yx):
+    """``mirror=True`` is the mean of the prediction of the volume and the mirrored prediction of its left-right
+    mirror image, at every voxel and across tile edges (a tile's halo is mirrored with it); with candidates and
+    a prior shift the class map is the argmax of the shifted mean. A U-Net refuses the option."""
+    torch.manual_seed(4)
+    model = build_model("tiny")
+    vol = _volume((5, 17, 22), seed=8)
+    vol[:, :, :6] += 900  # not mirror-symmetric: the two passes differ
+    plain = predict_volume(model, vol, tile_yx=tile_yx, prob_dtype=np.float32, return_probs=True)
+    flipped = predict_volume(
+        model,
+        np.ascontiguousarray(vol[:, :, ::-1]),
+        tile_yx=tile_yx,
+        prob_dtype=np.float32,
+        return_probs=True,
+    )
+    expected = (plain.probs + flipped.probs[:, :, :, ::-1]) / 2
+    assert np.abs(plain.probs - flipped.probs[:, :, :, ::-1]).max() > 1e-3
+    both = predict_volume(model, vol, tile_yx=tile_yx, prob_dtype=np.float32, return_probs=True, mirror=True)
+    assert np.abs(both.probs - expected).max() <= 1e-5
+    priors = (0.01, 0.3, 0.69)
+    cand = intensity_candidates(vol, 300)
+    shifted = predict_volume(
+        model, vol, tile_yx=tile_yx, candidate_mask=cand, class_priors=priors, return_probs=True, mirror=True
+    )
+    w = np.asarray(priors)[:, None] * expected[:, cand]
+    clear = np.sort(w / w.sum(0), axis=0)
+    clear = clear[-1] - clear[-2] > 1e-4
+    assert np.array_equal(shifted.class_map[cand][clear], (w.argmax(0) + VESSEL)[clear])
+    assert (shifted.class_map[~cand] == SOFT_TISSUE).all()
+
+
+def test_a_unet_refuses_mirrored_inference():
+    from dla.model.unet3d import plan_unet3d
+
+    model = build_model(plan_unet3d((1.0, 1.0, 1.0), (16, 32, 32)))
+    with pytest.raises(InferenceError, match="voxel classifier"):
+        predict_volume(model, _volume((16, 32, 32)), mirror=True)

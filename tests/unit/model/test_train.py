@@ -19,6 +19,7 @@ from dla.model.train import (
     TrainingData,
     TrainingDataError,
     TrainingDivergedError,
+    autocast_dtype,
     balanced_dense_loss,
     load_checkpoint,
     train,
@@ -152,6 +153,30 @@ def test_tiny_model_overfits_synthetic_problem():
     # and it generalises to a held-out phantom (validation metrics computed by train())
     for name in ("vessel", "bone", "soft_tissue"):
         assert result.final_metrics[f"val_acc_{name}"] > 0.85, name
+
+
+BF16_CPU = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def test_mixed_precision_on_a_cpu_trains_as_well_as_float32():
+    """``amp`` on a CPU autocasts the forward pass to bfloat16 where oneDNN has native bf16 (this machine type),
+    plain float32 elsewhere and with ``amp=False``; the result says which. Both learn the synthetic problem, and
+    the bf16 run's weights stay float32 but differ from the float32 run's (the forward pass really ran in bf16)."""
+    assert autocast_dtype("cpu", amp=False) is None
+    assert autocast_dtype("cpu", amp=True) == (torch.bfloat16 if BF16_CPU else None)
+    data, val = TrainingData(TRAIN_PAIRS), TrainingData(VAL_PAIRS, name="validation")
+    cfg = dict(mode="dense", max_iterations=100, val_every=50, val_samples_per_class=200, lr_values=(0.05,))
+    results, models = {}, {}
+    for amp in (True, False):
+        models[amp] = fresh_model(0)
+        results[amp] = train(models[amp], data, val, small_config(amp=amp, **cfg))
+    assert results[False].precision == "float32"
+    assert results[True].precision == ("bfloat16" if BF16_CPU else "float32")
+    for amp, result in results.items():
+        assert all(p.dtype == torch.float32 for p in models[amp].parameters())
+        for name in ("vessel", "bone", "soft_tissue"):
+            assert result.final_metrics[f"val_acc_{name}"] > 0.85, (amp, name)
+    assert same_weights(models[True], models[False]) == (not BF16_CPU)
 
 
 def test_same_seed_same_weights_different_seed_differs():
