@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from annotations.labels import _create_version, review
+from dla.model.base import DEFAULT_PRIOR_STRENGTH
 from dla_web.models import TaskRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -83,7 +84,8 @@ def test_admin_trains_watches_cancels_and_registers_model(
     page.click("#run-message a[href^='/models/#model-']")
     page.wait_for_selector("#models-table tr[data-active=true]")
     assert "short run" in page.locator("#models-table tr[data-active=true]").inner_text()
-    assert page.input_value("#infer-form input[name=prior_strength]") == "0.7"  # the default, explained
+    # the default, explained
+    assert page.input_value("#infer-form input[name=prior_strength]") == f"{DEFAULT_PRIOR_STRENGTH:g}"
     assert "0 none (the paper's rule)" in page.locator("#prior-strength-help").inner_text()
     page.fill("#infer-form input[name=prior_strength]", "0.5")
     assert page.is_checked("#infer-form input[name=mirror]")  # the default mirrored pass, explained

@@ -62,12 +62,14 @@ def test_inference_stores_dla_volumes_and_reruns_are_idempotent(client_for, phan
     prob = np.asarray(outputs["vessel_prob"].array())
     dla = np.asarray(outputs["dla"].array())
     assert class_map.dtype == np.uint8 and prob.dtype == np.uint8 and dla.dtype == np.int16
-    # independent computation with the same weights
+    # independent computation with the same weights, mirrored like the run (the default)
+    assert run.params["mirror"] is True
     reference = predict_volume(
         services.load_model(ModelVersion.objects.get(pk=model["id"])),
         fill,
         candidate_mask=intensity_candidates(fill, 100),
         prob_dtype=np.float32,
+        mirror=True,
     )
     assert (class_map == reference.class_map).mean() > 0.999
     assert np.abs(prob.astype(np.float32) / 255 - reference.vessel_prob).max() <= 1 / 255 + 1e-3

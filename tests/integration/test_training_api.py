@@ -414,6 +414,11 @@ def test_train_and_infer_management_commands(cohorts, users):
     assert "PH-014: volumes" in out.getvalue()
     test_study = cohorts["test"][0]
     assert test_study.volume("dla").model_version_id == version.pk
+    run = TaskRun.objects.filter(kind="infer").latest("pk")
+    assert run.params["mirror"] is True and "mirrored test-time augmentation: each volume" in run.log_tail
+    call_command("infer", "--cohort", "test", "--no-mirror", stdout=io.StringIO(), stderr=io.StringIO())
+    run = TaskRun.objects.filter(kind="infer").latest("pk")
+    assert run.state == "succeeded" and run.params["mirror"] is False and "mirrored" not in run.log_tail
     with pytest.raises(CommandError, match="momentum"):
         call_command("train", "--momentum", "2", stdout=io.StringIO(), stderr=io.StringIO())
     with pytest.raises(CommandError, match="two numbers"):
@@ -438,6 +443,12 @@ def test_train_and_infer_management_commands(cohorts, users):
     cfg = TrainConfig.from_dict(unet.train_config)
     assert cfg.augment_noise_hu == 30 and cfg.augment_blur_sigma_voxels == 0.5
     assert cfg.augment_hu_scale == (0.9, 1.1) and cfg.augments
+    # the mirrored pass is the voxel classifier's: a U-Net runs once and the run's log says so
+    call_command(
+        "infer", "--cohort", "test", "--model", str(unet.pk), stdout=io.StringIO(), stderr=io.StringIO()
+    )
+    run = TaskRun.objects.filter(kind="infer").latest("pk")
+    assert run.state == "succeeded" and "this 3D U-Net predicts without it" in run.log_tail
     with pytest.raises(CommandError, match="unknown studies: NOPE"):
         call_command("infer", "--study", "NOPE", stdout=io.StringIO(), stderr=io.StringIO())
     n_runs = TaskRun.objects.filter(kind="infer").count()
