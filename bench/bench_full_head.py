@@ -8,6 +8,7 @@ slices, for the per-voxel rate. Prints a table and writes bench/results/full_hea
 wall time of each step, voxels/s and the process's peak RSS. About 2 minutes on 2 cores.
 Run: .venv/bin/python bench/bench_full_head.py
      .venv/bin/python bench/bench_full_head.py --preset paper --no-slab --out bench/results/full_head_paper.json
+     .venv/bin/python bench/bench_full_head.py --mirror --no-slab --out bench/results/full_head_mirror.json
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu", help="network preset (cpu: 10 layers; paper: 30 layers)")
     parser.add_argument("--no-slab", action="store_true", help="skip the 40 slices without candidates")
     parser.add_argument(
+        "--mirror", action="store_true", help="mirrored test-time augmentation (predict_volume(mirror=True))"
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "full_head_inference.json"
     )
     args = parser.parse_args()
@@ -67,7 +71,7 @@ def main() -> None:
 
     candidates, t_cand = timed(lambda: intensity_candidates(fill, DEFAULT_CANDIDATE_MIN_HU))
     prediction, t_pred = timed(
-        lambda: predict_volume(model, fill, candidate_mask=candidates, progress=progress)
+        lambda: predict_volume(model, fill, candidate_mask=candidates, progress=progress, mirror=args.mirror)
     )
     dla, t_dla = timed(lambda: dla_volume(fill, prediction.class_map))
     slab = np.ascontiguousarray(fill[:40])
@@ -80,6 +84,7 @@ def main() -> None:
         "shape_zyx": list(SHAPE_ZYX),
         "spacing_mm": list(spacing),
         "preset": args.preset,
+        "mirror": args.mirror,
         "torch_threads": torch.get_num_threads(),
         "phantom_s": t_phantom,
         "candidate_min_hu": DEFAULT_CANDIDATE_MIN_HU,

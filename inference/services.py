@@ -60,6 +60,7 @@ from dla.model.train import (
     TrainingCancelled,
     TrainingData,
     TrainingDivergedError,
+    autocast_dtype,
     load_checkpoint,
     train,
 )
@@ -485,6 +486,13 @@ def run_training(
         f"network {config_fingerprint(net_cfg)}, {train_data.n_labeled:,} labelled training voxels, "
         f"mode {'3-D patches' if net_cfg.is_unet else cfg.mode}, device {device}"
         + (f", DDP over {processes} processes ({backend_and_devices(processes)[0]})" if processes > 1 else "")
+    )
+    amp_dtype = autocast_dtype(device, cfg.amp)
+    ctx.log(
+        f"mixed precision: the forward pass in {str(amp_dtype).removeprefix('torch.')}"
+        if amp_dtype is not None
+        else "float32 training"
+        + (" (this device has no native bf16 for mixed precision)" if cfg.amp else " (mixed precision off)")
     )
     if cfg.augments:
         low, high = cfg.augment_hu_scale

@@ -205,11 +205,13 @@ strength for the resolved vessels (radius >= one voxel, Dice against the truth) 
 either, with no residual bone. (Before mirrored inference and longer training it was 0.7.)"""
 
 
-DEFAULT_MIRROR = True
-"""Default of mirrored test-time augmentation at inference (``dense.predict_volume(mirror=...)``, voxel net): the
-mean of the predictions of the volume and of its left-right mirror image. On the full phantom run (8 validation /
-62 test studies, docs/REPRODUCTION.md, "Mirrored inference") it raised the resolved vessels' Dice by 0.6 / 0.7
-points and the whole-head Dice by 2.1 points at the same prior strength, for twice the network time."""
+DEFAULT_MIRROR = False
+"""Default of mirrored test-time augmentation in the inference task (``dense.predict_volume(mirror=...)``, voxel
+net): the mean of the predictions of the volume and of its left-right mirror image. On the full phantom run (8
+validation / 62 test studies, docs/REPRODUCTION.md, "Mirrored inference") it raised the resolved vessels' Dice by
+0.6-0.9 points and the whole-head Dice by 1.5-2.1 points at the same prior strength, but it doubles the network
+time, and a whole 512x512x400 head would then miss the 30-second inference contract (BENCHMARKS.md), so the task
+runs one pass unless asked; ``reproduce_paper`` (128^3 phantoms) mirrors by default."""
 
 
 def check_prior_strength(strength) -> float:

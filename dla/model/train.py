@@ -425,8 +425,9 @@ def autocast_dtype(device: str | torch.device, amp: bool = True) -> torch.dtype 
     """The dtype ``train`` autocasts the forward pass to on ``device`` (weights, loss and optimizer stay float32),
     or None for plain float32: with ``amp``, bfloat16 on a GPU that has it (same range as float32, no loss
     scaling), else float16; bfloat16 on a CPU whose oneDNN has native bf16 instructions (AVX512-BF16 / AMX;
-    1.7-1.9x faster per voxel-net iteration on a 2-core EPYC, bench/bench_training_precision.py); None on other
-    CPUs, where bf16 is emulated and slower, and without ``amp``."""
+    on a 2-core EPYC 1.12x per iteration in bench/bench_training_precision.py and 1.33x in the full
+    ``reproduce_paper`` runs, docs/REPRODUCTION.md); None on other CPUs, where bf16 is emulated and slower, and
+    without ``amp``."""
     device = torch.device(device)
     if not amp:
         return None

@@ -88,14 +88,17 @@ def test_admin_trains_watches_cancels_and_registers_model(
     assert page.input_value("#infer-form input[name=prior_strength]") == f"{DEFAULT_PRIOR_STRENGTH:g}"
     assert "0 none (the paper's rule)" in page.locator("#prior-strength-help").inner_text()
     page.fill("#infer-form input[name=prior_strength]", "0.5")
-    assert page.is_checked("#infer-form input[name=mirror]")  # the default mirrored pass, explained
+    assert not page.is_checked("#infer-form input[name=mirror]")  # one pass unless asked, explained
     assert "twice the network" in page.locator("#prior-strength-help").inner_text()
-    page.uncheck("#infer-form input[name=mirror]")
+    page.check("#infer-form input[name=mirror]")
     page.click("#infer-form button[type=submit]")
     page.wait_for_selector("#infer-runs .run[data-state=succeeded]", timeout=60000)
     run = TaskRun.objects.filter(kind="infer").latest("pk")
-    assert run.params["prior_strength"] == 0.5 and run.params["mirror"] is False
-    assert "prior correction (strength 0.5)" in run.log_tail and "mirrored" not in run.log_tail
+    assert run.params["prior_strength"] == 0.5 and run.params["mirror"] is True
+    assert (
+        "prior correction (strength 0.5)" in run.log_tail
+        and "mirrored test-time augmentation" in run.log_tail
+    )
     shot(page, "models-page")
     assert not page.js_errors, page.js_errors
 

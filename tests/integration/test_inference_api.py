@@ -62,14 +62,13 @@ def test_inference_stores_dla_volumes_and_reruns_are_idempotent(client_for, phan
     prob = np.asarray(outputs["vessel_prob"].array())
     dla = np.asarray(outputs["dla"].array())
     assert class_map.dtype == np.uint8 and prob.dtype == np.uint8 and dla.dtype == np.int16
-    # independent computation with the same weights, mirrored like the run (the default)
-    assert run.params["mirror"] is True
+    # independent computation with the same weights, one pass like the run (the default)
+    assert run.params["mirror"] is False
     reference = predict_volume(
         services.load_model(ModelVersion.objects.get(pk=model["id"])),
         fill,
         candidate_mask=intensity_candidates(fill, 100),
         prob_dtype=np.float32,
-        mirror=True,
     )
     assert (class_map == reference.class_map).mean() > 0.999
     assert np.abs(prob.astype(np.float32) / 255 - reference.vessel_prob).max() <= 1 / 255 + 1e-3
@@ -145,10 +144,8 @@ def test_bad_inference_requests_are_refused(client_for, phantom_study):
     started = annotator.post("/api/inference/", {"study": study.pk, "prior_strength": 0}, format="json")
     assert started.status_code == 202, started.content
     params = TaskRun.objects.get(pk=started.json()["id"]).params
-    assert params["prior_strength"] == 0.0 and params["mirror"] is True  # the default mirrored pass
-    one_pass = annotator.post("/api/inference/", {"study": study.pk, "mirror": False}, format="json")
-    assert (
-        one_pass.status_code == 202
-        and TaskRun.objects.get(pk=one_pass.json()["id"]).params["mirror"] is False
-    )
+    assert params["prior_strength"] == 0.0 and params["mirror"] is False  # one pass unless asked
+    mirrored = annotator.post("/api/inference/", {"study": study.pk, "mirror": True}, format="json")
+    assert mirrored.status_code == 202
+    assert TaskRun.objects.get(pk=mirrored.json()["id"]).params["mirror"] is True
     assert client_for("reader").post("/api/inference/", {"study": study.pk}, format="json").status_code == 403

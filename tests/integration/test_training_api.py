@@ -18,7 +18,7 @@ from annotations.models import Study
 from dla.classes import BONE
 from dla.model.base import DEFAULT_PRIOR_STRENGTH, tempered_priors
 from dla.model.network import NetworkConfig, build_model, config_fingerprint, preset_config, save_weights
-from dla.model.train import TrainConfig
+from dla.model.train import TrainConfig, autocast_dtype
 from dla_web.models import TaskRun
 from dla_web.tasks import TaskCancelled, TaskContext
 from inference import services
@@ -408,6 +408,12 @@ def test_train_and_infer_management_commands(cohorts, users):
     run = version.training_run
     assert run.state == "succeeded" and run.created_by.username == "admin" and run.kind == "train"
     assert version.is_active and TrainingRun.objects.get(pk=run.pk).iteration == 8
+    # mixed precision where this CPU has native bf16, said in the log and the model's training summary
+    bf16 = autocast_dtype("cpu") is not None
+    assert version.metrics["summary"]["precision"] == ("bfloat16" if bf16 else "float32")
+    assert ("mixed precision: the forward pass in bfloat16" if bf16 else "float32 training (this device") in (
+        run.log_tail
+    )
 
     out = io.StringIO()
     call_command("infer", "--cohort", "test", stdout=out, stderr=io.StringIO())
@@ -415,10 +421,11 @@ def test_train_and_infer_management_commands(cohorts, users):
     test_study = cohorts["test"][0]
     assert test_study.volume("dla").model_version_id == version.pk
     run = TaskRun.objects.filter(kind="infer").latest("pk")
-    assert run.params["mirror"] is True and "mirrored test-time augmentation: each volume" in run.log_tail
-    call_command("infer", "--cohort", "test", "--no-mirror", stdout=io.StringIO(), stderr=io.StringIO())
+    assert run.params["mirror"] is False and "mirrored" not in run.log_tail  # one pass unless asked
+    call_command("infer", "--cohort", "test", "--mirror", stdout=io.StringIO(), stderr=io.StringIO())
     run = TaskRun.objects.filter(kind="infer").latest("pk")
-    assert run.state == "succeeded" and run.params["mirror"] is False and "mirrored" not in run.log_tail
+    assert run.state == "succeeded" and run.params["mirror"] is True
+    assert "mirrored test-time augmentation: each volume" in run.log_tail
     with pytest.raises(CommandError, match="momentum"):
         call_command("train", "--momentum", "2", stdout=io.StringIO(), stderr=io.StringIO())
     with pytest.raises(CommandError, match="two numbers"):
@@ -445,7 +452,14 @@ def test_train_and_infer_management_commands(cohorts, users):
     assert cfg.augment_hu_scale == (0.9, 1.1) and cfg.augments
     # the mirrored pass is the voxel classifier's: a U-Net runs once and the run's log says so
     call_command(
-        "infer", "--cohort", "test", "--model", str(unet.pk), stdout=io.StringIO(), stderr=io.StringIO()
+        "infer",
+        "--cohort",
+        "test",
+        "--model",
+        str(unet.pk),
+        "--mirror",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
     )
     run = TaskRun.objects.filter(kind="infer").latest("pk")
     assert run.state == "succeeded" and "this 3D U-Net predicts without it" in run.log_tail

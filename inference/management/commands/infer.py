@@ -42,7 +42,7 @@ class Command(BaseCommand):
             action=argparse.BooleanOptionalAction,
             default=DEFAULT_MIRROR,
             help="average each volume's prediction with that of its left-right mirror image (test-time "
-            "augmentation, twice the network time; voxel classifier only); --no-mirror: one pass",
+            "augmentation, twice the network time; voxel classifier only); default: one pass",
         )
         parser.add_argument("--user", default=None)
         parser.add_argument("--worker", action="store_true", help="queue on a Celery worker and follow it")
