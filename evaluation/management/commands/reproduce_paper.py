@@ -30,8 +30,8 @@ Steps (each with a terminal progress bar; wall time of each step in the results)
 6. **Label quality**: vessel Dice / precision / recall of the recipe labels against the truth per cohort.
 
 ``--reuse`` keeps studies, approved labels, the trained model and predictions of an earlier run with the same
-settings in the same database (e.g. after an interruption); with another ``--prior-strength`` or ``--[no-]mirror`` it predicts and
-evaluates again with the same model (two minutes for the full cohort). Refuses to run when other studies are in the
+settings in the same database (e.g. after an interruption); with another ``--prior-strength`` or ``--[no-]mirror``
+it predicts and evaluates again with the same model (two to three minutes for the full cohort). Refuses to run when other studies are in the
 train/validation/test cohorts (they would be trained or evaluated on): use a fresh database, e.g.
 ``DEBUG=1 DLA_VAR_DIR=/tmp/repro-var``.
 """
@@ -430,9 +430,7 @@ class Command(BaseCommand):
         tp = int(np.count_nonzero(tv & vessel))
         labeled = labels != 0
         truth_table1 = None
-        if (
-            version.roi_box_zyx
-        ):  # Table 1 of a perfect angiogram: the truth's classes scored like a prediction
+        if version.roi_box_zyx:  # Table 1 of a perfect angiogram: the truth's classes scored as a prediction
             m = study_metrics(labels, np.where(truth == 0, SOFT_TISSUE, truth).astype(np.uint8), region)
             truth_table1 = {k: getattr(m, k) for k in TABLE1_METRICS}
         return {
