@@ -62,6 +62,7 @@ from dla.model.train import (
     TrainingDivergedError,
     autocast_dtype,
     load_checkpoint,
+    precision_name,
     train,
 )
 from dla.stats.uncertainty import probability_histogram, vessel_uncertainty
@@ -488,12 +489,12 @@ def run_training(
         + (f", DDP over {processes} processes ({backend_and_devices(processes)[0]})" if processes > 1 else "")
     )
     amp_dtype = autocast_dtype(device, cfg.amp)
-    ctx.log(
-        f"mixed precision: the forward pass in {str(amp_dtype).removeprefix('torch.')}"
-        if amp_dtype is not None
-        else "float32 training"
-        + (" (this device has no native bf16 for mixed precision)" if cfg.amp else " (mixed precision off)")
-    )
+    if amp_dtype is not None:
+        ctx.log(f"mixed precision: the forward pass in {precision_name(amp_dtype)}")
+    elif cfg.amp:
+        ctx.log("float32 training (this device has no native bf16 for mixed precision)")
+    else:
+        ctx.log("float32 training (mixed precision off)")
     if cfg.augments:
         low, high = cfg.augment_hu_scale
         ctx.log(
@@ -761,7 +762,7 @@ def run_inference(
         ctx.log(
             "prior correction off: the balanced-training probabilities are used as trained (plain argmax)"
         )
-    if mirror and version.network_config.get("architecture") == "unet3d":
+    if mirror and NetworkConfig.from_dict(version.network_config).is_unet:
         mirror = False
         ctx.log(
             "mirrored test-time augmentation is for the voxel classifier: this 3D U-Net predicts without it"

@@ -442,6 +442,12 @@ def autocast_dtype(device: str | torch.device, amp: bool = True) -> torch.dtype 
     return None
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How ``TrainResult.precision`` and the training log name an ``autocast_dtype``: "float32" for None, else
+    the dtype's name ("bfloat16", "float16")."""
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -805,7 +811,7 @@ def train(
         kept_val_error=kept_error,
         last_val_error=last_error,
         validation_warning=warning,
-        precision=str(amp_dtype).removeprefix("torch.") if use_amp else "float32",
+        precision=precision_name(amp_dtype),
     )
 
 

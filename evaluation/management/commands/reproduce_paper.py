@@ -636,10 +636,7 @@ class Command(BaseCommand):
         w("Table 1 (reference: approved recipe labels; mean [95% CI] over patients, %)")
         w(f"{'Dataset':<22}" + "".join(f"{m:<26}" for m in TABLE1_METRICS))
         for dataset, row in r["table1_vs_approved_labels"].items():
-            w(
-                f"{dataset + ' (n=' + str(row['n']) + ')':<22}"
-                + "".join(f"{row[m]['text'] or 'n/a':<26}" for m in TABLE1_METRICS)
-            )
+            w(table1_line(dataset, row))
             paper = PAPER_TABLE1.get(dataset)
             if paper:
                 w(
@@ -648,16 +645,10 @@ class Command(BaseCommand):
                 )
         w("The exact truth as the angiogram, against the same labels (what a correct model would score):")
         for dataset, row in r["table1_of_the_truth"].items():
-            w(
-                f"{dataset + ' (n=' + str(row['n']) + ')':<22}"
-                + "".join(f"{row[m]['text'] or 'n/a':<26}" for m in TABLE1_METRICS)
-            )
+            w(table1_line(dataset, row))
         w("Same predictions vs phantom truth inside the ROI:")
         for dataset, row in r["table1_vs_truth_in_roi"].items():
-            w(
-                f"{dataset + ' (n=' + str(row['n']) + ')':<22}"
-                + "".join(f"{row[m]['text'] or 'n/a':<26}" for m in TABLE1_METRICS)
-            )
+            w(table1_line(dataset, row))
         for dataset, sides in (r["residual_bone"] or {}).items():
             w(
                 f"Residual bone, {dataset}: DSA {sides['dsa']['text']} vs DLA {sides['dla']['text']} (paper testing: DSA 23/62 (37%))"
@@ -698,6 +689,13 @@ def truth_table1_rows(quality: list[dict]) -> dict:
             }
         rows[dataset] = row
     return rows
+
+
+def table1_line(dataset: str, row: dict) -> str:
+    """One printed Table 1 row: the dataset with its n, then each metric's text."""
+    return f"{dataset + ' (n=' + str(row['n']) + ')':<22}" + "".join(
+        f"{row[m]['text'] or 'n/a':<26}" for m in TABLE1_METRICS
+    )
 
 
 def _entry(s: dict | None) -> dict | None:
