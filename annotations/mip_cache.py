@@ -55,9 +55,11 @@ IMAGE_BACKGROUND_HU = -1024.0
 
 
 class RenderBusy(exceptions.APIException):
-    """Every render slot of this process stayed busy for ``DLA_RENDER_WAIT_S``: a 503, try again."""
+    """Every render slot of this process stayed busy for ``DLA_RENDER_WAIT_S``: a 503 with ``Retry-After``
+    (DRF's handler sends ``wait`` as that header), try again."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    wait = 2
     default_detail = "The server is busy rendering other images; try again in a few seconds."
     default_code = "render_busy"
 

@@ -22,6 +22,31 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(settings.VAR_DIR, ignore_errors=True)
 
 
+def _flush_retrying_deadlocks(flush):
+    """Wrap ``TransactionTestCase._fixture_teardown`` (the TRUNCATE of every table after a transactional test)
+    so that a deadlock is retried: the session's one Celery worker may still be running a task the test queued
+    (a commit queues a label cine) and read tables while they are truncated, and PostgreSQL may pick the
+    TRUNCATE as the victim. Any other error, or a fourth deadlock, is raised as it is."""
+    from django.core.management.base import CommandError
+
+    def teardown(self):
+        for attempt in range(4):
+            try:
+                return flush(self)
+            except CommandError as exc:
+                if attempt == 3 or "deadlock" not in str(exc.__cause__):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+
+    return teardown
+
+
+def pytest_configure(config):
+    from django.test import TransactionTestCase
+
+    TransactionTestCase._fixture_teardown = _flush_retrying_deadlocks(TransactionTestCase._fixture_teardown)
+
+
 # A Celery worker consuming every queue with one process.
 WORKER_ARGV = [
     sys.executable,

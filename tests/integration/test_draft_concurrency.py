@@ -113,15 +113,22 @@ def _brush_ops(seed: int, n: int) -> list[dict]:
     return ops
 
 
+BUSY_DETAIL = "The server is busy rendering other images; try again in a few seconds."
+
+
 class Readers:
     """Threads that read the draft's slices, class MIPs and JSON (with ETags, as the workspace does) from the
-    given servers until stopped; every status other than 200/304 is kept."""
+    given servers until stopped; every status other than 200/304 is kept, except the documented load shedding
+    of MIP renders (a 503 "busy" with Retry-After once more renders wait than ``DLA_RENDER_QUEUE`` allows: the
+    viewer shows it and retries the frame), which is counted in ``shed``; slices and JSON are never shed."""
 
     def __init__(self, sessions_and_urls, draft_id: int):
         self.draft_id = draft_id
         self.stop = threading.Event()
         self.bad: list[str] = []
         self.reads = 0
+        self.mips_rendered = 0
+        self.shed = 0
         self.slices: list[tuple[int, str, int, bytes]] = []  # (revision in the ETag, axis, index, raw uint8)
         self.threads = [
             threading.Thread(target=self._loop, args=(session, url, i), daemon=True)
@@ -149,6 +156,11 @@ class Readers:
                     self.bad.append(f"{path}: {exc}")
                     continue
                 self.reads += 1
+                if "/mip/" in path and response.status_code == 503 and _is_busy(response):
+                    self.shed += 1
+                    continue
+                if "/mip/" in path and response.status_code == 200:
+                    self.mips_rendered += 1
                 if response.status_code not in (200, 304):
                     self.bad.append(f"{path}: {response.status_code} {response.text[:300]}")
                     continue
@@ -168,6 +180,15 @@ class Readers:
         self.stop.set()
         for thread in self.threads:
             thread.join(120)
+
+
+def _is_busy(response) -> bool:
+    """The render gate's 503: its message and a Retry-After, nothing else counts as shedding."""
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return False
+    return detail == BUSY_DETAIL and response.headers.get("Retry-After") is not None
 
 
 def _edit(session, url, draft_id, actions, history, errors):
@@ -264,6 +285,7 @@ def test_one_editor_with_reader_threads_and_a_reader_process(live_server, other_
     _check_nothing_lost(editor, live_server.url, study, draft_id, history, N_EDITS - 1, reading.slices)
     assert not reading.bad, reading.bad[:3]
     assert reading.reads > N_EDITS
+    assert reading.mips_rendered > 0, f"no MIP rendered ({reading.shed} shed)"
 
 
 def test_two_tabs_of_one_user_edit_one_draft_through_two_processes(

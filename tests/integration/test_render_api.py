@@ -267,6 +267,7 @@ def test_renders_beyond_the_slots_get_a_503_not_a_pile_up(study, api, settings):
         assert holding.wait(30)
         busy = api.get(url, {"angle": 33, "tilt": 45, "size": 64})
         assert busy.status_code == 503 and "busy rendering" in busy.json()["detail"]
+        assert busy["Retry-After"] == "2", "a client is told when to try again"
         waited = api.get(url, {"angle": 70})  # a cine view: waits for a slot, then gives up
         assert waited.status_code == 503 and "try again" in waited.json()["detail"]
     finally:
