@@ -41,6 +41,7 @@ from dla_web.api import strip_paths
 
 from . import volume_store
 from .models import PseudonymMap, Study, Volume
+from .subtraction import record_subtraction_check
 
 logger = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -586,6 +587,8 @@ def _store(
         for name in written:
             volume_store.delete_file(name)
         raise
+    if any(v.role in (Volume.Role.FILL, Volume.Role.SUBTRACTED) for v in volumes):
+        record_subtraction_check(study)  # once the study has both scans; for the review queue
     note = f"; skipped {len(skipped)} file(s) that are not images" if skipped else ""
     progress(1.0, f"imported {len(volumes)} volume(s) into {study.pseudonym}{note}")
     return IngestResult(study=study, volumes=volumes, skipped=skipped)

@@ -30,6 +30,7 @@ from dla_web.roles import is_admin, is_annotator
 
 from .models import Draft, LabelVersion, Study, Volume
 from .pacs_page import pacs_page
+from .subtraction import subtraction_check
 
 LABEL_STATUSES = {
     "unlabeled": "no label version yet",
@@ -183,10 +184,12 @@ def _class_counts(version: LabelVersion | None) -> dict[int, int]:
 
 
 def _queue_row(version: LabelVersion) -> dict:
-    """One row of the review queue: the version, its per-class counts and their change from the parent."""
+    """One row of the review queue: the version, its per-class counts and their change from the parent, and the
+    study's subtraction check (``annotations.subtraction``)."""
     now, before = _class_counts(version), _class_counts(version.parent)
     return {
         "version": version,
+        "subtraction": subtraction_check(version.study),
         "classes": [
             {
                 "id": c,

@@ -22,6 +22,14 @@ Decisions:
   two too thick, partial volume into its bony canal) and not to bone, and every remaining 26-connected cluster
   is listed with its size in mm^3 and its distance to the nearest truth vessel; a study has residual bone when
   a cluster reaches ``min_cluster_mm3``.
+* ``subtraction_motion`` is the reviewer's check of a subtraction without any truth or labels. Where the mask
+  scan has bone and the fill scan none, the subtraction is strongly negative (soft tissue minus bone, about
+  -1000 HU); opacified vessels only add signal and aligned sweeps cancel, so voxels at or below -300 HU appear
+  only when the head moved between the sweeps. Their number relative to the fill's bone volume (>= 550 HU) is
+  the score: on the 105 phantoms at 1.41 mm it is 0 in every aligned study and 6.8-53% in every moved one (also
+  0 for aligned phantoms at 2 mm and coarser). The default limit, 1%, leaves room for noise. A first version
+  counted bone staying bright (+300 HU) instead; vessels touching bone reach 4% of the bone on coarse grids,
+  so it flagged aligned studies there.
 """
 
 from __future__ import annotations
@@ -44,7 +52,11 @@ __all__ = [
     "cohort_artifact_rate",
     "residual_bone",
     "residual_bone_clusters",
+    "subtraction_motion",
+    "SubtractionCheck",
 ]
+
+DEFAULT_MOTION_BONE_FRACTION = 0.01
 
 
 class ArtifactError(ValueError):
@@ -127,6 +139,65 @@ def residual_bone(
         by_region=by_region,
         reason=reason,
     )
+
+
+@dataclass(frozen=True)
+class SubtractionCheck:
+    """Whether a subtracted volume shows inter-sweep motion (``subtraction_motion``).
+
+    moved_bone_fraction: voxels of the subtraction at or below -negative_hu per voxel of the fill's bone, None
+    when the fill has no bone. motion_suspected: that fraction is above max_moved_bone_fraction. summary: one
+    sentence for a reviewer ("4.8% of the bone volume ... : the sweeps moved between ...").
+    """
+
+    moved_bone_fraction: float | None
+    max_moved_bone_fraction: float
+    motion_suspected: bool
+    summary: str
+
+
+def subtraction_motion(
+    fill_hu: np.ndarray,
+    subtracted_hu: np.ndarray,
+    *,
+    bone_threshold_hu: float = 550.0,
+    negative_hu: float = 300.0,
+    max_moved_bone_fraction: float = DEFAULT_MOTION_BONE_FRACTION,
+) -> SubtractionCheck:
+    """Check a subtraction for inter-sweep motion from the scans alone (module docstring).
+
+    fill_hu, subtracted_hu: HU volumes [z, y, x] of one study, same shape (any integer or float dtype). The
+    score is the count of ``subtracted_hu <= -negative_hu`` over the count of ``fill_hu >= bone_threshold_hu``;
+    motion is suspected above ``max_moved_bone_fraction`` (0-1). Raises ArtifactError on mismatched shapes,
+    non-numeric volumes or bad limits.
+    """
+    fill_hu, subtracted_hu = np.asarray(fill_hu), np.asarray(subtracted_hu)
+    for name, volume in (("fill_hu", fill_hu), ("subtracted_hu", subtracted_hu)):
+        if volume.ndim != 3 or volume.dtype == np.bool_ or volume.dtype.kind not in "iuf":
+            raise ArtifactError(f"{name} must be a numeric 3-D HU volume, got {volume.dtype} {volume.shape}")
+    if fill_hu.shape != subtracted_hu.shape:
+        raise ArtifactError(f"shape mismatch: fill_hu {fill_hu.shape} vs subtracted_hu {subtracted_hu.shape}")
+    for name, value in (("bone_threshold_hu", bone_threshold_hu), ("negative_hu", negative_hu)):
+        if isinstance(value, bool) or not np.isfinite(value):
+            raise ArtifactError(f"{name} must be a finite number of HU, got {value!r}")
+    if isinstance(max_moved_bone_fraction, bool) or not 0.0 <= float(max_moved_bone_fraction) < 1.0:
+        raise ArtifactError(
+            f"max_moved_bone_fraction must be a fraction from 0 to 1, got {max_moved_bone_fraction!r}"
+        )
+    limit = float(max_moved_bone_fraction)
+    n_bone = int(np.count_nonzero(fill_hu >= bone_threshold_hu))
+    if n_bone == 0:
+        return SubtractionCheck(
+            None, limit, False, f"no bone at or above {bone_threshold_hu:g} HU in the fill scan"
+        )
+    fraction = int(np.count_nonzero(subtracted_hu <= -negative_hu)) / n_bone
+    suspected = fraction > limit
+    verdict = "the sweeps moved between the fill and the mask scan" if suspected else "the sweeps are aligned"
+    summary = (
+        f"bone of the mask scan missing from the fill: {100 * fraction:.1f}% of the bone volume "
+        f"(limit {100 * limit:g}%): {verdict}"
+    )
+    return SubtractionCheck(fraction, limit, suspected, summary)
 
 
 def _check_inputs(angiogram_hu, bone_mask, *, bright_hu, erode_voxels, regions):

@@ -68,8 +68,11 @@ def test_admin_reviews_a_version_in_the_browser(
 ):
     from annotations import labels
     from annotations.models import Draft, LabelVersion
+    from annotations.subtraction import record_subtraction_check
 
     study = phantom_study(seed=61, shape=SHAPE, spacing_mm=SPACING, cohort="train", pseudonym="REVIEW-061")
+    check = record_subtraction_check(study)  # what the import records (this fixture writes volumes directly)
+    assert check["motion_suspected"] == study.subject.motion["enabled"]
     v1, v2 = _annotator_versions(users, study)
     # a second study whose first version waits too (no parent: everything it labels is new)
     other = phantom_study(
@@ -95,6 +98,8 @@ def test_admin_reviews_a_version_in_the_browser(
     text = row.inner_text()
     assert "REVIEW-061" in text and "v2" in text and "from v1" in text and "annotator" in text
     assert "ago" in text
+    assert check["summary"] in text, "the subtraction check of the study is shown"
+    assert "not checked" in page.locator(f"tr[data-version-id='{first['id']}']").inner_text()
     vessel_count = v2["counts"][str(VESSEL)]
     assert f"{vessel_count:,}" in text
     ids = page.eval_on_selector_all(

@@ -12,12 +12,14 @@ import pytest
 from scipy import ndimage
 
 from dla.classes import BONE
+from dla.phantoms import make_subject
 from dla.stats.artifacts import (
     ArtifactError,
     ResidualBone,
     cohort_artifact_rate,
     residual_bone,
     residual_bone_clusters,
+    subtraction_motion,
 )
 
 
@@ -290,3 +292,48 @@ def test_cluster_bad_inputs():
         residual_bone_clusters(hu, bone, vessel, (1, 1, 1), vessel_margin_mm=-1)
     with pytest.raises(ArtifactError, match="min_cluster_mm3"):
         residual_bone_clusters(hu, bone, vessel, (1, 1, 1), min_cluster_mm3=0)
+
+
+@pytest.mark.parametrize(("shape", "spacing_mm"), [((64, 96, 96), 1.40625), ((24, 40, 40), 2.0)])
+@pytest.mark.parametrize("seed", [3, 61])
+def test_subtraction_motion_separates_moved_from_aligned_sweeps(seed, shape, spacing_mm):
+    """Phantom heads from the generator: the same head once with aligned sweeps, once with the mask scan moved
+    1.5 mm in z and y (the generator's largest translation); the check reads only the scans. The coarse grid is
+    where bone left bright by vessels reaches 4% of the bone (the first version of the check flagged it)."""
+    kw = dict(spacing_mm=spacing_mm, seed=seed)
+    still = make_subject(shape, motion=False, **kw)
+    moved = make_subject(shape, motion={"translation_mm": (1.5, 1.5, 0.0)}, **kw)
+    aligned = subtraction_motion(still.fill_hu, still.subtracted_hu)
+    shifted = subtraction_motion(moved.fill_hu, moved.subtracted_hu)
+    assert not aligned.motion_suspected and aligned.moved_bone_fraction < aligned.max_moved_bone_fraction
+    assert shifted.motion_suspected and shifted.moved_bone_fraction > 5 * shifted.max_moved_bone_fraction
+    assert "sweeps moved" in shifted.summary and "aligned" in aligned.summary
+
+
+def test_subtraction_motion_counts_mask_bone_missing_from_the_fill():
+    fill = np.full((30, 24, 24), 40, np.int16)
+    fill[10:20] = 1200  # a 10-slice plate of bone
+    fill[5, 10:14, 10:14] = 400  # an opacified vessel: positive in the subtraction, never counted
+    mask = np.full_like(fill, 40)
+    mask[12:22] = 1200  # the mask scan's plate two slices lower
+    check = subtraction_motion(fill, fill - mask)
+    # negative where the mask has bone and the fill soft tissue: slices 20 and 21; bone of the fill: 10 slices
+    assert check.moved_bone_fraction == pytest.approx(2 / 10)
+    assert check.motion_suspected
+    aligned = subtraction_motion(fill, fill - np.where(fill == 400, 40, fill).astype(np.int16))
+    assert aligned.moved_bone_fraction == 0 and not aligned.motion_suspected
+    assert not subtraction_motion(fill, fill - mask, max_moved_bone_fraction=0.25).motion_suspected
+
+
+def test_subtraction_motion_bad_input_and_no_bone():
+    fill = np.zeros((8, 8, 8), np.int16)
+    none = subtraction_motion(fill, fill)
+    assert none.moved_bone_fraction is None and not none.motion_suspected and "no bone" in none.summary
+    with pytest.raises(ArtifactError, match="shape mismatch"):
+        subtraction_motion(fill, np.zeros((8, 8, 9), np.int16))
+    with pytest.raises(ArtifactError, match="max_moved_bone_fraction"):
+        subtraction_motion(fill, fill, max_moved_bone_fraction=1.5)
+    with pytest.raises(ArtifactError, match="fill_hu"):
+        subtraction_motion(fill > 0, fill)
+    with pytest.raises(ArtifactError, match="negative_hu"):
+        subtraction_motion(fill, fill, negative_hu=float("nan"))
