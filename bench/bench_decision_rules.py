@@ -4,7 +4,8 @@ Reads a ``reproduce_paper`` database (``DLA_VAR_DIR`` of the run, e.g. ``DEBUG=1
 and its newest model. Each validation / test study's softmax is computed once as trained and once mirrored
 left-right (``predict_volume(mirror=...)``, cached in ``--cache``); every rule is then the argmax of the
 probabilities (the mean of the two for a mirrored rule) re-weighted by ``tempered_priors(model's class priors,
-strength)``, exactly what the inference task does. Scored like the evaluation app: ``TruthReference.score``
+strength, bone strength)`` (``--bone-strengths``: the vessel:bone pair's own strength), exactly what the
+inference task does. Scored like the evaluation app: ``TruthReference.score``
 (whole-head and resolved-vessel Dice, centreline sensitivity), ``residual_bone_clusters`` against the truth's
 bone, and Table 1 against the approved labels inside their ROI (``study_metrics``). Also the exact truth scored
 as the angiogram against the labels (Table 1's ceiling). Choose the rule on ``--cohort validation`` and then
@@ -113,7 +114,11 @@ def score_study(job) -> dict:
     for rule in rules:
         probs = cached["mirror" if rule["mirror"] else "plain"]
         rows[rule["name"]] = scores(
-            class_map(probs, cached["cand"], tempered_priors(class_priors, rule["strength"]))
+            class_map(
+                probs,
+                cached["cand"],
+                tempered_priors(class_priors, rule["strength"], rule.get("bone_strength")),
+            )
         )
     return {"pseudonym": study.pseudonym, "rows": rows}
 
@@ -123,6 +128,12 @@ def main() -> None:
     ap.add_argument("--name", required=True, help="names the results file")
     ap.add_argument("--cohort", default="validation", choices=["validation", "test"])
     ap.add_argument("--strengths", default="0,0.5,0.7,0.8,0.9,1")
+    ap.add_argument(
+        "--bone-strengths",
+        default="",
+        help="vessel:bone strengths; each is paired with every --strengths value (default: the same strength)",
+    )
+    ap.add_argument("--mirror-only", action="store_true", help="score the mirrored rules only")
     ap.add_argument(
         "--cache", type=Path, default=None, help="probability cache (default: a temporary folder)"
     )
@@ -142,10 +153,17 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     cache_probabilities(version, [Study.objects.get(pk=e["study"]) for e in entries], cache)
     strengths = [float(s) for s in args.strengths.split(",")]
+    bone_strengths = [float(s) for s in args.bone_strengths.split(",")] if args.bone_strengths else [None]
     rules = [
-        {"name": f"strength {s:g}{', mirrored' if mirror else ''}", "strength": s, "mirror": mirror}
-        for mirror in (False, True)
+        {
+            "name": f"strength {s:g}{'' if b is None else f' / bone {b:g}'}{', mirrored' if mirror else ''}",
+            "strength": s,
+            "bone_strength": b,
+            "mirror": mirror,
+        }
+        for mirror in ((True,) if args.mirror_only else (False, True))
         for s in strengths
+        for b in bone_strengths
     ]
     from django.db import connections
 

@@ -21,7 +21,7 @@ from django.urls import path
 from django.views.decorators.http import require_GET
 
 from annotations.models import LabelVersion, Study
-from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH
+from dla.model.base import DEFAULT_BONE_PRIOR_STRENGTH, DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH
 from dla.model.network import PRESETS, build_model, config_fingerprint, count_parameters
 from dla_web.roles import is_admin, is_annotator
 
@@ -70,7 +70,8 @@ def models_page(request):
         {
             "cohorts": [c for c in Study.Cohort.values if c != Study.Cohort.UNASSIGNED],
             "presets": sorted(PRESETS),
-            "default_prior_strength": DEFAULT_PRIOR_STRENGTH,
+            "default_prior_strength": f"{DEFAULT_PRIOR_STRENGTH:g}",
+            "default_bone_prior_strength": f"{DEFAULT_BONE_PRIOR_STRENGTH:g}",
             "default_mirror": DEFAULT_MIRROR,
         },
     )

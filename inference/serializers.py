@@ -4,7 +4,7 @@ hyper-parameter is a 400 naming the field, never a failed run)."""
 from rest_framework import serializers
 
 from annotations.models import Study
-from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH
+from dla.model.base import DEFAULT_BONE_PRIOR_STRENGTH, DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH
 from dla.model.network import ARCHITECTURES, PRESETS
 from dla.model.train import InvalidTrainConfigError, TrainConfig
 from dla_web.serializers import TaskRunSerializer
@@ -64,6 +64,7 @@ TRAIN_FIELDS = [
     "augment_noise_hu",
     "augment_blur_sigma_voxels",
     "augment_probability",
+    "augment_mirror",
 ]
 
 
@@ -229,6 +230,10 @@ class TrainRequestSerializer(serializers.Serializer):
         default=FORM_DEFAULTS["augment_probability"],
         help_text="augmentation: chance that a slab/patch is augmented",
     )
+    augment_mirror = serializers.BooleanField(
+        default=False,
+        help_text="augmentation: mirror half of the slabs/patches left-right (heads are symmetric)",
+    )
 
     def validate(self, data):
         if data["validation_cohort"] == data["train_cohort"]:
@@ -331,9 +336,17 @@ class InferenceRequestSerializer(serializers.Serializer):
         max_value=1.0,
         required=False,
         default=DEFAULT_PRIOR_STRENGTH,
-        help_text="re-weight the balanced-training probabilities towards the training labels' class frequencies: "
-        "1 the full Bayes prior shift, 0 none (plain argmax, the paper's rule); models without recorded "
-        "frequencies are used as trained",
+        help_text="re-weight the balanced-training probabilities towards the training labels' class frequencies "
+        "(vessel against soft tissue): 1 the full Bayes prior shift, 0 none (plain argmax, the paper's rule); "
+        "models without recorded frequencies are used as trained",
+    )
+    bone_prior_strength = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        required=False,
+        default=DEFAULT_BONE_PRIOR_STRENGTH,
+        help_text="the same re-weighting for vessel against bone (a vessel in its bony canal is lost to bone "
+        "under the full shift); set both strengths to 0 for the plain argmax",
     )
 
     mirror = serializers.BooleanField(

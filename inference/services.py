@@ -35,7 +35,13 @@ from annotations import volume_store
 from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import CLASS_NAMES, LABELED_CLASSES
-from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH, check_prior_strength, tempered_priors
+from dla.model.base import (
+    DEFAULT_BONE_PRIOR_STRENGTH,
+    DEFAULT_MIRROR,
+    DEFAULT_PRIOR_STRENGTH,
+    check_prior_strength,
+    tempered_priors,
+)
 from dla.model.ddp import backend_and_devices, train_distributed
 from dla.model.dense import (
     InferenceCancelled,
@@ -502,6 +508,8 @@ def run_training(
             f"extra blur sigma up to {cfg.augment_blur_sigma_voxels:g} voxels, "
             f"extra noise SD up to {cfg.augment_noise_hu:g} HU"
         )
+    if cfg.augment_mirror:
+        ctx.log("augmentation: half of the training slabs/patches mirrored left-right")
     recorder = _CurveRecorder(record, ctx, cfg.max_iterations, start_iteration)
     try:
         if processes > 1:
@@ -728,6 +736,7 @@ def run_inference(
     user_id: int | None = None,
     prior_strength: float = DEFAULT_PRIOR_STRENGTH,
     mirror: bool = DEFAULT_MIRROR,
+    bone_prior_strength: float | None = None,
 ) -> dict:
     """Classify the fill volume of each study and store class_map, vessel_prob and dla volumes.
 
@@ -735,7 +744,9 @@ def run_inference(
     candidate voxels (``metrics["class_priors"]``); its balanced-training probabilities are re-weighted to them
     (``predict_volume(class_priors=...)``, ``tempered_priors``: 1 the full Bayes prior shift, which removes most
     of the vessel over-calling of balanced training; 0 none, the paper's plain argmax; the default
-    ``DEFAULT_PRIOR_STRENGTH`` in between). Uploaded weights carry no priors and are used as they are.
+    ``DEFAULT_PRIOR_STRENGTH`` in between); it applies to the vessel : soft-tissue pair, ``bone_prior_strength``
+    to the vessel : bone pair (None: ``prior_strength``, as runs recorded before it existed did). Uploaded
+    weights carry no priors and are used as they are.
     ``mirror``: average the predictions of each volume and of its left-right mirror image (test-time
     augmentation, ``DEFAULT_MIRROR``); the voxel classifier only, a 3D U-Net predicts without it (logged).
 
@@ -749,10 +760,15 @@ def run_inference(
     priors = None
     if recorded:
         frequencies = tuple(float(recorded[k]) for k in ("vessel", "bone", "soft_tissue"))
-        priors = tempered_priors(frequencies, prior_strength)
+        priors = tempered_priors(frequencies, prior_strength, bone_prior_strength)
     if priors is not None:
+        strengths = (
+            f"strength {prior_strength:g}"
+            if bone_prior_strength is None or bone_prior_strength == prior_strength
+            else f"strength {prior_strength:g} against soft tissue, {bone_prior_strength:g} against bone"
+        )
         ctx.log(
-            f"prior correction (strength {prior_strength:g}) to the training labels' class frequencies: "
+            f"prior correction ({strengths}) to the training labels' class frequencies: "
             + ", ".join(
                 f"{k} {100 * v:.2f}%"
                 for k, v in zip(("vessel", "bone", "soft tissue"), frequencies, strict=True)
@@ -859,12 +875,15 @@ def inference_request(
     candidate_min_hu,
     prior_strength: float = DEFAULT_PRIOR_STRENGTH,
     mirror: bool = DEFAULT_MIRROR,
+    bone_prior_strength: float = DEFAULT_BONE_PRIOR_STRENGTH,
 ) -> dict:
     """Keyword arguments of ``infer_studies.enqueue``/``create_run`` for running ``version`` over ``studies``:
-    the task's params, its message and its target (the study, or the model for several). ``prior_strength`` is
-    recorded in the params (runs from before it existed used 1); out of [0, 1] raises InferenceError. ``mirror``
-    (test-time augmentation) is recorded too (runs from before it existed used none)."""
+        the task's params, its message and its target (the study, or the model for several). ``prior_strength`` is
+        recorded in the params (runs from before it existed used 1), and so is ``bone_prior_strength`` (the vessel : bone
+    pair's; runs from before it existed used ``prior_strength``); out of [0, 1] raises InferenceError. ``mirror``
+        (test-time augmentation) is recorded too (runs from before it existed used none)."""
     prior_strength = check_prior_strength(prior_strength)
+    bone_prior_strength = check_prior_strength(bone_prior_strength)
     noun = "study" if len(studies) == 1 else "studies"
     params = {
         "model_version_id": version.pk,
@@ -872,6 +891,7 @@ def inference_request(
         "candidate_min_hu": candidate_min_hu,
         "user_id": user.pk if user else None,
         "prior_strength": prior_strength,
+        "bone_prior_strength": bone_prior_strength,
         "mirror": bool(mirror),
     }
     return {

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from annotations.models import Volume
 from annotations.tasks import enqueue_cines
-from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH
+from dla.model.base import DEFAULT_BONE_PRIOR_STRENGTH, DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH
 from dla_web.tasks import TaskContext, dla_task
 
 from . import services
@@ -54,6 +54,7 @@ def start_inference(
     cine: bool = True,
     prior_strength: float = DEFAULT_PRIOR_STRENGTH,
     mirror: bool = DEFAULT_MIRROR,
+    bone_prior_strength: float = DEFAULT_BONE_PRIOR_STRENGTH,
 ):
     """The TaskRun (kind ``infer``) of ``version`` over ``studies``; sent to the ``gpu`` queue on commit, or left
     queued for ``infer_studies.run_here`` with ``in_process``."""
@@ -64,6 +65,7 @@ def start_inference(
         candidate_min_hu=candidate_min_hu,
         prior_strength=prior_strength,
         mirror=mirror,
+        bone_prior_strength=bone_prior_strength,
     )
     if not cine:
         request["params"]["cine"] = False

@@ -158,6 +158,7 @@ class InferenceViewSet(viewsets.GenericViewSet):
             studies=studies,
             candidate_min_hu=data["candidate_min_hu"],
             prior_strength=data["prior_strength"],
+            bone_prior_strength=data["bone_prior_strength"],
             mirror=data["mirror"],
         )
         return Response(TaskRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)

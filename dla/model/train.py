@@ -96,6 +96,8 @@ class TrainConfig:
     ``augment_*``: training-batch augmentation (module docstring; default off): ``augment_noise_hu`` max extra
     noise SD (HU, 0-500), ``augment_blur_sigma_voxels`` max extra blur sigma (voxels, 0-3), ``augment_hu_scale``
     (low, high) HU factor range (0.25-4; (1, 1) off), ``augment_probability`` per slab/patch (0-1).
+    ``augment_mirror``: each slab/patch (input and target together) is mirrored left-right (x) with probability
+    one half (heads are left-right symmetric; ``_mirrored``); independent of the HU augmentation.
     """
 
     preset: str = "cpu"
@@ -120,6 +122,7 @@ class TrainConfig:
     augment_blur_sigma_voxels: float = 0.0
     augment_hu_scale: tuple[float, float] = (1.0, 1.0)
     augment_probability: float = 1.0
+    augment_mirror: bool = False
 
     def __post_init__(self) -> None:
         self._check_augmentation()
@@ -260,7 +263,7 @@ class TrainingData:
         """Balanced patch batch: x float32 [n,5,41,41] normalised, target int64 [n] (channel = class - 1).
         ``augment``: a TrainConfig whose augmentation is applied to the patches (``augment_hu_batch``)."""
         vox, cls = self.sample_class_voxels(rng, n)
-        x = _augmented(self.patches(vox), rng, augment)
+        x = _augmented(_mirrored(self.patches(vox), None, rng, augment)[0], rng, augment)
         return normalize_hu(torch.from_numpy(x)), torch.from_numpy(cls.astype(np.int64) - 1)
 
     def sample_dense_batch(
@@ -286,6 +289,7 @@ class TrainingData:
                 z : z + 2 * HALO_Z + 1, y0 : y0 + p + 2 * HALO_YX, x0 : x0 + p + 2 * HALO_YX
             ]
             ts[i] = lab[z, y0 : y0 + p, x0 : x0 + p].astype(np.int64) - 1
+        xs, ts = _mirrored(xs, ts, rng, augment)
         return normalize_hu(torch.from_numpy(_augmented(xs, rng, augment))), torch.from_numpy(ts)
 
     def crop3d(self, v: int, start_zyx, size_zyx) -> tuple[np.ndarray, np.ndarray]:
@@ -317,6 +321,7 @@ class TrainingData:
                 for a in range(3)
             ]
             xs[i], ts[i] = self.crop3d(v, start, d)
+        xs, ts = _mirrored(xs, ts, rng, augment)
         x = normalize_hu(torch.from_numpy(_augmented(xs, rng, augment)))
         return x[:, None], torch.from_numpy(ts)
 
@@ -366,6 +371,19 @@ def augment_hu_batch(
             rec["noise_sd_hu"] = float(rng.uniform(0.0, config.augment_noise_hu))
             x_hu[i] += rng.standard_normal(x_hu[i].shape, dtype=np.float32) * np.float32(rec["noise_sd_hu"])
     return x_hu, drawn
+
+
+def _mirrored(x: np.ndarray, target: np.ndarray | None, rng: np.random.Generator, config: TrainConfig | None):
+    """(x, target) with each item (first axis) mirrored along its last (x) axis with probability one half when
+    ``config.augment_mirror``, else both unchanged (no draw from ``rng``). x: HU [n, ..., X]; target: [n, ..., X]
+    (slabs, 3-D patches) or None (a patch's single class, which mirroring does not change)."""
+    if config is None or not config.augment_mirror:
+        return x, target
+    flip = rng.random(len(x)) < 0.5
+    x[flip] = x[flip][..., ::-1]
+    if target is not None:
+        target[flip] = target[flip][..., ::-1]
+    return x, target
 
 
 def _augmented(x: np.ndarray, rng: np.random.Generator, config: TrainConfig | None) -> np.ndarray:

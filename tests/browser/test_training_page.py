@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from annotations.labels import _create_version, review
-from dla.model.base import DEFAULT_PRIOR_STRENGTH
+from dla.model.base import DEFAULT_BONE_PRIOR_STRENGTH, DEFAULT_PRIOR_STRENGTH
 from dla_web.models import TaskRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -86,8 +86,12 @@ def test_admin_trains_watches_cancels_and_registers_model(
     assert "short run" in page.locator("#models-table tr[data-active=true]").inner_text()
     # the default, explained
     assert page.input_value("#infer-form input[name=prior_strength]") == f"{DEFAULT_PRIOR_STRENGTH:g}"
-    assert "0 none (the paper's rule)" in page.locator("#prior-strength-help").inner_text()
+    assert "0 none (the paper's rule; set both to 0)" in page.locator("#prior-strength-help").inner_text()
+    assert (
+        page.input_value("#infer-form input[name=bone_prior_strength]") == f"{DEFAULT_BONE_PRIOR_STRENGTH:g}"
+    )
     page.fill("#infer-form input[name=prior_strength]", "0.5")
+    page.fill("#infer-form input[name=bone_prior_strength]", "0.3")
     assert not page.is_checked("#infer-form input[name=mirror]")  # one pass unless asked, explained
     assert "twice the network" in page.locator("#prior-strength-help").inner_text()
     page.check("#infer-form input[name=mirror]")
@@ -95,8 +99,9 @@ def test_admin_trains_watches_cancels_and_registers_model(
     page.wait_for_selector("#infer-runs .run[data-state=succeeded]", timeout=60000)
     run = TaskRun.objects.filter(kind="infer").latest("pk")
     assert run.params["prior_strength"] == 0.5 and run.params["mirror"] is True
+    assert run.params["bone_prior_strength"] == 0.3
     assert (
-        "prior correction (strength 0.5)" in run.log_tail
+        "prior correction (strength 0.5 against soft tissue, 0.3 against bone)" in run.log_tail
         and "mirrored test-time augmentation" in run.log_tail
     )
     shot(page, "models-page")

@@ -14,6 +14,7 @@ from django.db import transaction
 
 from annotations.models import Study, Volume
 from dla.classes import VESSEL
+from dla.model.base import DEFAULT_BONE_PRIOR_STRENGTH
 from dla.model.dense import DLA_BACKGROUND_HU, intensity_candidates, predict_volume
 from dla.model.network import build_model, save_weights
 from dla_web.models import TaskRun
@@ -125,11 +126,10 @@ def test_bad_inference_requests_are_refused(client_for, phantom_study):
     assert "exactly one of" in refused({"study": study.pk, "cohort": "test"})
     assert "exactly one of" in refused({})
     assert "has no studies" in refused({"cohort": "validation"})
-    for bad in (1.5, -0.1, "strong"):
-        response = annotator.post(
-            "/api/inference/", {"study": study.pk, "prior_strength": bad}, format="json"
-        )
-        assert response.status_code == 400 and "prior_strength" in response.json()["errors"], response.content
+    for field in ("prior_strength", "bone_prior_strength"):
+        for bad in (1.5, -0.1, "strong"):
+            response = annotator.post("/api/inference/", {"study": study.pk, field: bad}, format="json")
+            assert response.status_code == 400 and field in response.json()["errors"], response.content
     for bad in ("sometimes", 3, [True]):
         response = annotator.post("/api/inference/", {"study": study.pk, "mirror": bad}, format="json")
         assert response.status_code == 400 and "mirror" in response.json()["errors"], response.content
@@ -145,6 +145,7 @@ def test_bad_inference_requests_are_refused(client_for, phantom_study):
     assert started.status_code == 202, started.content
     params = TaskRun.objects.get(pk=started.json()["id"]).params
     assert params["prior_strength"] == 0.0 and params["mirror"] is False  # one pass unless asked
+    assert params["bone_prior_strength"] == DEFAULT_BONE_PRIOR_STRENGTH  # each pair has its own strength
     mirrored = annotator.post("/api/inference/", {"study": study.pk, "mirror": True}, format="json")
     assert mirrored.status_code == 202
     assert TaskRun.objects.get(pk=mirrored.json()["id"]).params["mirror"] is True

@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score, recall_score
 from annotations.labels import newest_approved, version_labels
 from annotations.models import LabelVersion, Study, Volume
 from dla.classes import VESSEL
-from dla.model.base import DEFAULT_PRIOR_STRENGTH, tempered_priors
+from dla.model.base import DEFAULT_BONE_PRIOR_STRENGTH, DEFAULT_PRIOR_STRENGTH, tempered_priors
 from dla.model.dense import intensity_candidates, predict_volume
 from dla.phantoms import cohort_plan
 from dla_web.models import TaskRun
@@ -138,6 +138,7 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
             out=tmp_path,
             reuse=True,
             prior_strength=0.0,
+            bone_prior_strength=0.0,
             stdout=io.StringIO(),
             stderr=io.StringIO(),
             **SMOKE,
@@ -146,6 +147,7 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
     rerun_at_strength_0()
     runs = list(TaskRun.objects.filter(kind="infer").order_by("pk"))
     assert len(runs) == n_infer + 1 and runs[-1].params["prior_strength"] == 0.0
+    assert runs[-1].params["bone_prior_strength"] == 0.0
     assert runs[-1].params["mirror"] is True  # reproduce_paper mirrors by default
     assert (
         "prior correction off" in runs[-1].log_tail and "mirrored test-time augmentation" in runs[-1].log_tail
@@ -158,7 +160,9 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
         (
             maps.first(),
             tempered_priors(
-                tuple(priors[k] for k in ("vessel", "bone", "soft_tissue")), DEFAULT_PRIOR_STRENGTH
+                tuple(priors[k] for k in ("vessel", "bone", "soft_tissue")),
+                DEFAULT_PRIOR_STRENGTH,
+                DEFAULT_BONE_PRIOR_STRENGTH,
             ),
         ),
         (maps.last(), None),

@@ -16,7 +16,7 @@ from django.conf import settings
 from annotations.labels import _create_version, review
 from annotations.models import Study
 from dla.classes import BONE
-from dla.model.base import DEFAULT_PRIOR_STRENGTH, tempered_priors
+from dla.model.base import DEFAULT_BONE_PRIOR_STRENGTH, DEFAULT_PRIOR_STRENGTH, tempered_priors
 from dla.model.network import NetworkConfig, build_model, config_fingerprint, preset_config, save_weights
 from dla.model.train import TrainConfig, autocast_dtype
 from dla_web.models import TaskRun
@@ -143,7 +143,9 @@ def test_unet3d_trains_through_the_form_api_and_its_model_infers(client_for, coh
         candidate_mask=intensity_candidates(fill, 100),
         prob_dtype=np.float32,
         class_priors=tempered_priors(
-            tuple(priors[k] for k in ("vessel", "bone", "soft_tissue")), DEFAULT_PRIOR_STRENGTH
+            tuple(priors[k] for k in ("vessel", "bone", "soft_tissue")),
+            DEFAULT_PRIOR_STRENGTH,
+            DEFAULT_BONE_PRIOR_STRENGTH,
         )
         if priors
         else None,

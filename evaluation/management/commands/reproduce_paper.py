@@ -20,8 +20,9 @@ Steps (each with a terminal progress bar; wall time of each step in the results)
    scores inside it.
 3. **Training**: ``inference.services.run_training`` on the approved train labels, validation cohort monitored.
 4. **Inference** on validation + test (class map, vessel probability, 3D-DLA volumes), the balanced-training
-   probabilities re-weighted towards the training labels' class frequencies at ``--prior-strength`` (0.8; 0 is the
-   paper's plain argmax), each volume's prediction averaged with that of its mirror image (``--[no-]mirror``).
+   probabilities re-weighted towards the training labels' class frequencies at ``--prior-strength`` (vessel against soft
+   tissue, 1) and ``--bone-prior-strength`` (vessel against bone, 0.6; both 0 is the paper's plain argmax), each
+   volume's prediction averaged with that of its mirror image (``--[no-]mirror``).
 5. **Evaluation** twice (``manage.py evaluate``): against the approved labels (the paper's reference standard,
    Table 1 + residual bone DSA vs DLA) and against the phantom truth (no ROI); PDF + JSON of both into ``--out``.
    Both carry the truth-referenced section (issue 14: 3D-DLA and the DSA baseline against the phantom truth over
@@ -30,7 +31,7 @@ Steps (each with a terminal progress bar; wall time of each step in the results)
 6. **Label quality**: vessel Dice / precision / recall of the recipe labels against the truth per cohort.
 
 ``--reuse`` keeps studies, approved labels, the trained model and predictions of an earlier run with the same
-settings in the same database (e.g. after an interruption); with another ``--prior-strength`` or ``--[no-]mirror``
+settings in the same database (e.g. after an interruption); with another ``--[bone-]prior-strength`` or ``--[no-]mirror``
 it predicts and evaluates again with the same model (two to three minutes for the full cohort). Refuses to run when other studies are in the
 train/validation/test cohorts (they would be trained or evaluated on): use a fresh database, e.g.
 ``DEBUG=1 DLA_VAR_DIR=/tmp/repro-var``.
@@ -66,7 +67,7 @@ from annotations.phantom_import import import_subject
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
 from dla.labeling.recipe import DEFAULT_VESSEL_EDGE_FRACTION, RecipeError, RecipeParams, run_recipe
 from dla.labeling.roi import box_around, box_mask
-from dla.model.base import DEFAULT_PRIOR_STRENGTH
+from dla.model.base import DEFAULT_BONE_PRIOR_STRENGTH, DEFAULT_PRIOR_STRENGTH
 from dla.phantoms import cohort_plan, default_spacing_mm, subject_from_plan
 from dla.phantoms.review import artifact_mask, eraser_strokes
 from dla.stats.artifacts import subtraction_motion
@@ -195,7 +196,14 @@ class Command(BaseCommand):
             default=DEFAULT_PRIOR_STRENGTH,
             help="inference re-weights the balanced-training probabilities to the training labels' class "
             "frequencies: 1 the full Bayes prior shift, 0 none (the paper's plain argmax), default "
-            f"{DEFAULT_PRIOR_STRENGTH:g} (the inference task's)",
+            f"{DEFAULT_PRIOR_STRENGTH:g} (the inference task's); vessel against soft tissue",
+        )
+        parser.add_argument(
+            "--bone-prior-strength",
+            type=float,
+            default=DEFAULT_BONE_PRIOR_STRENGTH,
+            help=f"the same for vessel against bone, default {DEFAULT_BONE_PRIOR_STRENGTH:g} (both strengths 0: "
+            "the plain argmax)",
         )
         parser.add_argument(
             "--mirror",
@@ -211,6 +219,12 @@ class Command(BaseCommand):
             default=True,
             help="train with the forward pass in bfloat16 where the CPU (or GPU) has it natively (the training "
             "task's amp option; 1.1-1.3x faster per iteration on 2 EPYC cores); --no-mixed-precision: float32",
+        )
+        parser.add_argument(
+            "--augment-mirror",
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="mirror half of the training slabs left-right (the training task's augment_mirror)",
         )
         parser.add_argument("--roi-margin-mm", type=float, default=10.0)
         parser.add_argument("--lr", type=floats, default=[3e-3, 3e-4], help="learning rates, e.g. 1e-2,1e-3")
@@ -239,8 +253,9 @@ class Command(BaseCommand):
             RecipeParams(vessel_edge_fraction=o["vessel_edge_fraction"])
         except RecipeError as exc:
             raise CommandError(f"--vessel-edge-fraction: {exc}") from exc
-        if not 0.0 <= o["prior_strength"] <= 1.0:
-            raise CommandError(f"--prior-strength must be from 0 to 1, got {o['prior_strength']:g}")
+        for key in ("prior_strength", "bone_prior_strength"):
+            if not 0.0 <= o[key] <= 1.0:
+                raise CommandError(f"--{key.replace('_', '-')} must be from 0 to 1, got {o[key]:g}")
         self.spacing = (o["spacing"],) * 3 if o["spacing"] else default_spacing_mm(o["shape"])
         self.prefix = f"RP{o['seed']}-"
         out = o["out"] or Path(settings.VAR_DIR) / "reproduce"
@@ -474,6 +489,7 @@ class Command(BaseCommand):
             f"reproduce_paper {o['subjects']} {'x'.join(map(str, o['shape']))} {o['preset']} "
             f"it{o['iterations']} lr{lr} b{o['slabs_per_batch']}x{o['slab_px']} seed{o['seed']}"
             + (" amp" if o["mixed_precision"] else "")
+            + (" mirror-aug" if o["augment_mirror"] else "")
         )[:120]
 
     def train(self):
@@ -516,6 +532,7 @@ class Command(BaseCommand):
                 "checkpoint_every": max(50, o["iterations"] // 5),
                 "seed": o["seed"],
                 "amp": o["mixed_precision"],
+                "augment_mirror": o["augment_mirror"],
                 "activate": True,
             }
         )
@@ -548,6 +565,8 @@ class Command(BaseCommand):
             f"infer-run-{run.pk}"
             for run in TaskRun.objects.filter(kind="infer")
             if float(run.params.get("prior_strength", 1.0)) == self.o["prior_strength"]  # older runs: 1
+            and float(run.params.get("bone_prior_strength", run.params.get("prior_strength", 1.0)))
+            == self.o["bone_prior_strength"]  # older runs: one strength
             and bool(run.params.get("mirror", False)) == self.o["mirror"]  # older runs: no mirror
         }
         for study in Study.objects.filter(cohort__in=["validation", "test"]).order_by("pseudonym"):
@@ -566,6 +585,7 @@ class Command(BaseCommand):
             in_process=True,
             cine=False,
             prior_strength=self.o["prior_strength"],
+            bone_prior_strength=self.o["bone_prior_strength"],
             mirror=self.o["mirror"],
         )
         run = tasks.infer_studies.run_here(run, terminal=TerminalProgress(self.stderr))
@@ -848,6 +868,7 @@ _OPTION_KEYS = (
     "clicked_tree_only",
     "vessel_edge_fraction",
     "prior_strength",
+    "bone_prior_strength",
     "reject_motion_train_labels",
     "lr",
     "lr_boundaries",
@@ -856,6 +877,9 @@ _OPTION_KEYS = (
     "val_every",
     "patience",
     "candidate_min_hu",
+    "mixed_precision",
+    "mirror",
+    "augment_mirror",
 )
 
 

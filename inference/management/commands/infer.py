@@ -9,7 +9,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
 from annotations.models import Study
-from dla.model.base import DEFAULT_MIRROR, DEFAULT_PRIOR_STRENGTH, check_prior_strength
+from dla.model.base import (
+    DEFAULT_BONE_PRIOR_STRENGTH,
+    DEFAULT_MIRROR,
+    DEFAULT_PRIOR_STRENGTH,
+    check_prior_strength,
+)
 from dla_web.models import TaskRun
 from dla_web.progress import TerminalProgress
 from inference import services, tasks
@@ -35,7 +40,14 @@ class Command(BaseCommand):
             type=float,
             default=DEFAULT_PRIOR_STRENGTH,
             help="re-weight the balanced-training probabilities to the training labels' class frequencies: 1 the "
-            f"full Bayes prior shift, 0 none (plain argmax, the paper's rule), default {DEFAULT_PRIOR_STRENGTH:g}",
+            f"full Bayes prior shift, 0 none (plain argmax, the paper's rule), default {DEFAULT_PRIOR_STRENGTH:g}; "
+            "vessel against soft tissue",
+        )
+        parser.add_argument(
+            "--bone-prior-strength",
+            type=float,
+            default=DEFAULT_BONE_PRIOR_STRENGTH,
+            help=f"the same for vessel against bone, default {DEFAULT_BONE_PRIOR_STRENGTH:g} (both 0: plain argmax)",
         )
         parser.add_argument(
             "--mirror",
@@ -68,6 +80,7 @@ class Command(BaseCommand):
             studies = services.inference_studies(study_ids=study_ids, cohort=opts["cohort"])
             services.load_model(version)
             check_prior_strength(opts["prior_strength"])
+            check_prior_strength(opts["bone_prior_strength"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         run = tasks.start_inference(
@@ -77,6 +90,7 @@ class Command(BaseCommand):
             candidate_min_hu=min_hu,
             in_process=not opts["worker"],
             prior_strength=opts["prior_strength"],
+            bone_prior_strength=opts["bone_prior_strength"],
             mirror=opts["mirror"],
         )
         self.stdout.write(

@@ -138,3 +138,34 @@ def test_validation_is_never_augmented_and_off_is_bit_identical():
     a = _run(small_config(**base), [])
     b = _run(small_config(**base, augment_noise_hu=0.0, augment_hu_scale=(1.0, 1.0)), [])
     assert same_weights(a, b)
+
+
+@pytest.mark.parametrize("kind", ["dense", "patch3d"])
+def test_mirror_augmentation_flips_input_and_target_together(kind):
+    """With ``augment_mirror`` about half the items of a batch are the left-right mirror image of the same draw
+    without it (input and target alike; the rest are unchanged), and a mirrored item's target still labels
+    its own input voxels: the check is against the volume itself, not against the sampler."""
+    data = TrainingData(TRAIN_PAIRS, name="train")
+
+    def draw(mirror: bool):
+        rng = np.random.default_rng(5)
+        cfg = TrainConfig(augment_mirror=mirror)
+        if kind == "dense":
+            x, t = data.sample_dense_batch(rng, 64, 8, augment=cfg)
+            return x[:, 2:3, 20:-20, 20:-20], t  # the centre slice of each slab's output window
+        x, t = data.sample_patch3d_batch(rng, 64, (8, 16, 16), augment=cfg)
+        return x, t
+
+    x0, t0 = draw(False)
+    x1, t1 = draw(True)
+    same = [torch.equal(x1[i], x0[i]) and torch.equal(t1[i], t0[i]) for i in range(len(x0))]
+    mirrored = [
+        torch.equal(x1[i], torch.flip(x0[i], dims=[-1])) and torch.equal(t1[i], torch.flip(t0[i], dims=[-1]))
+        for i in range(len(x0))
+    ]
+    assert all(a or b for a, b in zip(same, mirrored, strict=True))
+    assert 16 <= sum(m and not s for m, s in zip(mirrored, same, strict=True)) <= 48
+    assert TrainConfig.from_dict(TrainConfig(augment_mirror=True).to_dict()).augment_mirror
+    assert not TrainConfig.from_dict(
+        {k: v for k, v in TrainConfig().to_dict().items() if k != "augment_mirror"}
+    ).augment_mirror

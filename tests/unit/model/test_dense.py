@@ -202,6 +202,15 @@ def test_a_partial_prior_shift_lies_between_none_and_the_full_one():
     assert tempered_priors(priors, 0.0) is None and tempered_priors(None, 0.7) is None
     half = np.sqrt(priors)
     assert tempered_priors(priors, 0.5) == pytest.approx(half / half.sum())
+    assert tempered_priors(priors, 0.5, 0.5) == tempered_priors(priors, 0.5)
+    assert tempered_priors(priors, 0.0, 0.0) is None
+    # its own strength for the vessel : bone pair moves only the bone weight relative to vessel
+    w = np.array(tempered_priors(priors, 1.0, 0.6))
+    assert w[2] / w[0] == pytest.approx(priors[2] / priors[0])
+    assert w[1] / w[0] == pytest.approx((priors[1] / priors[0]) ** 0.6)
+    for bad in (1.2, -0.1, True):
+        with pytest.raises(InferenceError, match="prior strength must be a number from 0 to 1"):
+            tempered_priors(priors, 1.0, bad)
     torch.manual_seed(0)
     model = build_model("tiny")
     fill = _volume((4, 14, 15), seed=3)

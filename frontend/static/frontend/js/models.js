@@ -72,6 +72,7 @@ document.getElementById("infer-form").addEventListener("submit", async (event) =
   else body.cohort = form.cohort.value;
   body.candidate_min_hu = form.candidate_min_hu.value === "" ? null : Number(form.candidate_min_hu.value);
   if (form.prior_strength.value !== "") body.prior_strength = Number(form.prior_strength.value);
+  if (form.bone_prior_strength.value !== "") body.bone_prior_strength = Number(form.bone_prior_strength.value);
   body.mirror = form.mirror.checked;
   try {
     await api("/api/inference/", { method: "POST", body });

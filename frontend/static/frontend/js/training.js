@@ -226,7 +226,7 @@ form.addEventListener("submit", async (event) => {
   const data = new FormData(form);
   const body = {};
   for (const [key, value] of data.entries()) {
-    if (key === "activate") continue;
+    if (key === "activate" || key === "augment_mirror") continue;
     const input = form.elements[key];
     if (input.type === "number") body[key] = value === "" ? undefined : Number(value);
     else body[key] = value;
@@ -235,6 +235,7 @@ form.addEventListener("submit", async (event) => {
   body.lr_boundaries_epochs = numberList(data.get("lr_boundaries_epochs"));
   body.validation_cohort = data.get("validation_cohort") || null;
   body.activate = form.elements.activate.checked;
+  body.augment_mirror = form.elements.augment_mirror.checked;
   const button = document.getElementById("launch");
   button.disabled = true;
   try {
