@@ -204,8 +204,8 @@ vessel : soft-tissue pair, ``DEFAULT_BONE_PRIOR_STRENGTH`` for the vessel : bone
 cohort of the full phantom run with mirrored inference (docs/REPRODUCTION.md, "Two prior strengths"): the rim of
 false vessel voxels around the lumen is soft tissue to the truth and wants the full shift, while a vessel in its
 bony canal is lost to bone under it. Resolved-vessel Dice against the truth, validation (n=8): one strength 0.8
-for both 89.2%, 1 for both 89.7%, 0.6 / 1 90.4%. (Until session 8 one strength, 0.8, then 0.7 before mirrored
-inference and longer training.)"""
+for both 89.2%, 1 for both 89.7%, 1 against soft tissue with 0.6 against bone 90.4%. (Until session 8 one
+strength, 0.8; 0.7 before mirrored inference and longer training.)"""
 
 
 DEFAULT_MIRROR = False
