@@ -314,6 +314,13 @@ class TrainingRunListSerializer(TrainingRunSerializer):
         read_only_fields = fields
 
 
+def _strength_field(default: float, help_text: str) -> serializers.FloatField:
+    """An optional prior strength of the inference request (a number from 0 to 1)."""
+    return serializers.FloatField(
+        min_value=0.0, max_value=1.0, required=False, default=default, help_text=help_text
+    )
+
+
 class InferenceRequestSerializer(serializers.Serializer):
     """Run a model (default: the active one) on one study, a list of studies or a whole cohort."""
 
@@ -331,22 +338,16 @@ class InferenceRequestSerializer(serializers.Serializer):
         default=100,
         help_text="run the network only where fill >= this HU (dilated by 1 voxel); null = every voxel",
     )
-    prior_strength = serializers.FloatField(
-        min_value=0.0,
-        max_value=1.0,
-        required=False,
-        default=DEFAULT_PRIOR_STRENGTH,
-        help_text="re-weight the balanced-training probabilities towards the training labels' class frequencies "
+    prior_strength = _strength_field(
+        DEFAULT_PRIOR_STRENGTH,
+        "re-weight the balanced-training probabilities towards the training labels' class frequencies "
         "(vessel against soft tissue): 1 the full Bayes prior shift, 0 none (plain argmax, the paper's rule); "
         "models without recorded frequencies are used as trained",
     )
-    bone_prior_strength = serializers.FloatField(
-        min_value=0.0,
-        max_value=1.0,
-        required=False,
-        default=DEFAULT_BONE_PRIOR_STRENGTH,
-        help_text="the same re-weighting for vessel against bone (a vessel in its bony canal is lost to bone "
-        "under the full shift); set both strengths to 0 for the plain argmax",
+    bone_prior_strength = _strength_field(
+        DEFAULT_BONE_PRIOR_STRENGTH,
+        "the same re-weighting for vessel against bone (a vessel in its bony canal is lost to bone under the "
+        "full shift); set both strengths to 0 for the plain argmax",
     )
 
     mirror = serializers.BooleanField(

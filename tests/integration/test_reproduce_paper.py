@@ -101,6 +101,13 @@ def test_reproduce_paper_smoke_run_produces_table1(tmp_path):
     quality = results["label_quality"]
     assert set(quality) == {"train", "validation", "test"}
     assert 0.0 <= quality["test"]["vessel_dice"] <= 1.0
+    per_study = results["label_quality_per_study"]
+    assert all(q["approved"] for q in per_study), (
+        "without --reject-motion-train-labels every version is approved"
+    )
+    assert [q["motion_suspected"] for q in per_study] == [q["motion"] for q in per_study], (
+        "the subtraction check recorded at import finds the phantoms' motion from the scans alone"
+    )
     # Table 1 of the exact truth against the labels: its sensitivity is the labels' vessel precision in the ROI
     # (computed separately), so a model drawing the truth exactly cannot score more than that
     rows = [q for q in results["label_quality_per_study"] if q["cohort"] == "test"]

@@ -64,13 +64,13 @@ from annotations.labels import (
 )
 from annotations.models import LabelVersion, Study, Volume
 from annotations.phantom_import import import_subject
+from annotations.subtraction import record_subtraction_check, subtraction_check
 from dla.classes import BONE, SOFT_TISSUE, VESSEL
 from dla.labeling.recipe import DEFAULT_VESSEL_EDGE_FRACTION, RecipeError, RecipeParams, run_recipe
 from dla.labeling.roi import box_around, box_mask
 from dla.model.base import DEFAULT_BONE_PRIOR_STRENGTH, DEFAULT_PRIOR_STRENGTH
 from dla.phantoms import cohort_plan, default_spacing_mm, subject_from_plan
 from dla.phantoms.review import artifact_mask, eraser_strokes
-from dla.stats.artifacts import subtraction_motion
 from dla.stats.metrics import (
     PAPER_TABLE1,
     TABLE1_METRICS,
@@ -384,7 +384,7 @@ class Command(BaseCommand):
             truth = np.asarray(study.volume(Volume.Role.TRUTH).array())
             spacing = tuple(study.volume(Volume.Role.FILL).spacing_mm)
             version = newest_approved(study)
-            check = subtraction_motion(fill, sub, bone_threshold_hu=self.o["bone_threshold_hu"])
+            check = subtraction_check(study) or record_subtraction_check(study)  # recorded at import
             if version is None:
                 params, box = self.recipe_params(fill, sub, truth, spacing, entry["split"])
                 draft = get_or_create_draft(study, self.user)
@@ -402,11 +402,11 @@ class Command(BaseCommand):
                 if (
                     self.o["reject_motion_train_labels"]
                     and entry["split"] == "train"
-                    and check.motion_suspected
+                    and check["motion_suspected"]
                 ):
-                    review(version, self.user, LabelVersion.Review.REJECTED, check.summary)
+                    version = review(version, self.user, LabelVersion.Review.REJECTED, check["summary"])
                 else:
-                    review(
+                    version = review(
                         version,
                         self.user,
                         LabelVersion.Review.APPROVED,
@@ -415,8 +415,8 @@ class Command(BaseCommand):
             quality.append(
                 {
                     **self.label_quality(study, entry, version, truth),
-                    "motion_suspected": check.motion_suspected,
-                    "subtraction_check": check.summary,
+                    "motion_suspected": check["motion_suspected"],
+                    "subtraction_check": check["summary"],
                     "approved": version.review_status == LabelVersion.Review.APPROVED,
                 }
             )
