@@ -241,6 +241,7 @@ def test_no_click_keeps_every_vessel_tree_the_click_would_drop(cohort):
     "option, message",
     [
         ({"prior_strength": 2.0}, "--prior-strength must be from 0 to 1, got 2"),
+        ({"bone_prior_strength": -0.5}, "--bone-prior-strength must be from 0 to 1, got -0.5"),
         ({"vessel_edge_fraction": 1.5}, "--vessel-edge-fraction: vessel_edge_fraction=1.5 is outside"),
     ],
 )

@@ -472,6 +472,18 @@ def test_train_and_infer_management_commands(cohorts, users):
         call_command(
             "infer", "--cohort", "test", "--prior-strength", "1.5", stdout=io.StringIO(), stderr=io.StringIO()
         )
+    with pytest.raises(
+        CommandError, match="--bone-prior-strength: the prior strength must be a number from 0 to 1"
+    ):
+        call_command(
+            "infer",
+            "--cohort",
+            "test",
+            "--bone-prior-strength",
+            "-0.2",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
     assert TaskRun.objects.filter(kind="infer").count() == n_runs  # refused before anything was queued
     with pytest.raises(
         CommandError,

@@ -79,10 +79,13 @@ class Command(BaseCommand):
                 study_ids = [s.pk for s in found]
             studies = services.inference_studies(study_ids=study_ids, cohort=opts["cohort"])
             services.load_model(version)
-            check_prior_strength(opts["prior_strength"])
-            check_prior_strength(opts["bone_prior_strength"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        for option in ("prior_strength", "bone_prior_strength"):
+            try:
+                check_prior_strength(opts[option])
+            except ValueError as exc:
+                raise CommandError(f"--{option.replace('_', '-')}: {exc}") from exc
         run = tasks.start_inference(
             user=user,
             version=version,
